@@ -1,0 +1,164 @@
+"""Close codes and the small exception hierarchy of the protocol.
+
+Every way a ``nimbus.ssh.v1`` connection can end has a code in
+:class:`CloseCode`: the WebSocket codes of RFC 6455 and the application codes
+4000-4015 of the contract (``protocol.md`` section 8).  Decoders raise
+:class:`ProtocolError` carrying the code the connection must be closed with;
+clients surface a terminal close as one :class:`CloseError`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "RETRYABLE_CLOSE_CODES",
+    "CloseCode",
+    "CloseError",
+    "NimbusError",
+    "ProtocolError",
+    "close_code_name",
+    "describe_close_code",
+]
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket (1000-1015) and application (4000-4015) close codes."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005
+    ABNORMAL = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR_WS = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015
+
+    CANCELLED = 4000
+    UNSUPPORTED_PROFILE = 4001
+    BAD_HELLO = 4002
+    AUTH_FAILED = 4003
+    POLICY_DENIED = 4004
+    TARGET_UNREACHABLE = 4005
+    CHANNEL_LIMIT = 4006
+    FLOW_VIOLATION = 4007
+    FRAME_TOO_LARGE = 4008
+    UNSUPPORTED_MESSAGE = 4009
+    SERVER_OVERLOAD = 4010
+    RESUME_FAILED = 4011
+    TIMEOUT = 4012
+    DUPLICATE_CHANNEL_ID = 4013
+    MALFORMED_FRAME = 4014
+    INTERNAL_ERROR = 4015
+
+
+_DESCRIPTIONS: dict[int, str] = {
+    1000: "normal closure",
+    1001: "going away (server shutdown or page unload)",
+    1002: "WebSocket protocol error",
+    1003: "unsupported data",
+    1005: "no status code",
+    1006: "connection lost",
+    1007: "invalid frame payload (not UTF-8)",
+    1008: "policy violation",
+    1009: "message too big",
+    1010: "mandatory extension missing",
+    1011: "server internal error",
+    1012: "service restart",
+    1013: "try again later",
+    1014: "bad gateway",
+    1015: "TLS handshake failure",
+    4000: "cancelled or superseded by a newer connection",
+    4001: "wire profile not supported by the server",
+    4002: "bad hello",
+    4003: "authentication failed",
+    4004: "denied by policy (rate limit or forbidden target)",
+    4005: "target unreachable",
+    4006: "too many channels on this connection",
+    4007: "flow-control violation",
+    4008: "frame too large",
+    4009: "unsupported message type",
+    4010: "server overloaded",
+    4011: "resume failed (token invalid, expired or already used)",
+    4012: "idle timeout",
+    4013: "duplicate channel id",
+    4014: "malformed frame",
+    4015: "server internal error",
+}
+
+#: Codes after which a client reconnects (and resumes) instead of giving up.
+#: Everything else is terminal: the peer told us not to come back as we are.
+RETRYABLE_CLOSE_CODES: frozenset[int] = frozenset(
+    {1001, 1005, 1006, 1011, 1012, 1013, 1014, 4010, 4012, 4015}
+)
+
+
+def close_code_name(code: int) -> str:
+    """Return the stable upper-case name of ``code`` (``"UNKNOWN_<n>"`` if none)."""
+    try:
+        return CloseCode(code).name
+    except ValueError:
+        return f"UNKNOWN_{code}"
+
+
+def describe_close_code(code: int) -> str:
+    """Return a short human explanation of ``code`` for status bars and logs."""
+    return _DESCRIPTIONS.get(code, f"close code {code}")
+
+
+class NimbusError(Exception):
+    """Base class of every exception raised by nimbus-websocket."""
+
+
+class ProtocolError(NimbusError):
+    """The peer broke the contract; the connection must close with ``code``.
+
+    ``code`` is a :class:`CloseCode` from the contract (for example
+    ``MALFORMED_FRAME`` for a truncated envelope, ``UNSUPPORTED_MESSAGE`` for
+    an unknown ``t``, ``FRAME_TOO_LARGE`` for a frame over ``maxFrame``).
+    """
+
+    def __init__(self, code: CloseCode, message: str) -> None:
+        super().__init__(f"{code.name} ({int(code)}): {message}")
+        self.code = code
+        self.message = message
+
+
+class CloseError(NimbusError):
+    """A connection ended for good (failed connect, auth, resume or terminal close).
+
+    ``ws_code`` is the WebSocket close code seen on the wire (1006 when the
+    socket dropped without one), ``app_code`` the application code 4000-4099
+    when there was one (else ``None``), ``code`` a stable string such as
+    ``"AUTH_FAILED"`` or ``"RETRIES_EXHAUSTED"``, and ``message`` a human text.
+    """
+
+    def __init__(self, ws_code: int, app_code: int | None, code: str, message: str) -> None:
+        super().__init__(f"{code} (ws {ws_code}): {message}")
+        self.ws_code = ws_code
+        self.app_code = app_code
+        self.code = code
+        self.message = message
+
+    @classmethod
+    def from_close(cls, ws_code: int, reason: str = "") -> CloseError:
+        """Build the error for a close frame ``(ws_code, reason)`` received from the peer."""
+        app = ws_code if 4000 <= ws_code <= 4099 else None
+        text = reason or describe_close_code(ws_code)
+        return cls(ws_code, app, close_code_name(ws_code), text)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-shaped view, for diagnostics and the JS facade."""
+        return {
+            "wsCode": self.ws_code,
+            "appCode": self.app_code,
+            "code": self.code,
+            "message": self.message,
+        }

@@ -1,0 +1,226 @@
+"""Credit flow control, pause reasons and the byte log behind exactly-once resume.
+
+Three small pieces, shared by the client and the server machines:
+
+* :class:`CreditWindow` -- the client's side of one channel: how much it has
+  granted, received and consumed, when to grant more, and the adaptive
+  window rule;
+* :class:`PauseSet` -- the reasons (``transport``, ``visibility``,
+  ``offline``) for which a client grants no credit, with the
+  ``bufferedAmount`` high/low-water hysteresis of the ``transport`` reason;
+* :class:`ByteLog` -- bytes sent but not yet acknowledged, kept for
+  retransmission after a resume (the server's output, the client's input).
+
+Grant rule: with ``outstanding = granted - consumed`` (bytes in flight plus
+bytes received but not yet consumed), a grant of ``window - outstanding``
+is made whenever ``outstanding <= window / 2`` and nothing pauses the
+channel -- one ``flow`` per half window, as OpenSSH does.
+
+Adaptive rule: when a grant becomes due less than ``2 x RTT`` after the
+previous grant, the window (not the consumer) limits throughput, so the
+window doubles, up to ``max_window`` (2 MiB).  It never shrinks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .messages import Stream
+
+__all__ = [
+    "DEFAULT_HIGH_WATER",
+    "DEFAULT_LOW_WATER",
+    "DEFAULT_MAX_WINDOW",
+    "DEFAULT_WINDOW",
+    "PAUSE_REASONS",
+    "ByteLog",
+    "CreditWindow",
+    "PauseSet",
+]
+
+DEFAULT_WINDOW = 256 * 1024
+DEFAULT_MAX_WINDOW = 2 * 1024 * 1024
+DEFAULT_HIGH_WATER = 8 * 1024 * 1024
+DEFAULT_LOW_WATER = 2 * 1024 * 1024
+PAUSE_REASONS = ("transport", "visibility", "offline")
+
+
+@dataclass(slots=True)
+class CreditWindow:
+    """Client-side credit accounting of one channel (all counters in payload bytes)."""
+
+    window: int = DEFAULT_WINDOW
+    max_window: int = DEFAULT_MAX_WINDOW
+    granted: int = 0
+    received: int = 0
+    consumed: int = 0
+    last_grant_at: float | None = None
+
+    @property
+    def outstanding(self) -> int:
+        """Credit the server still holds plus bytes received and not yet consumed."""
+        return self.granted - self.consumed
+
+    @property
+    def in_flight(self) -> int:
+        """Credit the server may still spend."""
+        return self.granted - self.received
+
+    @property
+    def unconsumed(self) -> int:
+        """Bytes received that the application has not consumed yet."""
+        return self.received - self.consumed
+
+    def on_data(self, n: int) -> bool:
+        """Count ``n`` received bytes; ``False`` if they exceed the credit granted."""
+        self.received += n
+        return self.received <= self.granted
+
+    def on_consumed(self, n: int) -> None:
+        """The application consumed ``n`` more bytes (never more than received)."""
+        self.consumed = min(self.received, self.consumed + n)
+
+    def restart(self) -> None:
+        """A new connection (resume): the server's credit restarts at 0."""
+        self.granted = self.received
+        self.last_grant_at = None
+
+    def take_grant(self, now: float, rtt: float | None) -> int:
+        """Return the credit to grant now (0 if none is due) and account for it."""
+        if self.outstanding > self.window // 2:
+            return 0
+        if (
+            rtt is not None
+            and self.last_grant_at is not None
+            and now - self.last_grant_at < 2 * rtt
+            and self.window < self.max_window
+        ):
+            self.window = min(self.max_window, self.window * 2)
+        grant = self.window - self.outstanding
+        if grant <= 0:
+            return 0
+        self.granted += grant
+        self.last_grant_at = now
+        return grant
+
+
+@dataclass(slots=True)
+class PauseSet:
+    """Why credit is withheld; ``transport`` follows ``bufferedAmount`` with hysteresis."""
+
+    high_water: int = DEFAULT_HIGH_WATER
+    low_water: int = DEFAULT_LOW_WATER
+    reasons: set[str] = field(default_factory=set)
+
+    @property
+    def paused(self) -> bool:
+        """True while any reason holds."""
+        return bool(self.reasons)
+
+    def set(self, reason: str, on: bool) -> bool:
+        """Add or remove ``reason``; ``True`` if that changed anything."""
+        if reason not in PAUSE_REASONS:
+            raise ValueError(f"unknown pause reason {reason!r}")
+        if on == (reason in self.reasons):
+            return False
+        if on:
+            self.reasons.add(reason)
+        else:
+            self.reasons.discard(reason)
+        return True
+
+    def buffered(self, amount: int) -> bool | None:
+        """Feed ``bufferedAmount``; return the new ``transport`` state if it crossed a mark."""
+        if "transport" not in self.reasons and amount > self.high_water:
+            self.reasons.add("transport")
+            return True
+        if "transport" in self.reasons and amount < self.low_water:
+            self.reasons.discard("transport")
+            return False
+        return None
+
+
+class ByteLog:
+    """An ordered log of ``(stream, bytes)`` segments addressed by absolute offsets.
+
+    ``start`` is the offset of the first byte kept, ``end`` the offset after
+    the last; :meth:`trim` drops everything below an acknowledged offset.
+    Memory is exactly :attr:`size` bytes plus one small tuple per segment;
+    the owner bounds it (the server by the credit it was granted, the client
+    by its input-buffer limit).
+    """
+
+    __slots__ = ("_segs", "end", "start")
+
+    def __init__(self, start: int = 0) -> None:
+        self._segs: deque[tuple[Stream, bytes]] = deque()
+        self.start = start
+        self.end = start
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self.end - self.start
+
+    def append(self, stream: Stream, data: bytes) -> None:
+        """Add ``data`` at :attr:`end`."""
+        if data:
+            self._segs.append((stream, data))
+            self.end += len(data)
+
+    def trim(self, offset: int) -> None:
+        """Forget every byte below ``offset`` (clamped to ``start..end``)."""
+        offset = max(self.start, min(offset, self.end))
+        while self._segs and offset > self.start:
+            stream, data = self._segs[0]
+            n = offset - self.start
+            if n >= len(data):
+                self._segs.popleft()
+                self.start += len(data)
+            else:
+                self._segs[0] = (stream, data[n:])
+                self.start += n
+
+    def take(self, limit: int) -> list[tuple[Stream, bytes]]:
+        """Remove and return up to ``limit`` bytes from the front."""
+        out: list[tuple[Stream, bytes]] = []
+        while self._segs and limit > 0:
+            stream, data = self._segs[0]
+            if len(data) <= limit:
+                self._segs.popleft()
+                out.append((stream, data))
+            else:
+                self._segs[0] = (stream, data[limit:])
+                data = data[:limit]
+                out.append((stream, data))
+            self.start += len(data)
+            limit -= len(data)
+        return out
+
+    def read(self, offset: int, limit: int) -> list[tuple[Stream, bytes]]:
+        """Return (without removing) up to ``limit`` bytes starting at absolute ``offset``."""
+        out: list[tuple[Stream, bytes]] = []
+        skip = offset - self.start
+        if skip < 0:
+            raise ValueError(f"offset {offset} below the log start {self.start}")
+        for stream, data in self._segs:
+            if limit <= 0:
+                break
+            if skip >= len(data):
+                skip -= len(data)
+                continue
+            part = data[skip : skip + limit] if skip or len(data) - skip > limit else data
+            skip = 0
+            out.append((stream, part))
+            limit -= len(part)
+        return out
+
+    def segments(self) -> list[tuple[Stream, bytes]]:
+        """Everything held, in order, without removing it."""
+        return list(self._segs)
+
+    def clear(self, start: int) -> None:
+        """Drop everything and restart at ``start``."""
+        self._segs.clear()
+        self.start = self.end = start
