@@ -1,0 +1,57 @@
+# nimbus-websocket developer entry points.  `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+DIST_DIR  := build/pyodide-dist
+# Pyodide tests run on Node and Debian Chromium (Playwright, no browser
+# download); all other tests in the same invocation run on the host as usual.
+PYODIDE_OPTS := --dist-dir=$(DIST_DIR) --runtime=node,chrome --runner=playwright
+PYTEST_ARGS  ?=
+
+.PHONY: help setup test lint typecheck pytest pyodide-smoke demo stress bench clean
+
+help:
+	@echo "make setup   - system packages, .venv, npm ci, wheel, $(DIST_DIR) (idempotent)"
+	@echo "make test    - setup, ruff, mypy --strict core, pytest (host + Pyodide node/chrome)"
+	@echo "make demo    - setup, then serve the demo (scripts/demo.sh; ARGS=... for nimbus-ws serve)"
+	@echo "make stress  - pytest -m stress"
+	@echo "make bench   - run bench/bench_*.py"
+	@echo "make pyodide-smoke - boot Pyodide from $(DIST_DIR) in Node and import the wheel"
+
+setup:
+	@bash scripts/setup.sh
+
+lint:
+	$(VENV)/bin/ruff check .
+
+typecheck:
+	$(VENV)/bin/mypy --strict core
+
+pytest:
+	$(VENV)/bin/pytest tests $(PYODIDE_OPTS) $(PYTEST_ARGS)
+
+test: setup
+	@$(MAKE) --no-print-directory lint typecheck pytest
+
+pyodide-smoke: setup
+	node scripts/node_smoke.mjs $(DIST_DIR)
+
+# TODO(demo): scripts/demo.sh will build the demo site (build/site) first.
+demo: setup
+	bash scripts/demo.sh $(ARGS)
+
+# Placeholder: long runs marked @pytest.mark.stress (excluded by default addopts).
+stress: setup
+	@rc=0; $(VENV)/bin/pytest tests -m stress $(PYODIDE_OPTS) $(PYTEST_ARGS) || rc=$$?; \
+	if (( rc == 5 )); then echo "no stress tests yet (@pytest.mark.stress)"; rc=0; fi; exit $$rc
+
+# Placeholder: each bench/bench_*.py prints its comparison table.
+bench: setup
+	@shopt -s nullglob; benches=(bench/bench_*.py); \
+	if (( $${#benches[@]} == 0 )); then echo "no benchmarks yet (bench/bench_*.py)"; exit 0; fi; \
+	for b in "$${benches[@]}"; do echo "== $$b"; $(PY) "$$b"; done
+
+clean:
+	rm -rf build

@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+"""Assemble a self-sufficient, offline Pyodide distribution folder.
+
+The npm ``pyodide`` package only ships the interpreter core (no package
+wheels, not even ``micropip``); every ``loadPackage`` would otherwise go to
+the CDN, which is unreachable here.  This script builds one folder (default
+``build/pyodide-dist/``) that Node, the demo page and pytest-pyodide all use:
+
+1. the core files, copied from ``node_modules/pyodide`` (``npm ci`` first);
+2. the pure-Python wheels of ``micropip``, ``pytest`` and ``tblib`` plus their
+   dependency closure *as listed in pyodide-lock.json*, fetched from PyPI with
+   ``pip download`` at exactly the lock's version (cached in
+   ``build/wheel-cache/`` so reruns are offline and fast; a package without a
+   wheel on PyPI, e.g. ``atomicwrites``, is built from its sdist);
+3. the project wheel ``nimbus_websocket-*.whl`` (from ``build/wheel/``;
+   ``--build-wheel`` (re)builds it there first when the sources changed);
+4. a rewritten ``pyodide-lock.json`` that lists only the packages present,
+   with ``file_name``/``sha256`` of the files actually in the folder (PyPI
+   files hash differently from Pyodide's CDN builds and Chromium refuses a
+   mismatching integrity hash), plus an entry ``nimbus-websocket`` for the
+   project wheel.
+
+Loading the project inside Pyodide, all equivalent:
+
+* ``await pyodide.loadPackage("nimbus-websocket")`` (via the lock entry),
+* ``await pyodide.loadPackage("<indexURL>/nimbus_websocket-<ver>-py3-none-any.whl")``,
+* ``await micropip.install("<http or file URL of the wheel>", deps=False)``.
+
+More pure packages from the lock can be added with ``--extra NAME``.
+Idempotent: unchanged files are not rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_LOCK_NAME = "nimbus-websocket"
+PROJECT_IMPORT_NAME = "nimbus_websocket"
+PYODIDE_PYTHON = "3.14"
+
+# Needed by micropip users and by pytest-pyodide's @run_in_pyodide (which
+# loads "pytest" and "tblib" whenever the lock file names them).
+DEFAULT_PACKAGES = ("micropip", "pytest", "tblib")
+
+CORE_FILES = (
+    "pyodide.js",
+    "pyodide.mjs",
+    "pyodide.asm.mjs",
+    "pyodide.asm.wasm",
+    "python_stdlib.zip",
+    "pyodide.js.map",
+    "pyodide.mjs.map",
+    # Keeps pyodide.js CommonJS for Node even below a "type": "module" folder.
+    "package.json",
+)
+OPTIONAL_CORE_FILES = frozenset({"pyodide.js.map", "pyodide.mjs.map"})
+
+# Root files and package roots staged for the wheel build (see stage_sources).
+ROOT_BUILD_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in")
+ROOT_BUILD_GLOBS = ("README*", "LICENSE*", "LICENCE*", "COPYING*", "NOTICE*")
+
+
+class BuildError(RuntimeError):
+    """A step failed; the message says which and how to fix it."""
+
+
+def log(msg: str, *, verbose: bool) -> None:
+    if verbose:
+        print(f"[pyodide-dist] {msg}", flush=True)
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def wheel_name_version(filename: str) -> tuple[str, str]:
+    parts = filename[: -len(".whl")].split("-")
+    if len(parts) < 5:
+        raise BuildError(f"not a wheel file name: {filename}")
+    return canonical(parts[0]), parts[1]
+
+
+def is_pure_wheel(filename: str) -> bool:
+    return filename.endswith("-none-any.whl")
+
+
+def copy_if_changed(src: Path, dst: Path) -> bool:
+    if dst.exists():
+        s, d = src.stat(), dst.stat()
+        if s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
+            return False
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+    return True
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+def run(cmd: list[str], *, what: str, cwd: Path | None = None) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(
+            f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
+        )
+
+
+# --------------------------------------------------------------------------
+# Project wheel
+# --------------------------------------------------------------------------
+
+
+def package_roots(pyproject: dict[str, object]) -> list[str]:
+    """Top-level source folders of the packages pyproject maps."""
+    tool = pyproject.get("tool", {})
+    setuptools_cfg = tool.get("setuptools", {}) if isinstance(tool, dict) else {}
+    roots: set[str] = set()
+    package_dir = setuptools_cfg.get("package-dir", {}) if isinstance(setuptools_cfg, dict) else {}
+    for folder in package_dir.values():
+        roots.add(str(folder).strip("/").split("/")[0])
+    packages = setuptools_cfg.get("packages", []) if isinstance(setuptools_cfg, dict) else []
+    if isinstance(packages, list):
+        for pkg in packages:
+            if str(pkg) not in package_dir:
+                roots.add(str(pkg).split(".")[0])
+    roots.discard("")
+    if not roots:
+        raise BuildError("pyproject.toml maps no packages ([tool.setuptools] packages/package-dir)")
+    return sorted(roots)
+
+
+def source_files(root: Path) -> list[Path]:
+    """Files that go into the wheel build, relative to root (no caches, no build output)."""
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    files: set[Path] = set()
+    for name in ROOT_BUILD_FILES:
+        if (root / name).is_file():
+            files.add(Path(name))
+    for pattern in ROOT_BUILD_GLOBS:
+        files.update(p.relative_to(root) for p in root.glob(pattern) if p.is_file())
+    for top in package_roots(pyproject):
+        base = root / top
+        if not base.is_dir():
+            raise BuildError(f"package folder {top}/ named in pyproject.toml does not exist")
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if d not in {"__pycache__", "node_modules"} and not d.endswith(".egg-info")
+            ]
+            for fn in filenames:
+                if fn.endswith((".pyc", ".pyo")):
+                    continue
+                files.add((Path(dirpath) / fn).relative_to(root))
+    return sorted(files)
+
+
+def sources_digest(root: Path, files: Iterable[Path]) -> str:
+    h = hashlib.sha256()
+    for rel in files:
+        h.update(str(rel).encode() + b"\0")
+        h.update(hashlib.sha256((root / rel).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def build_project_wheel(root: Path, wheel_dir: Path, *, force: bool, verbose: bool) -> Path:
+    """Build the project wheel into wheel_dir from a staged copy of the sources.
+
+    Building from a fresh copy keeps setuptools' ``build/lib`` and ``*.egg-info``
+    out of the working tree and stops stale modules (deleted from the sources
+    but still in an old ``build/lib``) from sneaking into the wheel.
+    Skipped when the sources' digest matches the previous build.
+    """
+    files = source_files(root)
+    digest = sources_digest(root, files)
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    stamp = wheel_dir / ".sources.sha256"
+    existing = sorted(wheel_dir.glob(f"{PROJECT_IMPORT_NAME}-*.whl"))
+    if not force and len(existing) == 1 and stamp.exists() and stamp.read_text().strip() == digest:
+        log(f"project wheel up to date: {existing[0].name}", verbose=verbose)
+        return existing[0]
+    with tempfile.TemporaryDirectory(prefix="nimbus-wheel-") as tmp:
+        stage = Path(tmp) / "src"
+        out = Path(tmp) / "out"
+        for rel in files:
+            dst = stage / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, dst)
+        run(
+            [
+                sys.executable,
+                "-m",
+                "build",
+                "--wheel",
+                "--no-isolation",
+                "--outdir",
+                str(out),
+                str(stage),
+            ],
+            what="project wheel build (python -m build --wheel --no-isolation)",
+        )
+        built = sorted(out.glob("*.whl"))
+        if len(built) != 1:
+            raise BuildError(f"expected one wheel, got {[p.name for p in built]}")
+        for old in existing:
+            old.unlink()
+        target = wheel_dir / built[0].name
+        shutil.copy2(built[0], target)
+    stamp.write_text(digest + "\n")
+    log(f"built project wheel {target.name}", verbose=verbose)
+    return target
+
+
+# --------------------------------------------------------------------------
+# Third-party wheels from PyPI at the lock's versions
+# --------------------------------------------------------------------------
+
+
+def closure(lock_packages: dict[str, dict[str, object]], roots: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    todo = [canonical(r) for r in roots]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        if name not in lock_packages:
+            raise BuildError(f"package {name!r} is not in pyodide-lock.json")
+        seen.add(name)
+        depends = lock_packages[name].get("depends", [])
+        assert isinstance(depends, list)
+        todo.extend(canonical(str(d)) for d in depends)
+    return sorted(seen)
+
+
+def find_cached(cache: Path, name: str, version: str) -> Path | None:
+    for path in cache.glob("*.whl"):
+        if wheel_name_version(path.name) == (canonical(name), version) and is_pure_wheel(path.name):
+            return path
+    return None
+
+
+def pip_base() -> list[str]:
+    return [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+
+
+def fetch_wheels(cache: Path, wanted: dict[str, str], *, verbose: bool) -> None:
+    """Make sure cache holds a pure wheel for each {name: version}."""
+    cache.mkdir(parents=True, exist_ok=True)
+    missing = {n: v for n, v in wanted.items() if find_cached(cache, n, v) is None}
+    if not missing:
+        return
+    log(
+        f"downloading {len(missing)} wheel(s) from PyPI: {', '.join(sorted(missing))}",
+        verbose=verbose,
+    )
+    download = pip_base() + [
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        PYODIDE_PYTHON,
+        "--implementation",
+        "py",
+        "--platform",
+        "any",
+        "--dest",
+    ]
+    with tempfile.TemporaryDirectory(prefix="nimbus-pip-") as tmp:
+        tmpdir = Path(tmp)
+        specs = [f"{n}=={v}" for n, v in sorted(missing.items())]
+        batch = subprocess.run(download + [str(tmpdir)] + specs, capture_output=True, text=True)
+        if batch.returncode != 0:
+            # One at a time; a package without a wheel is built from its sdist.
+            for name, version in sorted(missing.items()):
+                spec = f"{name}=={version}"
+                one = subprocess.run(download + [str(tmpdir), spec], capture_output=True, text=True)
+                if one.returncode == 0:
+                    continue
+                log(f"{spec}: no wheel on PyPI, building it from the sdist", verbose=verbose)
+                run(
+                    pip_base()
+                    + ["wheel", "--no-deps", "--no-binary=:all:", "--wheel-dir", str(tmpdir), spec],
+                    what=f"building {spec} from its sdist",
+                )
+        for whl in tmpdir.glob("*.whl"):
+            if not is_pure_wheel(whl.name):
+                raise BuildError(f"{whl.name} is not a pure-Python wheel; Pyodide cannot use it")
+            shutil.move(str(whl), cache / whl.name)
+    still = [f"{n}=={v}" for n, v in missing.items() if find_cached(cache, n, v) is None]
+    if still:
+        raise BuildError(f"could not obtain wheels for: {', '.join(still)}")
+
+
+# --------------------------------------------------------------------------
+# Dist folder
+# --------------------------------------------------------------------------
+
+
+def integrity(sha256_hex: str) -> str:
+    return "sha256-" + base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+def assemble(
+    *,
+    node_modules: Path,
+    dist: Path,
+    cache: Path,
+    project_wheel: Path,
+    extra: list[str],
+    verbose: bool,
+) -> dict[str, object]:
+    src = node_modules / "pyodide"
+    if not (src / "pyodide-lock.json").is_file():
+        raise BuildError(f"{src} is missing or incomplete; run `npm ci` first")
+    dist.mkdir(parents=True, exist_ok=True)
+
+    changed = 0
+    for name in CORE_FILES:
+        if not (src / name).is_file():
+            if name in OPTIONAL_CORE_FILES:
+                continue
+            raise BuildError(f"{src / name} missing from the npm package")
+        changed += copy_if_changed(src / name, dist / name)
+
+    lock = json.loads((src / "pyodide-lock.json").read_text(encoding="utf-8"))
+    lock_packages: dict[str, dict[str, object]] = {
+        canonical(k): v for k, v in lock["packages"].items()
+    }
+    names = closure(lock_packages, [*DEFAULT_PACKAGES, *extra])
+    wanted = {str(lock_packages[n]["name"]): str(lock_packages[n]["version"]) for n in names}
+    fetch_wheels(cache, wanted, verbose=verbose)
+
+    new_packages: dict[str, dict[str, object]] = {}
+    keep_files: set[str] = set()
+    for key in names:
+        entry = dict(lock_packages[key])
+        cached = find_cached(cache, str(entry["name"]), str(entry["version"]))
+        assert cached is not None
+        changed += copy_if_changed(cached, dist / cached.name)
+        entry["file_name"] = cached.name
+        entry["sha256"] = sha256_file(dist / cached.name)
+        new_packages[key] = entry
+        keep_files.add(cached.name)
+
+    # The project itself, loadable by name: pyodide.loadPackage("nimbus-websocket").
+    if not project_wheel.is_file():
+        raise BuildError(f"project wheel {project_wheel} not found; build it with --build-wheel")
+    if not is_pure_wheel(project_wheel.name):
+        raise BuildError(f"{project_wheel.name} is not py3-none-any")
+    changed += copy_if_changed(project_wheel, dist / project_wheel.name)
+    _, project_version = wheel_name_version(project_wheel.name)
+    new_packages[PROJECT_LOCK_NAME] = {
+        "name": PROJECT_LOCK_NAME,
+        "version": project_version,
+        "file_name": project_wheel.name,
+        "install_dir": "site",
+        "sha256": sha256_file(dist / project_wheel.name),
+        "package_type": "package",
+        "imports": [PROJECT_IMPORT_NAME],
+        "depends": [],
+        "unvendored_tests": False,
+        "tool": {},
+    }
+    keep_files.add(project_wheel.name)
+
+    # Drop wheels left over from earlier versions.
+    for stale in dist.glob("*.whl"):
+        if stale.name not in keep_files:
+            stale.unlink()
+            changed += 1
+
+    lock["packages"] = dict(sorted(new_packages.items()))
+    changed += write_if_changed(
+        dist / "pyodide-lock.json", json.dumps(lock, indent=1, sort_keys=False) + "\n"
+    )
+
+    summary = {
+        "dist": str(dist),
+        "pyodide": json.loads((src / "package.json").read_text())["version"],
+        "python": lock["info"]["python"],
+        "packages": {k: v["file_name"] for k, v in lock["packages"].items()},
+        "project_wheel": project_wheel.name,
+        "project_integrity": integrity(str(new_packages[PROJECT_LOCK_NAME]["sha256"])),
+        "changed_files": changed,
+    }
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--dist", type=Path, default=REPO_ROOT / "build" / "pyodide-dist")
+    parser.add_argument("--node-modules", type=Path, default=REPO_ROOT / "node_modules")
+    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "build" / "wheel-cache")
+    parser.add_argument("--wheel-dir", type=Path, default=REPO_ROOT / "build" / "wheel")
+    parser.add_argument(
+        "--wheel", type=Path, help="project wheel to include (default: the one in --wheel-dir)"
+    )
+    parser.add_argument(
+        "--build-wheel",
+        action="store_true",
+        help="(re)build the project wheel into --wheel-dir if sources changed",
+    )
+    parser.add_argument(
+        "--force-wheel", action="store_true", help="rebuild the project wheel even if unchanged"
+    )
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another pure package from the lock",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    verbose = not args.quiet
+
+    try:
+        if args.build_wheel or args.force_wheel:
+            wheel = build_project_wheel(
+                REPO_ROOT, args.wheel_dir, force=args.force_wheel, verbose=verbose
+            )
+        elif args.wheel is not None:
+            wheel = args.wheel
+        else:
+            found = sorted(args.wheel_dir.glob(f"{PROJECT_IMPORT_NAME}-*.whl"))
+            if len(found) != 1:
+                raise BuildError(
+                    f"expected exactly one {PROJECT_IMPORT_NAME}-*.whl in {args.wheel_dir}, "
+                    f"found {len(found)}; pass --build-wheel"
+                )
+            wheel = found[0]
+        summary = assemble(
+            node_modules=args.node_modules,
+            dist=args.dist,
+            cache=args.cache,
+            project_wheel=wheel.resolve(),
+            extra=args.extra,
+            verbose=verbose,
+        )
+    except BuildError as exc:
+        print(f"[pyodide-dist] ERROR: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif verbose:
+        print(
+            f"[pyodide-dist] {summary['dist']}: Pyodide {summary['pyodide']} (Python {summary['python']}), "
+            f"{len(summary['packages'])} packages incl. {summary['project_wheel']}; "  # type: ignore[arg-type]
+            f"{summary['changed_files']} file(s) updated",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
