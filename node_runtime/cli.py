@@ -23,10 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand."""
     parser = argparse.ArgumentParser(prog="nimbus-ws", description="nimbus.ssh.v1: SSH terminals over one WebSocket")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in _SUBCOMMANDS.items():
+    for module in _SUBCOMMANDS.values():
         try:
             mod = importlib.import_module(module)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a missing dependency is a real error
+                raise
             continue
         mod.add_parser(sub)
     return parser
