@@ -172,12 +172,15 @@ class AuthRequested:
 
 @dataclass(frozen=True, slots=True)
 class BackendOpen:
-    """Start a terminal for channel ``id``; answer ``channel_opened``/``channel_open_failed``."""
+    """Start a terminal for channel ``id``; answer ``channel_opened``/``channel_open_failed``.
+
+    ``term`` is ``None`` when ``open`` carried none: run without a PTY (pipes).
+    """
 
     id: int
     target: Target
     user: User
-    term: Term
+    term: Term | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,6 @@ from .messages import (
     ServerCaps,
     Signal,
     Stream,
-    Term,
 )
 from .profiles import (
     DEFAULT_MAX_FRAME,
@@ -777,7 +776,7 @@ class ServerConnection:
         if len(s.channels) >= self.config.max_channels:
             raise ProtocolError(CloseCode.CHANNEL_LIMIT, f"more than {self.config.max_channels} channels")
         s.channels[m.id] = ServerChannel(m.id, self.registry.new_key())
-        self._events.append(BackendOpen(m.id, m.target, m.user, m.term or Term()))
+        self._events.append(BackendOpen(m.id, m.target, m.user, m.term))
 
     def _diag(self, now: float, phase: str, code: str, **extras: object) -> None:
         if self.peer:

@@ -1,0 +1,535 @@
+"""The reference server: ``websockets`` (asyncio) around the core's server machines.
+
+This module only shuttles: WebSocket messages into
+:class:`~nimbus_websocket.core.ServerConnection`, its frames out, its backend
+requests to PTY/SSH backends, and backend output back into the session.
+Every protocol rule lives in the core.
+
+Embedding::
+
+    server = Server(ServerOptions(port=0, backend="pty"))
+    await server.start()
+    ...  # server.url
+    await server.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection as WsConnection
+from websockets.asyncio.server import serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ...core.errors import CloseCode
+from ...core.events import (
+    AuthRequested,
+    BackendClose,
+    BackendInput,
+    BackendOpen,
+    BackendPause,
+    BackendResize,
+    BackendSignal,
+    CloseTransport,
+    Diagnostic,
+    PolicyEvent,
+    ServerEvent,
+)
+from ...core.messages import Stream
+from ...core.profiles import available_profiles, get_profile
+from ...core.server import ServerConfig, ServerConnection, ServerSession, SessionRegistry
+from .backend import Backend, BackendError, LocalProcessBackend
+from .metrics import Metrics
+from .policy import AuthHook, AuthPolicy, OriginPolicy, TargetPolicy, is_loopback
+from .ssh_backend import SshBackend, SshOptions
+
+__all__ = ["Server", "ServerOptions"]
+
+log = logging.getLogger("nimbus_websocket.server")
+
+_MIME = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".wasm": "application/wasm",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".map": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+@dataclass
+class ServerOptions:
+    """Everything ``nimbus-ws serve`` can set, plus embedding hooks."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    path: str = "/ws/ssh"
+    backend: str = "pty"  # "pty" | "ssh"
+    pty_command: str | None = None
+    tokens: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
+    allow_targets: tuple[str, ...] = ()
+    static_dir: str | None = None
+    metrics: bool = False
+    config: ServerConfig = field(default_factory=ServerConfig)
+    auth_hook: AuthHook | None = None
+    ssh: SshOptions = field(default_factory=SshOptions)
+    #: ``False`` (default) or ``True`` for bounded permessage-deflate.
+    per_message_deflate: bool = False
+    #: Factory ``(sink, open_event) -> Backend`` replacing the built-in backends.
+    backend_factory: Callable[[Any, BackendOpen], Backend] | None = None
+
+
+class _Sink:
+    """Connects one backend to its session channel."""
+
+    __slots__ = ("cid", "paused_at", "server", "session")
+
+    def __init__(self, server: Server, session: ServerSession, cid: int) -> None:
+        self.server = server
+        self.session = session
+        self.cid = cid
+        self.paused_at: float | None = None
+
+    def read_budget(self) -> int:
+        return self.session.read_budget(self.cid)
+
+    def output(self, stream: Stream, data: bytes) -> None:
+        self.session.backend_output(self.cid, stream, data)
+        self.server._pump(self.session)
+
+    def input_written(self, n: int) -> None:
+        self.session.input_written(self.cid, n, time.time())
+        self.server._pump(self.session)
+
+    def exited(self, code: int | None, sig: str | None) -> None:
+        log.info("exit", extra={"event": "exit", "channel": self.cid, "code": code, "sig": sig})
+        self.session.backend_exit(self.cid, code, sig)
+        self.server._pump(self.session)
+
+
+class _Conn:
+    """One WebSocket connection: a reader (this task) and a writer task."""
+
+    def __init__(self, server: Server, ws: WsConnection) -> None:
+        self.server = server
+        self.ws = ws
+        peer = ws.remote_address
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.wake_ev = asyncio.Event()
+        self.core = ServerConnection(
+            server.registry, now=time.time(), subprotocol=ws.subprotocol, wake=self.wake_ev.set, peer=self.peer
+        )
+        self.session: ServerSession | None = None
+        self.close_req: tuple[int, str] | None = None
+        self._stats = dict(self.core.stats)
+
+    async def run(self) -> None:
+        m = self.server.metrics
+        if m:
+            m.connections.inc()
+            m.connections_total.inc()
+        log.info("connect", extra={"event": "connect", "peer": self.peer, "subprotocol": self.ws.subprotocol})
+        writer = asyncio.create_task(self._write_loop())
+        try:
+            async for msg in self.ws:  # keeps reading (and discarding) after a close
+                self.core.receive_frame(msg, time.time())
+                self.process()
+                self.wake_ev.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            rcvd = self.ws.protocol.close_rcvd
+            code = rcvd.code if rcvd is not None else 1006
+            self.core.transport_closed(code, time.time())
+            self.process()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            final = self.core.close_code or code
+            log.info("close", extra={"event": "close", "peer": self.peer, "code": final})
+            if m:
+                m.connections.dec()
+                m.closes.labels(str(final)).inc()
+
+    async def _write_loop(self) -> None:
+        core, ws = self.core, self.ws
+        try:
+            while True:
+                self.wake_ev.clear()
+                for frame in core.frames_to_send():
+                    await ws.send(frame)
+                self.process()
+                if self.close_req is not None:
+                    for frame in core.frames_to_send():
+                        await ws.send(frame)
+                    code, reason = self.close_req
+                    await ws.close(code, reason)
+                    return
+                if self.wake_ev.is_set():
+                    continue
+                deadline = core.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.time())
+                try:
+                    await asyncio.wait_for(self.wake_ev.wait(), timeout)
+                except TimeoutError:
+                    core.tick(time.time())
+                    self.process()
+        except ConnectionClosed:
+            return
+
+    def process(self) -> None:
+        """Handle every event the core queued."""
+        if self.core.session is not None:
+            self.session = self.core.session
+        for ev in self.core.events():
+            if isinstance(ev, CloseTransport):
+                if self.close_req is None:
+                    self.close_req = (ev.code, ev.reason)
+                    self.wake_ev.set()
+            elif isinstance(ev, AuthRequested):
+                asyncio.create_task(self._auth(ev))
+            elif self.session is not None:
+                self.server._handle(self.session, ev)
+            else:
+                self.server._observe(ev)
+        self._count()
+
+    async def _auth(self, ev: AuthRequested) -> None:
+        try:
+            principal = await self.server.auth.authenticate(ev.scheme, ev.token)
+        except Exception:  # a broken hook refuses, it does not crash the server
+            log.exception("auth hook failed")
+            principal = None
+        log.info("auth", extra={"event": "auth", "peer": self.peer, "ok": principal is not None, "scheme": ev.scheme})
+        self.core.auth_result(principal, time.time())
+        self.process()
+        self.wake_ev.set()
+
+    def _count(self) -> None:
+        m = self.server.metrics
+        if m is None:
+            return
+        st, old = self.core.stats, self._stats
+        if st == old:
+            return
+        d = {k: st[k] - old.get(k, 0) for k in st}
+        self._stats = dict(st)
+        if d["bytes_in_data"]:
+            m.bytes.labels("in", "data").inc(d["bytes_in_data"])
+        if d["bytes_out_data"]:
+            m.bytes.labels("out", "data").inc(d["bytes_out_data"])
+        for k, direction, kind in (
+            ("frames_in_data", "in", "data"),
+            ("frames_in_ctl", "in", "control"),
+            ("frames_out_data", "out", "data"),
+            ("frames_out_ctl", "out", "control"),
+        ):
+            if d[k]:
+                m.frames.labels(direction, kind).inc(d[k])
+        if d["credit_granted"]:
+            m.credit.inc(d["credit_granted"])
+
+
+class Server:
+    """The ``nimbus.ssh.v1`` reference server."""
+
+    def __init__(self, options: ServerOptions | None = None) -> None:
+        self.options = opts = options or ServerOptions()
+        self.registry = SessionRegistry(opts.config)
+        loopback = is_loopback(opts.host)
+        self.auth = AuthPolicy(opts.tokens, opts.auth_hook, loopback)
+        self.origins = OriginPolicy(opts.allow_origins)
+        self.targets = TargetPolicy(opts.allow_targets, default_loopback_only=opts.backend == "ssh")
+        self.metrics = Metrics() if opts.metrics else None
+        self._backends: dict[tuple[str, int], Backend] = {}
+        self._sinks: dict[tuple[str, int], _Sink] = {}
+        self._ws: WsServer | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._static = Path(opts.static_dir).resolve() if opts.static_dir else None
+        if not loopback and not opts.tokens and opts.auth_hook is None:
+            log.warning("bound to %s without --token: every connection will be refused (4003)", opts.host)
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Listen (``options.port`` 0 picks a free port)."""
+        opts = self.options
+        allowed = opts.config.profiles or available_profiles()
+        subprotocols = [sp for pid in allowed for sp in get_profile(pid).subprotocols]
+        kw: dict[str, Any] = {"compression": None}
+        if opts.per_message_deflate:
+            from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+            kw = {
+                "compression": None,
+                "extensions": [
+                    ServerPerMessageDeflateFactory(
+                        server_no_context_takeover=True,
+                        client_no_context_takeover=True,
+                        server_max_window_bits=12,
+                        client_max_window_bits=12,
+                        require_client_max_window_bits=False,
+                    )
+                ],
+            }
+        self._ws = await serve(
+            self._handler,
+            opts.host,
+            opts.port,
+            subprotocols=subprotocols,  # type: ignore[arg-type]
+            select_subprotocol=_select_subprotocol,
+            process_request=self._process_request,
+            max_size=opts.config.max_frame,
+            ping_interval=None,
+            close_timeout=5,
+            server_header="nimbus-ws",
+            **kw,
+        )
+        self._ticker = asyncio.create_task(self._tick_sessions())
+        log.info("listening", extra={"event": "listening", "url": self.url})
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        assert self._ws is not None
+        for sock in self._ws.sockets:
+            return int(sock.getsockname()[1])
+        raise RuntimeError("not listening")
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/path``."""
+        host = self.options.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}{self.options.path}"
+
+    async def stop(self, code: int = CloseCode.GOING_AWAY) -> None:
+        """Stop accepting, close every connection with ``code`` (1001), end all sessions."""
+        if self._ws is None:
+            return
+        ws, self._ws = self._ws, None
+        ws.close(close_connections=True)
+        await ws.wait_closed()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for s in self.registry.sessions():
+            s.destroy("server shutdown")
+            self._pump(s)
+        for be in list(self._backends.values()):
+            be.close()
+        self._backends.clear()
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled."""
+        assert self._ws is not None
+        await self._ws.serve_forever()
+
+    # ------------------------------------------------------------- plumbing
+    async def _handler(self, ws: WsConnection) -> None:
+        await _Conn(self, ws).run()
+
+    def _pump(self, session: ServerSession) -> None:
+        for ev in session.events():
+            self._handle(session, ev)
+
+    def _handle(self, session: ServerSession, ev: ServerEvent) -> None:
+        key = (session.sid, getattr(ev, "id", 0))
+        if isinstance(ev, BackendOpen):
+            asyncio.create_task(self._open(session, ev))
+        elif isinstance(ev, BackendInput):
+            be = self._backends.get(key)
+            if be is not None:
+                be.write(ev.data)
+            else:
+                session.input_written(ev.id, len(ev.data), time.time())
+        elif isinstance(ev, BackendPause):
+            be = self._backends.get(key)
+            if be is not None:
+                # The truth is the session's budget, not the event's order.
+                paused = session.read_budget(ev.id) <= 0
+                be.pause(paused)
+                self._pause_time(key, paused)
+        elif isinstance(ev, BackendResize):
+            be = self._backends.get(key)
+            if be is not None:
+                be.resize(ev.cols, ev.rows)
+        elif isinstance(ev, BackendSignal):
+            be = self._backends.get(key)
+            if be is not None:
+                be.signal(ev.sig)
+        elif isinstance(ev, BackendClose):
+            be = self._backends.pop(key, None)
+            self._sinks.pop(key, None)
+            if be is not None:
+                be.close()
+                if self.metrics:
+                    self.metrics.channels.dec()
+        else:
+            self._observe(ev)
+
+    def _pause_time(self, key: tuple[str, int], paused: bool) -> None:
+        sink = self._sinks.get(key)
+        if sink is None:
+            return
+        now = time.monotonic()
+        if paused and sink.paused_at is None:
+            sink.paused_at = now
+        elif not paused and sink.paused_at is not None:
+            if self.metrics:
+                self.metrics.backpressure.inc(now - sink.paused_at)
+            sink.paused_at = None
+            log.debug("flow resume", extra={"event": "flow_resume", "channel": key[1]})
+
+    def _observe(self, ev: ServerEvent) -> None:
+        if isinstance(ev, Diagnostic):
+            if ev.code == "resume_accepted" and self.metrics:
+                self.metrics.reconnects.inc()
+            if ev.code == "resume_rejected" and self.metrics:
+                self.metrics.resumes_failed.inc()
+            level = logging.WARNING if ev.code == "protocol_error" else logging.INFO
+            log.log(level, ev.code, extra={"event": ev.code, "phase": ev.phase, **_safe_extras(ev.extras)})
+        elif isinstance(ev, PolicyEvent):
+            log.warning(ev.kind, extra={"event": ev.kind, "channel": ev.channel})
+
+    async def _open(self, session: ServerSession, ev: BackendOpen) -> None:
+        cid = ev.id
+        log.info(
+            "open",
+            extra={"event": "open", "channel": cid, "target": f"{ev.target.host}:{ev.target.port}", "user": ev.user.username},
+        )
+        if not self.targets.allows(ev.target):
+            session.channel_open_failed(cid, "POLICY_DENIED", f"target {ev.target.host}:{ev.target.port} not allowed")
+            self._pump(session)
+            return
+        sink = _Sink(self, session, cid)
+        opts = self.options
+        term = ev.term
+        if opts.backend_factory is not None:
+            be: Backend = opts.backend_factory(sink, ev)
+        elif opts.backend == "ssh":
+            be = SshBackend(sink, ev.target, ev.user, term, opts.ssh)
+        else:
+            be = LocalProcessBackend(sink, term, opts.pty_command, max_read=opts.config.max_read)
+        try:
+            await be.start()
+        except BackendError as exc:
+            log.info("open failed", extra={"event": "open_err", "channel": cid, "code": exc.code})
+            session.channel_open_failed(cid, exc.code, exc.message)
+            self._pump(session)
+            return
+        except Exception as exc:  # a backend bug must not take the server down
+            log.exception("backend failed to start")
+            session.channel_open_failed(cid, "BACKEND_FAILED", str(exc)[:200])
+            self._pump(session)
+            return
+        if session.destroyed or cid not in session.channels:
+            be.close()
+            return
+        key = (session.sid, cid)
+        self._backends[key] = be
+        self._sinks[key] = sink
+        if self.metrics:
+            self.metrics.channels.inc()
+            self.metrics.channels_total.inc()
+        session.channel_opened(cid)
+        self._pump(session)
+
+    async def _tick_sessions(self) -> None:
+        while True:
+            now = time.time()
+            for s in self.registry.expire(now):
+                log.info("session expired", extra={"event": "session_expired"})
+                self._pump(s)
+            if self.metrics:
+                self.metrics.sessions.set(len(self.registry))
+            nxt = self.registry.next_expiry()
+            await asyncio.sleep(min(1.0, max(0.01, (nxt - now) if nxt else 1.0)))
+
+    # ---------------------------------------------------------------- HTTP
+    async def _process_request(self, ws: WsConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == self.options.path:
+            if not self.origins.check(request.headers.get("Origin"), request.headers.get("Host")):
+                log.warning("origin refused", extra={"event": "origin_refused", "origin": request.headers.get("Origin")})
+                return ws.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
+            return None
+        if path == "/metrics" and self.metrics is not None:
+            return _response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        if self._static is not None and request.headers.get("Upgrade") is None:
+            return await self._serve_static(path)
+        return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
+
+    async def _serve_static(self, path: str) -> Response:
+        assert self._static is not None
+        rel = path.lstrip("/") or "index.html"
+        target = (self._static / rel).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if self._static not in target.parents and target != self._static:
+            return _response(404, b"Not found\n", "text/plain")
+        try:
+            body = await asyncio.to_thread(target.read_bytes)
+        except OSError:
+            return _response(404, b"Not found\n", "text/plain")
+        ctype = _MIME.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return _response(200, body, ctype)
+
+
+def _response(status: int, body: bytes, ctype: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", ctype),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status, HTTPStatus(status).phrase, headers, body)
+
+
+def _select_subprotocol(ws: WsConnection, offered: Any) -> Any:
+    """First offered subprotocol we know; none (nimbus.v1 then decodes hello) otherwise."""
+    known = {sp for pid in available_profiles() for sp in get_profile(pid).subprotocols}
+    for sp in offered:
+        if sp in known:
+            return sp
+    return None
+
+
+def _safe_extras(extras: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(extras).items() if k not in ("token", "payload", "data", "message")} | (
+        {"detail": str(extras.get("message"))[:200]} if "message" in extras else {}
+    )
+
+
+def default_static_dir() -> str | None:
+    """``build/site`` next to the source tree, when it exists."""
+    here = Path(__file__).resolve().parents[2] / "build" / "site"
+    return str(here) if here.is_dir() else None
+
+
+with contextlib.suppress(Exception):
+    mimetypes.add_type("text/javascript", ".mjs")
+    mimetypes.add_type("application/wasm", ".wasm")

@@ -1,0 +1,401 @@
+"""Channel backends: what a channel's terminal actually is.
+
+A backend is started for a :class:`~nimbus_websocket.core.BackendOpen` and
+then driven by the other backend requests.  It reports through a
+:class:`BackendSink` (output, input consumed, exit).  Two kinds ship:
+
+* :class:`LocalProcessBackend` -- the embedded default: a command or the
+  user's shell on a local PTY (or, when ``open.term`` is absent, on pipes,
+  so binary output is not mangled by the terminal line discipline);
+* :class:`~.ssh_backend.SshBackend` -- an asyncssh session to ``open.target``.
+
+Reads honour the session's credit: a backend reads only while
+``sink.read_budget()`` is positive, at most that many bytes, coalescing what
+is already waiting into one chunk (up to 64 KiB) without waiting for more,
+so a lone keystroke echo is not delayed.  Memory per backend: one read
+chunk, plus input queued for the process, which the core bounds
+(``max_input_buffer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import pwd
+import signal
+import struct
+import termios
+from collections import deque
+from collections.abc import Mapping
+from typing import Protocol
+
+from ...core.messages import Stream, Term
+
+__all__ = ["Backend", "BackendError", "BackendSink", "LocalProcessBackend", "signal_number"]
+
+log = logging.getLogger("nimbus_websocket.server.backend")
+
+
+class BackendError(Exception):
+    """A backend could not start: ``code`` is the ``open_err`` code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class BackendSink(Protocol):
+    """Where a backend reports (implemented by the server runtime per channel)."""
+
+    def read_budget(self) -> int:
+        """Bytes the backend may read now (0: stop reading)."""
+        ...
+
+    def output(self, stream: Stream, data: bytes) -> None:
+        """Bytes the process wrote."""
+        ...
+
+    def input_written(self, n: int) -> None:
+        """The process consumed ``n`` more input bytes."""
+        ...
+
+    def exited(self, code: int | None, sig: str | None) -> None:
+        """The process ended (called once, after all its output)."""
+        ...
+
+
+class Backend(Protocol):
+    """One channel's terminal."""
+
+    async def start(self) -> None:
+        """Start it; raise :class:`BackendError` on failure."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Queue input for the process."""
+        ...
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Change the terminal size."""
+        ...
+
+    def signal(self, sig: str) -> None:
+        """Deliver a signal to the foreground process group."""
+        ...
+
+    def pause(self, paused: bool) -> None:
+        """Stop or restart reading output."""
+        ...
+
+    def close(self) -> None:
+        """Hang up and release everything (idempotent)."""
+        ...
+
+
+_SIGNALS = {
+    name: getattr(signal, f"SIG{name}")
+    for name in (
+        "INT", "TERM", "HUP", "QUIT", "KILL", "TSTP", "CONT", "STOP", "USR1", "USR2", "WINCH", "ALRM", "PIPE",
+    )
+}
+
+
+def signal_number(name: str) -> int | None:
+    """The signal number for ``INT``/``SIGINT``-style names (``None`` if unknown)."""
+    name = name.upper().removeprefix("SIG")
+    return _SIGNALS.get(name)
+
+
+def signal_name(num: int) -> str:
+    """``INT`` for ``SIGINT``."""
+    try:
+        return signal.Signals(num).name.removeprefix("SIG")
+    except ValueError:
+        return str(num)
+
+
+def _set_ctty() -> None:  # runs in the child between fork and exec
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _winsize(cols: int, rows: int) -> bytes:
+    return struct.pack("HHHH", rows, cols, 0, 0)
+
+
+class LocalProcessBackend:
+    """A local process on a PTY (``term`` given) or on pipes (``term`` absent)."""
+
+    def __init__(
+        self,
+        sink: BackendSink,
+        term: Term | None,
+        command: str | None = None,
+        *,
+        max_read: int = 64 * 1024,
+    ) -> None:
+        self.sink = sink
+        self.term = term
+        self.command = command
+        self.max_read = max_read
+        self.proc: asyncio.subprocess.Process | None = None
+        self._readers: dict[int, Stream] = {}
+        self._reading = False
+        self._input: deque[memoryview] = deque()
+        self._in_fd: int | None = None
+        self._writer_on = False
+        self._master: int | None = None
+        self._exit: tuple[int | None, str | None] | None = None
+        self._exit_reported = False
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+
+    # ------------------------------------------------------------- start
+    async def start(self) -> None:
+        """Spawn the process (``BackendError("BACKEND_FAILED")`` if it cannot start)."""
+        env = self._env()
+        if self.command:
+            argv = ["/bin/sh", "-c", self.command]
+        else:
+            shell = env.get("SHELL", "/bin/sh")
+            argv = [shell, "-l"] if self.term is not None else [shell]
+        try:
+            if self.term is not None:
+                master, slave = os.openpty()
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, _winsize(self.term.cols, self.term.rows))
+                self.proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=slave,
+                    env=env,
+                    cwd=env.get("HOME", "/"),
+                    start_new_session=True,
+                    preexec_fn=_set_ctty,
+                )
+                os.close(slave)
+                os.set_blocking(master, False)
+                self._master = master
+                self._in_fd = master
+                self._readers = {master: "stdout"}
+            else:
+                in_r, in_w = os.pipe()
+                out_r, out_w = os.pipe()
+                err_r, err_w = os.pipe()
+                self.proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=in_r,
+                    stdout=out_w,
+                    stderr=err_w,
+                    env=env,
+                    cwd=env.get("HOME", "/"),
+                    start_new_session=True,
+                )
+                for fd in (in_r, out_w, err_w):
+                    os.close(fd)
+                for fd in (in_w, out_r, err_r):
+                    os.set_blocking(fd, False)
+                self._in_fd = in_w
+                self._readers = {out_r: "stdout", err_r: "stderr"}
+        except OSError as exc:
+            raise BackendError("BACKEND_FAILED", f"could not start {argv[0]}: {exc.strerror}") from None
+        self._loop.create_task(self._wait_exit())
+
+    def _env(self) -> dict[str, str]:
+        try:
+            pw = pwd.getpwuid(os.getuid())
+            home, shell, user = pw.pw_dir, pw.pw_shell or "/bin/sh", pw.pw_name
+        except KeyError:
+            home, shell, user = "/", "/bin/sh", "nobody"
+        env = {
+            "HOME": home,
+            "SHELL": os.environ.get("SHELL", shell) if shell == "/bin/sh" else shell,
+            "USER": user,
+            "LOGNAME": user,
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "TERM": "xterm-256color" if self.term is not None else "dumb",
+        }
+        if self.term is not None:
+            env.update(_safe_env(self.term.env))
+        return env
+
+    # ------------------------------------------------------------ output
+    def pause(self, paused: bool) -> None:
+        """Stop or restart reading (the core asks when credit runs out or returns)."""
+        want = not paused and not self._closed
+        if want == self._reading:
+            return
+        self._reading = want
+        for fd in self._readers:
+            if want:
+                self._loop.add_reader(fd, self._on_readable, fd)
+            else:
+                self._loop.remove_reader(fd)
+
+    def _on_readable(self, fd: int) -> None:
+        stream = self._readers.get(fd)
+        if stream is None:
+            return
+        budget = min(self.max_read, self.sink.read_budget())
+        chunks: list[bytes] = []
+        got = 0
+        eof = False
+        while got < budget:
+            try:
+                data = os.read(fd, budget - got)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    log.debug("read error on fd %d: %s", fd, exc)
+                eof = True
+                break
+            if not data:
+                eof = True
+                break
+            chunks.append(data)
+            got += len(data)
+        if chunks:
+            self.sink.output(stream, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if eof:
+            self._drop_reader(fd)
+        elif self.sink.read_budget() <= 0 and self._reading:
+            self.pause(True)
+        self._maybe_report_exit()
+
+    def _drop_reader(self, fd: int) -> None:
+        if self._reading:
+            self._loop.remove_reader(fd)
+        self._readers.pop(fd, None)
+        if fd != self._in_fd:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    async def _wait_exit(self) -> None:
+        assert self.proc is not None
+        rc = await self.proc.wait()
+        self._exit = (rc, None) if rc >= 0 else (None, signal_name(-rc))
+        self._maybe_report_exit()
+
+    def _maybe_report_exit(self) -> None:
+        if self._exit is None or self._exit_reported:
+            return
+        if self._master is not None and self._master in self._readers:
+            # Children may keep the PTY open after the process exited: what it
+            # wrote is already buffered, so the output ends once that is read.
+            if not self._pty_has_data():
+                self._drop_reader(self._master)
+            else:
+                return
+        if self._readers:
+            return
+        self._exit_reported = True
+        self.sink.exited(*self._exit)
+
+    def _pty_has_data(self) -> bool:
+        assert self._master is not None
+        try:
+            buf = fcntl.ioctl(self._master, termios.FIONREAD, b"\0\0\0\0")
+            return struct.unpack("i", buf)[0] > 0
+        except OSError:
+            return False
+
+    # ------------------------------------------------------------- input
+    def write(self, data: bytes) -> None:
+        """Queue input; written as the process drains it, reported via ``input_written``."""
+        if self._closed or self._in_fd is None:
+            self.sink.input_written(len(data))
+            return
+        self._input.append(memoryview(data))
+        self._flush_input()
+
+    def _flush_input(self) -> None:
+        fd = self._in_fd
+        written = 0
+        while self._input and fd is not None:
+            chunk = self._input[0]
+            try:
+                n = os.write(fd, chunk)
+            except BlockingIOError:
+                break
+            except OSError:
+                # The process is gone: input is discarded but counted as consumed.
+                written += sum(len(c) for c in self._input)
+                self._input.clear()
+                break
+            written += n
+            if n == len(chunk):
+                self._input.popleft()
+            else:
+                self._input[0] = chunk[n:]
+        if written:
+            self.sink.input_written(written)
+        want = bool(self._input) and fd is not None and not self._closed
+        if want != self._writer_on and fd is not None:
+            self._writer_on = want
+            if want:
+                self._loop.add_writer(fd, self._flush_input)
+            else:
+                self._loop.remove_writer(fd)
+
+    # ------------------------------------------------------------ control
+    def resize(self, cols: int, rows: int) -> None:
+        """TIOCSWINSZ on the PTY (the kernel sends SIGWINCH to the foreground group)."""
+        if self._master is not None and not self._closed:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._master, termios.TIOCSWINSZ, _winsize(cols, rows))
+
+    def signal(self, sig: str) -> None:
+        """Signal the PTY's foreground process group (pipes: the process group)."""
+        num = signal_number(sig)
+        if num is None or self.proc is None or self._closed:
+            return
+        try:
+            pgrp = os.tcgetpgrp(self._master) if self._master is not None else self.proc.pid
+            os.killpg(pgrp, num)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, num)
+
+    def close(self) -> None:
+        """Hang up: SIGHUP to the process group, close the descriptors, reap later."""
+        if self._closed:
+            return
+        self._closed = True
+        self.pause(True)
+        if self._writer_on and self._in_fd is not None:
+            self._loop.remove_writer(self._in_fd)
+            self._writer_on = False
+        self._input.clear()
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGHUP)
+            self._loop.call_later(2.0, self._kill)
+        for fd in list(self._readers) + ([self._in_fd] if self._in_fd is not None else []):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._readers.clear()
+        self._in_fd = None
+        self._master = None
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+_BLOCKED_ENV = frozenset({"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "PATH", "HOME", "SHELL", "USER"})
+
+
+def _safe_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``term.env`` minus variables that would change what runs (loader, shell start-up)."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k and k not in _BLOCKED_ENV and k.replace("_", "").isalnum() and "\0" not in v
+    }

@@ -1,0 +1,132 @@
+"""``nimbus-ws serve``: run the reference server until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+from .app import Server, ServerOptions, default_static_dir
+from .ssh_backend import SshOptions
+
+__all__ = ["add_parser", "run_serve"]
+
+_STD_ATTRS = set(vars(logging.LogRecord("x", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, msg and the record's extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in vars(record).items():
+            if k not in _STD_ATTRS:
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level msg key=value ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STD_ATTRS)
+        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower():7} {record.getMessage()}"
+        out = f"{base} {extras}" if extras else base
+        if record.exc_info:
+            out += "\n" + self.formatException(record.exc_info)
+        return out
+
+
+def setup_logging(fmt: str, level: int = logging.INFO) -> None:
+    """Structured logs on stderr (``text`` or ``json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger("nimbus_websocket")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``serve``."""
+    p: argparse.ArgumentParser = sub.add_parser("serve", help="run the reference server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--path", default="/ws/ssh")
+    p.add_argument("--backend", choices=("pty", "ssh"), default="pty")
+    p.add_argument("--pty-command", default=None, help="command for PTY channels (default: the user's login shell)")
+    p.add_argument("--token", action="append", default=[], help="accepted bearer token (repeatable)")
+    p.add_argument("--allow-origin", action="append", default=[], help="allowed Origin (repeatable)")
+    p.add_argument("--allow-target", action="append", default=[], help="allowed HOST:PORT target (repeatable; * wildcards)")
+    p.add_argument("--static", default=None, help="serve this directory on the same port (the demo site)")
+    p.add_argument("--metrics", action="store_true", help="Prometheus text at /metrics")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--known-hosts", default=None, help="SSH backend: known_hosts file")
+    p.add_argument("--insecure-ignore-host-keys", action="store_true", help="SSH backend: do not verify host keys (tests only)")
+    p.add_argument("--per-message-deflate", action="store_true", help="enable bounded permessage-deflate")
+    p.add_argument("--retention", type=float, default=None, help="seconds a dropped session is kept (default 60)")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=run_serve)
+
+
+def options_from_args(args: argparse.Namespace) -> ServerOptions:
+    """Build :class:`ServerOptions` from parsed arguments."""
+    from dataclasses import replace
+
+    from ...core.server import ServerConfig
+
+    config = ServerConfig()
+    if args.retention is not None:
+        config = replace(config, retention=args.retention)
+    return ServerOptions(
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        backend=args.backend,
+        pty_command=args.pty_command,
+        tokens=tuple(args.token),
+        allow_origins=tuple(args.allow_origin),
+        allow_targets=tuple(args.allow_target),
+        static_dir=args.static if args.static != "auto" else default_static_dir(),
+        metrics=args.metrics,
+        config=config,
+        ssh=SshOptions(known_hosts=args.known_hosts, insecure_ignore_host_keys=args.insecure_ignore_host_keys),
+        per_message_deflate=args.per_message_deflate,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (1001)."""
+    setup_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    return asyncio.run(_serve(options_from_args(args)))
+
+
+async def _serve(options: ServerOptions) -> int:
+    server = Server(options)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    page = ""
+    if options.static_dir:
+        page = f"  page: http://{options.host}:{server.port}/"
+    sys.stderr.write(f"nimbus-ws serving {server.url}{page}\n")
+    sys.stderr.flush()
+    await stop.wait()
+    logging.getLogger("nimbus_websocket.server").info("shutdown", extra={"event": "shutdown"})
+    await server.stop()
+    return 0
