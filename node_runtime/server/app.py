@@ -263,6 +263,7 @@ class Server:
         self.targets = TargetPolicy(opts.allow_targets, default_loopback_only=opts.backend == "ssh")
         self.metrics = Metrics() if opts.metrics else None
         self._backends: dict[tuple[str, int], Backend] = {}
+        self._closing: set[Backend] = set()  # closed, not yet reaped
         self._sinks: dict[tuple[str, int], _Sink] = {}
         self._ws: WsServer | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -336,9 +337,12 @@ class Server:
         for s in self.registry.sessions():
             s.destroy("server shutdown")
             self._pump(s)
-        for be in list(self._backends.values()):
-            be.close()
+        backends = list(self._backends.values()) + list(self._closing)
         self._backends.clear()
+        for be in backends:
+            be.close()
+        if backends:
+            await asyncio.wait([asyncio.ensure_future(be.wait_closed()) for be in backends], timeout=5)
 
     async def serve_forever(self) -> None:
         """Run until cancelled."""
@@ -383,6 +387,8 @@ class Server:
             self._sinks.pop(key, None)
             if be is not None:
                 be.close()
+                self._closing.add(be)
+                asyncio.ensure_future(be.wait_closed()).add_done_callback(lambda _f, b=be: self._closing.discard(b))
                 if self.metrics:
                     self.metrics.channels.dec()
         else:

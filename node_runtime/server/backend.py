@@ -96,6 +96,10 @@ class Backend(Protocol):
         """Hang up and release everything (idempotent)."""
         ...
 
+    async def wait_closed(self) -> None:
+        """Wait until the process (or remote session) is gone after :meth:`close`."""
+        ...
+
 
 _SIGNALS = {
     name: getattr(signal, f"SIG{name}")
@@ -382,6 +386,11 @@ class LocalProcessBackend:
         self._readers.clear()
         self._in_fd = None
         self._master = None
+
+    async def wait_closed(self) -> None:
+        """Wait for the process to be reaped (SIGKILL follows SIGHUP after 2 s)."""
+        if self.proc is not None:
+            await self.proc.wait()
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

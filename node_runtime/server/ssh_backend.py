@@ -203,6 +203,11 @@ class SshBackend:
         else:
             self._chan.resume_reading()
 
+    async def wait_closed(self) -> None:
+        """Wait for the SSH connection to close."""
+        if self._conn is not None:
+            await self._conn.wait_closed()
+
     def close(self) -> None:
         """Close the SSH channel and connection."""
         if self._closed:
