@@ -108,8 +108,9 @@ class ClientOptions:
     low_water_mark: int = DEFAULT_LOW_WATER
     #: Input bytes kept per channel until the server acknowledges them.
     input_buffer_limit: int = 1 << 20
-    #: Minimum seconds between two ``resize`` messages of one channel (~60/s).
-    resize_interval: float = 1 / 60
+    #: Minimum seconds between two ``resize`` messages of one channel (20/s: well
+    #: inside the server's 50 control messages/s, which resizes count against).
+    resize_interval: float = 0.05
     #: Seconds a persisted resume state stays usable.
     resume_ttl: float = 60.0
 
@@ -157,6 +158,7 @@ class ClientSession:
         self._max_frame = DEFAULT_MAX_FRAME
         self._ack = False
         self._resume: ResumeState | None = None
+        self._resume_ttl = self.options.resume_ttl
         self._resuming = False
         self._was_ready = False
         self._attempt = 0
@@ -480,7 +482,8 @@ class ClientSession:
                     self._chan(ch, ChanEvent.LOST)
                     self._lose(ch)
         if m.resume is not None:
-            self._resume = ResumeState(m.resume.token, now + m.resume.ttl_ms / 1000, self._ack, self.profile.id)
+            self._resume_ttl = min(m.resume.ttl_ms / 1000, self.options.resume_ttl)
+            self._resume = ResumeState(m.resume.token, now + self._resume_ttl, self._ack, self.profile.id)
         else:
             self._resume = None
         self._save_resume(now)
@@ -504,8 +507,10 @@ class ClientSession:
                 return
         ch.tx_sent = ch.tx.start
         ch.credit.restart()
-        if ch.state == ChannelState.OPENING:  # restored from storage
-            self._chan(ch, ChanEvent.OPEN_OK)
+        if ch.state == ChannelState.OPENING:
+            if ch.resume_key is None:
+                return  # open_ok still to come (the server repeats it after a resume)
+            self._chan(ch, ChanEvent.OPEN_OK)  # restored from storage
         self._events.append(ChannelOpened(ch.id, resumed=True))
         self._flush_input(ch)
         if ch.size is not None and ch.state == ChannelState.OPEN:
@@ -542,7 +547,8 @@ class ClientSession:
             case OpenOk():
                 ch = self._channels.get(m.id)
                 if ch is None or ch.state not in (ChannelState.OPENING, ChannelState.CLOSING):
-                    raise ProtocolError(CloseCode.MALFORMED_FRAME, f"open_ok for channel {m.id} not opening")
+                    self.ignored_frames += 1  # a repeat after a resume, or a channel we closed
+                    return
                 ch.resume_key = m.resume_key
                 self._save_resume(now)  # before any data of the channel is processed
                 if self._chan(ch, ChanEvent.OPEN_OK) == ChannelState.CLOSING:
@@ -642,6 +648,8 @@ class ClientSession:
         grant = ch.credit.take_grant(now, self.rtt)
         if grant:
             ack = ch.credit.received if self._ack else None
+            if ack is not None:
+                self._save_resume(None, now)  # the stored rx never falls below an ack sent
             self._send_ctl(Flow(ch.id, grant, ack))
             self._policy("credit_grant", ch.id, value=grant)
 
@@ -749,10 +757,13 @@ class ClientSession:
             self._next_id = max(self._next_id, sc.id + 1)
         self._diag(now, "resume", "resume_store_load", channels=len(state.channels))
 
-    def _save_resume(self, now: float | None) -> None:
+    def _save_resume(self, now: float | None, clock: float | None = None) -> None:
         st = self._resume
         if st is None:
             return
+        t = now if now is not None else clock
+        if t is not None and self._state == ConnState.READY:
+            st.expires_at = t + self._resume_ttl  # the server's retention starts at the drop
         st.channels = [
             StoredChannel(c.id, c.resume_key, c.credit.received)
             for c in self._channels.values()

@@ -63,6 +63,8 @@ CHANNEL_ID_MAX = 2**32 - 1
 CREDIT_MAX = 2**31
 #: Largest byte counter (``ack``, ``rx``): the JSON-safe integer range.
 COUNTER_MAX = 2**53 - 1
+#: Smallest ``maxFrame`` a server may announce (every profile fits a control message).
+MIN_MAX_FRAME = 1024
 #: Terminal size bounds for ``open.term`` and ``resize``.
 TERM_MIN, TERM_MAX = 1, 10_000
 
@@ -366,7 +368,9 @@ def _rstr(d: Mapping[str, Any], key: str, maxlen: int = _MAX_SHORT) -> str:
 
 
 def _bool(d: Mapping[str, Any], key: str) -> bool:
-    v = d.get(key, False)
+    v = d.get(key)
+    if v is None:
+        return False
     if not isinstance(v, bool):
         raise _bad(f"field {key!r} must be a boolean")
     return v
@@ -454,7 +458,7 @@ def _hello_ok(d: Mapping[str, Any]) -> HelloOk:
         items = tuple(ResumedChannel(_id(i), _rint(i, "rx", 0, COUNTER_MAX)) for i in lst)
     caps = ServerCaps(
         profile_accepted=_rstr(c, "profileAccepted", 64),
-        max_frame=_int(c, "maxFrame", 64, 2**31, required=False),
+        max_frame=_int(c, "maxFrame", MIN_MAX_FRAME, 2**31, required=False),
         ack=_bool(c, "ack"),
         resumed=items,
     )

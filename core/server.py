@@ -375,7 +375,6 @@ class SessionRegistry:
             self.resume_failures += 1
             raise ProtocolError(CloseCode.RESUME_FAILED, "unknown or expired resume token")
         if s.expires_at is not None and now >= s.expires_at:
-            self.expire(now)
             self.resume_failures += 1
             raise ProtocolError(CloseCode.RESUME_FAILED, "resume token expired")
         if not secrets_equal(parsed[1], s._secret) or s.principal != principal:
@@ -387,7 +386,6 @@ class SessionRegistry:
         if s.ack != ack:
             self.resume_failures += 1
             raise ProtocolError(CloseCode.RESUME_FAILED, "caps.ack differs from the original session")
-        s._secret = self._fresh_secret()  # single use, even if this resume fails later
         return s
 
     def _fresh_secret(self) -> str:
@@ -670,25 +668,34 @@ class ServerConnection:
 
     def _resume(self, s: ServerSession, hello: Hello, now: float) -> tuple[ResumedChannel, ...]:
         assert hello.resume is not None
-        old = s.conn
-        if old is not None and old is not self:
-            old.superseded(now)
         wanted = {c.id: c for c in (hello.resume.channels or ())}
         if s.ack and hello.resume.channels is None:
             raise ProtocolError(CloseCode.RESUME_FAILED, "resume.channels is required with caps.ack")
+        # Validate everything before changing anything: a refused resume leaves
+        # the session (and its old connection) exactly as they were.
+        for cid, want in wanted.items():
+            known = s.channels.get(cid)
+            if known is None:
+                continue
+            if not secrets_equal(want.resume_key, known.resume_key):
+                raise ProtocolError(CloseCode.RESUME_FAILED, f"wrong resumeKey for channel {cid}")
+            if s.ack and not known.log.start <= want.rx <= known.sent:
+                raise ProtocolError(CloseCode.RESUME_FAILED, f"channel {cid}: rx {want.rx} outside the replay window")
+        old = s.conn
+        if old is not None and old is not self:
+            old.superseded(now)
         out: list[ResumedChannel] = []
         for cid, ch in list(s.channels.items()):
-            if s.ack and cid not in wanted:
+            req = wanted.get(cid)
+            if s.ack and req is None:
                 s._events.append(BackendClose(cid))
                 del s.channels[cid]
                 continue
-            req = wanted.get(cid)
-            if req is not None and not secrets_equal(req.resume_key, ch.resume_key):
-                raise ProtocolError(CloseCode.RESUME_FAILED, f"wrong resumeKey for channel {cid}")
-            if s.ack and req is not None and not ch.log.start <= req.rx <= ch.sent:
-                raise ProtocolError(CloseCode.RESUME_FAILED, f"channel {cid}: rx {req.rx} outside the replay window")
             s._rebind(ch, req.rx if (s.ack and req is not None) else None)
             out.append(ResumedChannel(cid, ch.rx))
+            if req is None and ch.state != ChannelState.OPENING:
+                # Without caps.ack the client may have missed open_ok: repeat it.
+                self.send_ctl(OpenOk(cid, ch.resume_key))
         self.registry.resumes += 1
         self._diag(now, "resume", "resume_accepted", channels=len(out))
         return tuple(out)
