@@ -1,0 +1,1118 @@
+"""The client connection layer: :class:`Connection` and :class:`Channel` over the core.
+
+This module is the part of the client that both Python runtimes share: the
+host runtime (CPython, with :class:`~.websockets_impl.WebsocketsImpl`) and the
+browser runtime (Pyodide, with a wrapper around the JavaScript
+``WebSocket``).  It is therefore written only against
+
+* a WHATWG-shaped socket (:mod:`.whatwg`): ``factory(url, protocols)``,
+  ``send``, ``close``, ``bufferedAmount``, ``readyState``, ``protocol`` and
+  the ``on*`` handler attributes;
+* ``asyncio`` futures and ``loop.call_later`` timers -- no threads, no
+  ``asyncio.run``, no blocking call;
+* an injected wall clock (``time.time``) and random source (``random.random``).
+
+It holds no protocol rule.  Every decision -- handshake, credit, heartbeats,
+reconnect backoff, exactly-once resume, close codes -- is the core's
+:class:`~nimbus_websocket.core.ClientSession`.  This layer only:
+
+1. shuttles frames: ``onmessage`` -> ``session.receive_frame`` -> events ->
+   user callbacks, synchronously, never one ``await`` per message (so it
+   runs unchanged inside a browser event loop);
+2. feeds the clock: a single ``call_later`` timer follows
+   ``session.next_deadline()``, and ``bufferedAmount`` is fed to the session
+   after every write and, while it is above the low-water mark, on a short
+   polling timer (WHATWG has no "drained" event);
+3. opens a new socket on :class:`~nimbus_websocket.core.OpenTransport` and,
+   on :class:`~nimbus_websocket.core.CloseTransport`, detaches the old
+   socket's listeners before closing it: nothing the old socket does is ever
+   reported again;
+4. turns events into callbacks (:meth:`Connection.on`, :meth:`Channel.on`)
+   and async iteration (``async for chunk in channel``), and reports
+   consumption back, because **only consumed data earns credit**.
+
+Consumption rule (what makes memory bounded end to end): a chunk delivered
+to ``data``/``stderr`` callbacks counts as consumed when the callbacks
+returned (or, for a callback returning an awaitable, when it completed); a
+chunk taken through iteration counts when the iterator hands it out.  Until
+then the server holds back, because it cannot send beyond the credit the
+client granted, and the client grants only what was consumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ...core.client import ClientOptions, ClientSession
+from ...core.errors import CloseError, NimbusError
+from ...core.events import (
+    ChannelClosed,
+    ChannelData,
+    ChannelExit,
+    ChannelOpened,
+    ChannelOpenFailed,
+    ClientEvent,
+    CloseTransport,
+    ConnectionClosed,
+    Diagnostic,
+    OpenTransport,
+    PolicyEvent,
+    StateChanged,
+)
+from ...core.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WINDOW, DEFAULT_WINDOW
+from ...core.messages import Auth, Target, Term, User
+from ...core.profiles import Frame, WireProfile
+from ...core.resume import MemoryResumeStore, NullResumeStore, ResumeStore
+from ...core.retry import RetryPolicy
+from ...core.state import ChannelState, ConnState
+from .whatwg import CLOSED, OPEN, SocketFactory, WebSocketLike, sendable_close_code
+
+__all__ = [
+    "AuthProvider",
+    "Channel",
+    "ChannelError",
+    "ChannelOpenError",
+    "Connection",
+    "ResumeOptions",
+    "RetryOptions",
+    "connect_with",
+]
+
+log = logging.getLogger("nimbus_websocket.client")
+
+#: ``auth()`` -> ``{"scheme": "bearer", "token": ...}`` / ``{"scheme": "none"}`` / ``None``
+#: (sync or async); called before every ``hello``, so it can refresh tokens.
+AuthProvider = Callable[[], Any]
+Listener = Callable[[Any], object]
+
+#: Seconds between ``bufferedAmount`` polls while it is above the low-water mark.
+BUFFERED_POLL_INTERVAL = 0.01
+#: Timers fire this much after a deadline, so ``tick`` never runs a hair early.
+_TIMER_SLACK = 0.001
+
+
+# --------------------------------------------------------------------- errors
+
+
+class ChannelError(NimbusError):
+    """A channel ended abnormally (``code`` e.g. ``"LOST"``: not resumed) or is closed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ChannelOpenError(ChannelError):
+    """``open_err``: the server refused the channel (``code`` e.g. ``"TARGET_UNREACHABLE"``)."""
+
+
+# -------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOptions:
+    """Reconnect backoff (contract defaults: base 300 ms, jitter on, at most 10 tries).
+
+    The delay before attempt ``n`` (0-based) is ``min(max_delay_ms, base_ms *
+    factor ** n)``, with jitter a uniform draw in its upper half.
+    """
+
+    base_ms: float = 300
+    jitter: bool = True
+    max_retries: int = 10
+    factor: float = 2.0
+    max_delay_ms: float = 10_000
+
+    def to_policy(self) -> RetryPolicy:
+        """The core's :class:`~nimbus_websocket.core.RetryPolicy`."""
+        return RetryPolicy(
+            base=self.base_ms / 1000,
+            factor=self.factor,
+            max_delay=self.max_delay_ms / 1000,
+            jitter=self.jitter,
+            max_retries=self.max_retries,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeOptions:
+    """Where resume state lives and for how long (at most; the server's grant may be shorter).
+
+    ``storage`` is ``"memory"`` (survives reconnects of this connection),
+    ``"none"`` (no resume: a lost connection is final) or any object with
+    ``load()``/``save(dict)``/``clear()`` (a
+    :class:`~nimbus_websocket.core.ResumeStore`); a store object shared
+    between :func:`connect` calls lets a new connection resume the channels
+    of an old one (they appear in :attr:`Connection.resumed_channels`).
+    """
+
+    storage: str | ResumeStore = "memory"
+    ttl_ms: int = 60_000
+
+    def make_store(self) -> ResumeStore:
+        """The store object for ``storage``."""
+        if isinstance(self.storage, str):
+            if self.storage == "memory":
+                return MemoryResumeStore()
+            if self.storage == "none":
+                return NullResumeStore()
+            raise ValueError(f"unknown resume storage {self.storage!r} (use 'memory', 'none' or a store)")
+        return self.storage
+
+
+# ------------------------------------------------------------------- emitter
+
+
+class _Emitter:
+    """Named listener lists; a listener's exception is logged, never propagated."""
+
+    def __init__(self, names: Iterable[str], owner: str) -> None:
+        self._listeners: dict[str, list[Listener]] = {n: [] for n in names}
+        self._owner = owner
+
+    def on(self, name: str, callback: Listener) -> Callable[[], None]:
+        try:
+            lst = self._listeners[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown {self._owner} event {name!r} (one of {', '.join(self._listeners)})"
+            ) from None
+        lst.append(callback)
+
+        def unsubscribe() -> None:
+            try:
+                lst.remove(callback)
+            except ValueError:
+                pass
+
+        return unsubscribe
+
+    def has(self, name: str) -> bool:
+        return bool(self._listeners[name])
+
+    def emit(self, name: str, arg: Any) -> list[Awaitable[Any]]:
+        """Call every listener of ``name``; return the awaitables they returned."""
+        pending: list[Awaitable[Any]] = []
+        for cb in list(self._listeners[name]):
+            try:
+                result = cb(arg)
+            except Exception:
+                log.exception("%s %r listener %r raised", self._owner, name, cb)
+                continue
+            if inspect.isawaitable(result):
+                pending.append(result)
+        return pending
+
+
+# -------------------------------------------------------------------- channel
+
+
+class Channel:
+    """One terminal channel of a :class:`Connection` (from :meth:`Connection.open_session`).
+
+    Output arrives as ``data`` (stdout) and ``stderr`` callbacks and/or by
+    iteration::
+
+        async for chunk in channel:          # stdout bytes, until the channel closes
+            ...
+        async for stream, chunk in channel.iter_output():   # both streams, in order
+            ...
+
+    Delivery mode.  Until the application registers an output callback
+    (``data`` or ``stderr``), output is kept in a per-channel queue so that
+    nothing is lost before iteration starts.  Once iteration has started,
+    every chunk goes to the callbacks *and* the queue, and counts as consumed
+    when the iterator hands it out.  With callbacks and no iteration, a chunk
+    counts as consumed when its callbacks returned (stderr without a
+    listener is then discarded).  The queue is bounded by the channel's
+    credit window (at most ``max_window``, 2 MiB by default): the server
+    cannot send beyond the credit granted, and credit is granted only for
+    consumed bytes -- a consumer that stops reading stops the server within
+    one window.
+
+    Events (:meth:`on`): ``data`` (``bytes``), ``stderr`` (``bytes``), ``exit``
+    (:class:`~nimbus_websocket.core.ChannelExit`: ``.code``, ``.sig``),
+    ``error`` (a :class:`ChannelError` or the connection's
+    :class:`~nimbus_websocket.core.CloseError`), ``close`` (this channel),
+    ``resumed`` (this channel, after a reconnect brought it back).
+    """
+
+    def __init__(self, conn: Connection, cid: int, *, resumed: bool = False) -> None:
+        self._conn = conn
+        self.id = cid
+        #: ``True`` when the channel came back through a resume at connect.
+        self.resumed = resumed
+        #: Exit status of the remote process (``None``: not exited, or killed by a signal).
+        self.exit_status: int | None = None
+        #: Name of the signal that killed the remote process (``"TERM"``...), if any.
+        self.exit_signal: str | None = None
+        #: Why the channel ended abnormally, once it did.
+        self.error: NimbusError | None = None
+        #: Reason text of the close, once closed.
+        self.close_reason = ""
+        self.closed = False
+        self.opened = resumed
+        self._events = _Emitter(("data", "stderr", "exit", "error", "close", "resumed"), "channel")
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._queued = 0
+        self._iterating = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._opened_fut: asyncio.Future[None] = conn._loop.create_future()
+        self._closed_fut: asyncio.Future[None] = conn._loop.create_future()
+        if resumed:
+            self._opened_fut.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.id} {self.state}>"
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def state(self) -> str:
+        """``opening``, ``open``, ``exited``, ``closing`` or ``closed``."""
+        ch = self._conn._session.channel(self.id)
+        return ChannelState.CLOSED.value if ch is None or self.closed else ch.state.value
+
+    @property
+    def queued_bytes(self) -> int:
+        """Output bytes received and waiting for the iterator (not yet consumed)."""
+        return self._queued
+
+    # ---------------------------------------------------------------- events
+
+    def on(self, event: str, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(arg)`` on ``event``; returns a function that unsubscribes."""
+        return self._events.on(event, callback)
+
+    # ----------------------------------------------------------------- output
+
+    def __aiter__(self) -> _OutputIterator:
+        """Iterate stdout chunks (``bytes``) until the channel closes."""
+        self._iterating = True
+        return _OutputIterator(self, pairs=False)
+
+    def iter_output(self) -> _OutputIterator:
+        """Iterate ``(stream, bytes)`` for both streams, in arrival order."""
+        self._iterating = True
+        return _OutputIterator(self, pairs=True)
+
+    async def read(self) -> bytes:
+        """Everything the channel still outputs on stdout, until it closes."""
+        out = bytearray()
+        async for chunk in self:
+            out += chunk
+        return bytes(out)
+
+    # ------------------------------------------------------------------ input
+
+    async def send(self, data: bytes | bytearray | memoryview | str) -> None:
+        """Send input (``str`` is UTF-8 encoded); waits while the input buffer is full.
+
+        Input is kept until the server acknowledges it (exactly-once resume),
+        at most ``input_buffer_limit`` bytes per channel; while that bound is
+        reached, or while the socket's ``bufferedAmount`` is above the
+        high-water mark, this waits.  Raises :class:`ChannelError` (or the
+        connection's :class:`~nimbus_websocket.core.CloseError`) once the
+        channel cannot take input any more.
+        """
+        view = memoryview(data.encode() if isinstance(data, str) else data).cast("B")
+        conn = self._conn
+        off = 0
+        while off < len(view):
+            self._check_input()
+            cap = conn._session.input_capacity(self.id)
+            if cap:
+                off += conn._session.send_input(self.id, bytes(view[off : off + cap]), conn._clock())
+                conn._pump()
+            if off < len(view):
+                await conn._wait_capacity(self.id)
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Resize the remote terminal (coalesced by the core to about 60 per second)."""
+        conn = self._conn
+        conn._session.resize(self.id, cols, rows, conn._clock())
+        conn._pump()
+
+    async def signal(self, sig: str) -> None:
+        """Deliver ``sig`` (``"INT"``, ``"TERM"``, ``"HUP"``...) to the remote process.
+
+        A signal is a momentary action: while the connection is not ready it
+        is dropped (send ``b"\\x03"`` as input for a Ctrl-C that must survive
+        a reconnect).
+        """
+        conn = self._conn
+        conn._session.signal(self.id, sig.upper())
+        conn._pump()
+
+    async def close(self, reason: str | None = None) -> None:
+        """Close the channel and wait until the server confirmed it."""
+        conn = self._conn
+        if not self.closed:
+            conn._session.close_channel(self.id, reason)
+            conn._pump()
+        await self.wait_closed(raise_error=False)
+
+    async def wait_opened(self) -> None:
+        """Wait until the channel is open; raise if it could not be opened."""
+        await asyncio.shield(self._opened_fut)
+        if not self.opened:
+            raise self.error or ChannelError("CLOSED", "channel closed before it opened")
+
+    async def wait_closed(self, *, raise_error: bool = True) -> int | None:
+        """Wait until the channel is closed; return :attr:`exit_status`.
+
+        Raises :attr:`error` when the channel ended abnormally (unless
+        ``raise_error`` is false).
+        """
+        await asyncio.shield(self._closed_fut)
+        if raise_error and self.error is not None:
+            raise self.error
+        return self.exit_status
+
+    # ------------------------------------------------------------- internals
+
+    def _check_input(self) -> None:
+        ch = self._conn._session.channel(self.id)
+        if self.closed or ch is None or ch.state not in (ChannelState.OPEN, ChannelState.OPENING):
+            raise self.error or self._conn.error or ChannelError("CLOSED", f"channel {self.id} takes no input")
+
+    def _wake(self) -> None:
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _on_opened(self, resumed: bool) -> None:
+        if self.opened:
+            if resumed:
+                self._emit("resumed", self)
+            return
+        self.opened = True
+        if not self._opened_fut.done():
+            self._opened_fut.set_result(None)
+
+    def _on_data(self, stream: str, data: bytes) -> None:
+        name = "data" if stream == "stdout" else "stderr"
+        callbacks = self._events.has("data") or self._events.has("stderr")
+        pending = self._events.emit(name, data)
+        if self._iterating or not callbacks:
+            self._queue.append((stream, data))
+            self._queued += len(data)
+            self._conn._spawn_all(pending)
+            self._wake()
+        elif pending:
+            self._conn._consume_after(self.id, len(data), pending)
+        else:
+            self._conn._consume(self.id, len(data))
+
+    def _on_exit(self, ev: ChannelExit) -> None:
+        self.exit_status = ev.code
+        self.exit_signal = ev.sig
+        self._emit("exit", ev)
+
+    def _on_closed(self, reason: str, error: NimbusError | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if error is not None and self.error is None:
+            self.error = error
+            if self.opened:
+                self._emit("error", error)
+        if not self._opened_fut.done():
+            self._opened_fut.set_result(None)
+        self._closed_fut.set_result(None)
+        self._wake()
+        self._emit("close", self)
+
+    def _emit(self, name: str, arg: Any) -> None:
+        self._conn._spawn_all(self._events.emit(name, arg))
+
+    async def _next(self, pairs: bool) -> Any:
+        while True:
+            if self._queue:
+                stream, data = self._queue.popleft()
+                self._queued -= len(data)
+                self._conn._consume(self.id, len(data))
+                if pairs:
+                    return stream, data
+                if stream == "stdout":
+                    return data
+                continue
+            if self.closed:
+                if self.error is not None and self.opened:
+                    raise self.error
+                raise StopAsyncIteration
+            if self._waiter is None or self._waiter.done():
+                self._waiter = self._conn._loop.create_future()
+            await asyncio.shield(self._waiter)
+
+
+class _OutputIterator:
+    """Async iterator over a channel's output (see :class:`Channel`)."""
+
+    def __init__(self, channel: Channel, pairs: bool) -> None:
+        self._channel = channel
+        self._pairs = pairs
+
+    def __aiter__(self) -> _OutputIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._channel._next(self._pairs)
+
+
+# ----------------------------------------------------------------- connection
+
+
+class Connection:
+    """A ``nimbus.ssh.v1`` client connection over a WHATWG-shaped socket.
+
+    Create it with :func:`connect_with` (or the host runtime's
+    :func:`~nimbus_websocket.node_runtime.connect`).  It survives network
+    loss: the core reconnects with backoff and resumes every channel
+    exactly once; ``statechange`` shows ``ready -> reconnecting ->
+    authenticating -> ready``.  A terminal failure (auth, rejected resume,
+    retries exhausted, a protocol error, a non-retryable close) ends it with
+    one :class:`~nimbus_websocket.core.CloseError`, raised by pending awaits
+    and emitted as ``error``.
+
+    Events (:meth:`on`): ``statechange``
+    (:class:`~nimbus_websocket.core.StateChanged`), ``diagnostic``
+    (:class:`~nimbus_websocket.core.Diagnostic`), ``policy``
+    (:class:`~nimbus_websocket.core.PolicyEvent`), ``channel`` (a
+    :class:`Channel` restored by a resume at connect), ``error``
+    (:class:`~nimbus_websocket.core.CloseError`), ``close`` (the error or
+    ``None`` after a clean close).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        socket_factory: SocketFactory,
+        *,
+        options: ClientOptions | None = None,
+        store: ResumeStore | None = None,
+        auth: AuthProvider | None = None,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        close_timeout: float = 5.0,
+        listeners: Mapping[str, Listener] | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.url = url
+        self._factory = socket_factory
+        self._auth = auth
+        self._clock = clock
+        self._close_timeout = close_timeout
+        self._events = _Emitter(("statechange", "diagnostic", "policy", "channel", "error", "close"), "connection")
+        for name, cb in (listeners or {}).items():
+            self._events.on(name, cb)
+        self._session = ClientSession(options, now=clock(), rand=rand, store=store)
+        self._channels: dict[int, Channel] = {}
+        #: Channels restored by a resume when this connection started.
+        self.resumed_channels: list[Channel] = []
+        #: The terminal error, once the connection ended abnormally.
+        self.error: CloseError | None = None
+        self._local_error: CloseError | None = None
+        self._ws: WebSocketLike | None = None
+        self._socket_gen = 0
+        self._protocol = ""
+        self._pumping = False
+        self._repump = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._poll: asyncio.TimerHandle | None = None
+        self._send_waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._closing_sockets: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._ready_fut: asyncio.Future[None] = self._loop.create_future()
+        self._closed_fut: asyncio.Future[None] = self._loop.create_future()
+        self._finished = False
+        self._was_ready = False
+        #: Frames the session produced while no socket was open (dropped; normally 0).
+        self.dropped_frames = 0
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def state(self) -> str:
+        """``idle``, ``connecting``, ``authenticating``, ``ready``, ``reconnecting`` or ``closed``."""
+        return self._session.state.value
+
+    @property
+    def protocol(self) -> str:
+        """The WebSocket subprotocol the server selected (e.g. ``"nimbus.ssh.v1"``)."""
+        return self._protocol
+
+    @property
+    def profile(self) -> str:
+        """The wire profile id in use (e.g. ``"nimbus.v1"``)."""
+        return self._session.profile.id
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """Round-trip time from the last ping/pong, in milliseconds (``None`` before one)."""
+        rtt = self._session.rtt
+        return None if rtt is None else rtt * 1000
+
+    @property
+    def buffered_amount(self) -> int:
+        """The current socket's ``bufferedAmount`` (bytes not yet on the network)."""
+        ws = self._ws
+        return 0 if ws is None else ws.bufferedAmount
+
+    @property
+    def pause_reasons(self) -> frozenset[str]:
+        """Why credit is withheld right now (``transport``, ``visibility``, ``offline``)."""
+        return self._session.pause_reasons
+
+    @property
+    def session(self) -> ClientSession:
+        """The core session machine (read-only use: diagnostics and tests)."""
+        return self._session
+
+    @property
+    def channels(self) -> list[Channel]:
+        """Channels not yet closed."""
+        return [c for c in self._channels.values() if not c.closed]
+
+    # ---------------------------------------------------------------- events
+
+    def on(self, event: str, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(arg)`` on ``event``; returns a function that unsubscribes."""
+        return self._events.on(event, callback)
+
+    # -------------------------------------------------------------- channels
+
+    async def open_session(
+        self,
+        target: Mapping[str, Any] | Target,
+        user: Mapping[str, Any] | User,
+        term: Mapping[str, Any] | Term | None = None,
+        **extra: Any,
+    ) -> Channel:
+        """Open a channel to ``target`` as ``user``; ``term`` asks for a terminal (PTY).
+
+        ``target`` is ``{"host", "port"}``, ``user`` ``{"username", "auth"}``
+        (``auth`` is passed opaquely to the server's backend, e.g.
+        ``{"type": "password", "password": ...}``), ``term``
+        ``{"cols", "rows", "env"}``.  Without ``term`` the server runs the
+        session without a PTY (pipes: output is byte-exact and stderr
+        separate).  Extra keywords (such as ``command``) go to the core's
+        ``open_channel`` if it supports them.  Raises
+        :class:`ChannelOpenError` on ``open_err`` and the connection's
+        :class:`~nimbus_websocket.core.CloseError` if it ends meanwhile.
+        """
+        if self._session.state == ConnState.CLOSED:
+            raise self.error or CloseError(1000, None, "CLOSED", "connection is closed")
+        cid = self._session.open_channel(
+            _target(target), _user(user), _term(term), now=self._clock(), **extra
+        )
+        ch = Channel(self, cid)
+        self._channels[cid] = ch
+        self._pump()
+        await ch.wait_opened()
+        return ch
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Connect and wait until ``ready``; raise the :class:`CloseError` if that fails."""
+        if self._session.state == ConnState.IDLE:
+            self._session.connect(self._clock())
+            self._pump()
+        try:
+            await asyncio.shield(self._ready_fut)
+        except asyncio.CancelledError:
+            if self._session.state != ConnState.CLOSED:
+                self._session.close(self._clock(), 4000, "connect cancelled")
+                self._pump()
+            raise
+        if not self._was_ready:
+            raise self.error or CloseError(1006, None, "CONNECT_FAILED", "connection closed while connecting")
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection; with 1000 the server ends the session and its channels.
+
+        Waits (at most ``close_timeout`` seconds) for the socket's closing
+        handshake, so the server has seen the close code when this returns.
+        """
+        if self._session.state != ConnState.CLOSED:
+            self._session.close(self._clock(), code, reason)
+            self._pump()
+        pending = [f for f in self._closing_sockets if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self._close_timeout)
+
+    async def wait_closed(self) -> CloseError | None:
+        """Wait until the connection is closed for good; return its error (``None``: clean)."""
+        await asyncio.shield(self._closed_fut)
+        return self.error
+
+    def set_pause(self, reason: str, paused: bool) -> None:
+        """Withhold credit for ``reason`` (``"visibility"``, ``"offline"``) or stop doing so."""
+        self._session.set_pause(reason, paused, self._clock())
+        self._pump()
+
+    def ping(self) -> None:
+        """Send a heartbeat now (e.g. after the page became visible again)."""
+        self._session.ping(self._clock())
+        self._pump()
+
+    def persist(self) -> None:
+        """Write the resume state to its store now (e.g. on page hide)."""
+        self._session.persist(self._clock())
+        self._pump()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------- pump
+
+    def _pump(self) -> None:
+        """Write the session's frames and dispatch its events until both are drained.
+
+        Re-entrant calls (a callback calling back into the connection) only
+        mark the pump dirty; the outermost call keeps going, so events are
+        dispatched in the order the session produced them.
+        """
+        if self._pumping:
+            self._repump = True
+            return
+        self._pumping = True
+        try:
+            while True:
+                self._repump = False
+                frames = self._session.frames_to_send()
+                if frames:
+                    self._write(frames)
+                events = self._session.events()
+                for ev in events:
+                    try:
+                        self._dispatch(ev)
+                    except Exception:
+                        log.exception("error while dispatching %r", ev)
+                if not frames and not events and not self._repump:
+                    break
+        finally:
+            self._pumping = False
+        self._after_pump()
+
+    def _write(self, frames: list[Frame]) -> None:
+        ws = self._ws
+        if ws is None or ws.readyState != OPEN:
+            self.dropped_frames += len(frames)
+            return
+        try:
+            for f in frames:
+                ws.send(f)
+        except Exception:
+            log.exception("socket send failed")
+        self._session.set_buffered_amount(ws.bufferedAmount, self._clock())
+
+    def _after_pump(self) -> None:
+        if self._finished:
+            self._cancel_timers()
+            self._wake_senders(everyone=True)
+            return
+        deadline = self._session.next_deadline()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = deadline
+            if deadline is not None:
+                delay = max(0.0, deadline - self._clock()) + _TIMER_SLACK
+                self._timer = self._loop.call_later(delay, self._on_timer)
+        ws = self._ws
+        if self._poll is None and (
+            (ws is not None and ws.bufferedAmount > self._session.options.low_water_mark)
+            or "transport" in self._session.pause_reasons
+        ):
+            self._poll = self._loop.call_later(BUFFERED_POLL_INTERVAL, self._on_poll)
+        if self._send_waiters:
+            self._wake_senders()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._session.tick(self._clock())
+        self._pump()
+
+    def _on_poll(self) -> None:
+        self._poll = None
+        ws = self._ws
+        self._session.set_buffered_amount(0 if ws is None else ws.bufferedAmount, self._clock())
+        self._pump()
+
+    def _cancel_timers(self) -> None:
+        for h in (self._timer, self._poll):
+            if h is not None:
+                h.cancel()
+        self._timer = self._poll = None
+        self._timer_at = None
+
+    # ------------------------------------------------------------- dispatch
+
+    def _dispatch(self, ev: ClientEvent) -> None:
+        match ev:
+            case ChannelData():
+                ch = self._channels.get(ev.id)
+                if ch is None:
+                    self._consume(ev.id, len(ev.data))
+                else:
+                    ch._on_data(ev.stream, ev.data)
+            case StateChanged():
+                if ev.new == ConnState.READY:
+                    self._was_ready = True
+                    if not self._ready_fut.done():
+                        self._ready_fut.set_result(None)
+                self._emit("statechange", ev)
+            case Diagnostic():
+                self._emit("diagnostic", ev)
+            case PolicyEvent():
+                self._emit("policy", ev)
+            case OpenTransport():
+                self._open_socket(ev)
+            case CloseTransport():
+                self._close_socket(ev.code, ev.reason)
+            case ChannelOpened():
+                ch = self._channels.get(ev.id)
+                if ch is None:
+                    ch = Channel(self, ev.id, resumed=True)
+                    self._channels[ev.id] = ch
+                    self.resumed_channels.append(ch)
+                    self._emit("channel", ch)
+                else:
+                    ch._on_opened(ev.resumed)
+            case ChannelOpenFailed():
+                ch = self._channels.pop(ev.id, None)
+                if ch is not None:
+                    ch._on_closed(ev.msg, ChannelOpenError(ev.code, ev.msg))
+            case ChannelExit():
+                ch = self._channels.get(ev.id)
+                if ch is not None:
+                    ch._on_exit(ev)
+            case ChannelClosed():
+                ch = self._channels.pop(ev.id, None)
+                if ch is not None:
+                    err: NimbusError | None = None
+                    if ev.error is not None:
+                        err = self._session.error or self._local_error or ChannelError(ev.error, ev.reason)
+                    ch._on_closed(ev.reason, err)
+            case ConnectionClosed():
+                self._on_connection_closed(ev.error)
+
+    def _emit(self, name: str, arg: Any) -> None:
+        self._spawn_all(self._events.emit(name, arg))
+
+    def _on_connection_closed(self, err: CloseError | None) -> None:
+        err = err or self._local_error
+        self.error = err
+        self._finished = True
+        if not self._ready_fut.done():
+            self._ready_fut.set_result(None)
+        for ch in list(self._channels.values()):
+            ch._on_closed("connection closed", err)
+        self._channels.clear()
+        if err is not None:
+            self._emit("error", err)
+        self._emit("close", err)
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+
+    # ---------------------------------------------------------- consumption
+
+    def _consume(self, cid: int, n: int) -> None:
+        if n:
+            self._session.consumed(cid, n, self._clock())
+            self._pump()
+
+    def _consume_after(self, cid: int, n: int, pending: list[Awaitable[Any]]) -> None:
+        fut = asyncio.gather(*pending, return_exceptions=True)
+        self._track(fut)
+        fut.add_done_callback(lambda _f: self._consume(cid, n))
+
+    def _spawn_all(self, pending: list[Awaitable[Any]]) -> None:
+        for aw in pending:
+            self._track(asyncio.ensure_future(aw))
+
+    def _track(self, fut: asyncio.Future[Any]) -> None:
+        self._tasks.add(fut)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self._tasks.discard(f)
+            if not f.cancelled() and f.exception() is not None:
+                log.error("listener failed", exc_info=f.exception())
+
+        fut.add_done_callback(done)
+
+    async def _wait_capacity(self, cid: int) -> None:
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._send_waiters.setdefault(cid, []).append(fut)
+        self._wake_senders()
+        await fut
+
+    def _wake_senders(self, everyone: bool = False) -> None:
+        s = self._session
+        for cid in list(self._send_waiters):
+            ch = s.channel(cid)
+            if (
+                everyone
+                or ch is None
+                or ch.state not in (ChannelState.OPEN, ChannelState.OPENING)
+                or s.input_capacity(cid) > 0
+            ):
+                for fut in self._send_waiters.pop(cid):
+                    if not fut.done():
+                        fut.set_result(None)
+
+    # -------------------------------------------------------------- sockets
+
+    def _open_socket(self, ev: OpenTransport) -> None:
+        self._socket_gen += 1
+        gen = self._socket_gen
+        try:
+            ws = self._factory(self.url, list(ev.subprotocols))
+        except Exception as exc:
+            log.warning("cannot create a socket for %s: %s", self.url, exc)
+            self._loop.call_soon(self._socket_failed, gen, str(exc))
+            return
+        ws.binaryType = "arraybuffer"
+        ws.onopen = lambda _e: self._on_open(ws)
+        ws.onmessage = lambda e: self._on_message(ws, e)
+        ws.onclose = lambda e: self._on_close(ws, e)
+        ws.onerror = lambda _e: None  # a close event always follows
+        self._ws = ws
+
+    def _socket_failed(self, gen: int, reason: str) -> None:
+        if gen == self._socket_gen and self._ws is None and not self._finished:
+            self._session.transport_closed(self._clock(), 1006, reason)
+            self._pump()
+
+    def _on_open(self, ws: WebSocketLike) -> None:
+        if ws is not self._ws:
+            return
+        self._protocol = ws.protocol or ""
+        if self._auth is None:
+            self._session.transport_opened(self._clock(), None)
+            self._pump()
+        else:
+            self._track(self._loop.create_task(self._authenticate(ws)))
+
+    async def _authenticate(self, ws: WebSocketLike) -> None:
+        assert self._auth is not None
+        try:
+            result = self._auth()
+            if inspect.isawaitable(result):
+                result = await result
+            auth = _to_auth(result)
+        except Exception as exc:
+            if ws is self._ws and not self._finished:
+                log.warning("auth provider failed: %s", exc)
+                self._local_error = CloseError(4003, 4003, "AUTH_PROVIDER_FAILED", f"auth provider failed: {exc}")
+                self._session.close(self._clock(), 4000, "auth provider failed")
+                self._pump()
+            return
+        if ws is not self._ws or ws.readyState != OPEN:
+            return
+        self._session.transport_opened(self._clock(), auth)
+        self._pump()
+
+    def _on_message(self, ws: WebSocketLike, ev: Any) -> None:
+        if ws is not self._ws:
+            return
+        data = ev.data
+        if not isinstance(data, (str, bytes)):
+            data = bytes(data)
+        self._session.receive_frame(data, self._clock())
+        self._pump()
+
+    def _on_close(self, ws: WebSocketLike, ev: Any) -> None:
+        if ws is not self._ws:
+            return
+        self._ws = None
+        _detach(ws)
+        self._session.transport_closed(self._clock(), int(getattr(ev, "code", 1006)), str(getattr(ev, "reason", "")))
+        self._pump()
+
+    def _close_socket(self, code: int, reason: str) -> None:
+        ws, self._ws = self._ws, None
+        if ws is None:
+            return
+        _detach(ws)
+        done: asyncio.Future[None] = self._loop.create_future()
+
+        def closed(_e: object) -> None:
+            if not done.done():
+                done.set_result(None)
+
+        ws.onclose = closed  # completion only; never reported to the session
+        self._closing_sockets.add(done)
+        done.add_done_callback(self._closing_sockets.discard)
+        if ws.readyState == CLOSED:
+            closed(None)
+            return
+        try:
+            ws.close(sendable_close_code(code), _truncate_reason(reason))
+        except Exception:
+            log.exception("socket close failed")
+            closed(None)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _detach(ws: WebSocketLike) -> None:
+    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = None
+
+
+def _truncate_reason(reason: str) -> str:
+    raw = reason.encode("utf-8")[:123]
+    return raw.decode("utf-8", "ignore")
+
+
+def _to_auth(value: Any) -> Auth | None:
+    if value is None or isinstance(value, Auth):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"auth provider returned {type(value).__name__}, expected a dict or None")
+    scheme = value.get("scheme", "none")
+    if scheme == "none":
+        return Auth("none")
+    if scheme == "bearer":
+        token = value.get("token")
+        if not isinstance(token, str) or not token:
+            raise ValueError("bearer auth needs a non-empty 'token'")
+        return Auth("bearer", token)
+    raise ValueError(f"unknown auth scheme {scheme!r}")
+
+
+def _target(t: Mapping[str, Any] | Target) -> Target:
+    if isinstance(t, Target):
+        return t
+    return Target(str(t["host"]), int(t["port"]))
+
+
+def _user(u: Mapping[str, Any] | User) -> User:
+    if isinstance(u, User):
+        return u
+    return User(str(u["username"]), dict(u.get("auth") or {}))
+
+
+def _term(t: Mapping[str, Any] | Term | None) -> Term | None:
+    if t is None or isinstance(t, Term):
+        return t
+    return Term(int(t.get("cols", 80)), int(t.get("rows", 24)), dict(t.get("env") or {}))
+
+
+def make_options(
+    *,
+    profile: str | WireProfile = "nimbus.v1",
+    retry: RetryOptions | None = None,
+    resume: ResumeOptions | None = None,
+    high_water_mark: int = DEFAULT_HIGH_WATER,
+    low_water_mark: int = DEFAULT_LOW_WATER,
+    client_info: Mapping[str, str] | None = None,
+    heartbeat_interval: float = 20.0,
+    heartbeat_misses: int = 3,
+    handshake_timeout: float = 10.0,
+    window: int = DEFAULT_WINDOW,
+    max_window: int = DEFAULT_MAX_WINDOW,
+    input_buffer_limit: int = 1 << 20,
+    ack: bool = True,
+) -> tuple[ClientOptions, ResumeStore]:
+    """Build the core's :class:`~nimbus_websocket.core.ClientOptions` and the resume store."""
+    resume = resume or ResumeOptions()
+    options = ClientOptions(
+        profile=profile,
+        ack=ack,
+        client_info=dict(client_info) if client_info else None,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_misses=heartbeat_misses,
+        handshake_timeout=handshake_timeout,
+        retry=(retry or RetryOptions()).to_policy(),
+        window=window,
+        max_window=max(max_window, window),
+        high_water_mark=high_water_mark,
+        low_water_mark=low_water_mark,
+        input_buffer_limit=input_buffer_limit,
+        resume_ttl=resume.ttl_ms / 1000,
+    )
+    return options, resume.make_store()
+
+
+async def connect_with(
+    url: str,
+    socket_factory: SocketFactory,
+    *,
+    profile: str | WireProfile = "nimbus.v1",
+    auth: AuthProvider | None = None,
+    retry: RetryOptions | None = None,
+    high_water_mark: int = DEFAULT_HIGH_WATER,
+    low_water_mark: int = DEFAULT_LOW_WATER,
+    resume: ResumeOptions | None = None,
+    client_info: Mapping[str, str] | None = None,
+    heartbeat_interval: float = 20.0,
+    heartbeat_misses: int = 3,
+    handshake_timeout: float = 10.0,
+    window: int = DEFAULT_WINDOW,
+    max_window: int = DEFAULT_MAX_WINDOW,
+    input_buffer_limit: int = 1 << 20,
+    ack: bool = True,
+    close_timeout: float = 5.0,
+    on: Mapping[str, Listener] | None = None,
+    clock: Callable[[], float] = time.time,
+    rand: Callable[[], float] = random.random,
+) -> Connection:
+    """Connect to ``url`` with sockets made by ``socket_factory(url, protocols)``; return when ready.
+
+    ``socket_factory`` is a WHATWG-shaped ``WebSocket`` class or callable
+    (:mod:`.whatwg`).  ``on`` registers listeners before the first state
+    change (e.g. ``{"statechange": cb}``).  Every other option is the core's
+    (:class:`~nimbus_websocket.core.ClientOptions`); times are in seconds
+    except in :class:`RetryOptions`/:class:`ResumeOptions` (milliseconds, as
+    in the browser API).  Raises :class:`~nimbus_websocket.core.CloseError`
+    if the connection cannot be established (refused, auth failed, resume
+    rejected, handshake timeout...).
+    """
+    options, store = make_options(
+        profile=profile,
+        retry=retry,
+        resume=resume,
+        high_water_mark=high_water_mark,
+        low_water_mark=low_water_mark,
+        client_info=client_info,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_misses=heartbeat_misses,
+        handshake_timeout=handshake_timeout,
+        window=window,
+        max_window=max_window,
+        input_buffer_limit=input_buffer_limit,
+        ack=ack,
+    )
+    conn = Connection(
+        url,
+        socket_factory,
+        options=options,
+        store=store,
+        auth=auth,
+        clock=clock,
+        rand=rand,
+        close_timeout=close_timeout,
+        listeners=on,
+    )
+    await conn.start()
+    return conn
