@@ -142,6 +142,7 @@ class _Conn:
         )
         self.session: ServerSession | None = None
         self.close_req: tuple[int, str] | None = None
+        self.done = False
         self._stats = dict(self.core.stats)
 
     async def run(self) -> None:
@@ -163,9 +164,14 @@ class _Conn:
             code = rcvd.code if rcvd is not None else 1006
             self.core.transport_closed(code, time.time())
             self.process()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            self.done = True
+            self.wake_ev.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), 1.0)
+            except (TimeoutError, ConnectionClosed):
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await writer
             final = self.core.close_code or code
             log.info("close", extra={"event": "close", "peer": self.peer, "code": final})
             if m:
@@ -175,7 +181,7 @@ class _Conn:
     async def _write_loop(self) -> None:
         core, ws = self.core, self.ws
         try:
-            while True:
+            while not self.done:
                 self.wake_ev.clear()
                 for frame in core.frames_to_send():
                     await ws.send(frame)
@@ -191,7 +197,8 @@ class _Conn:
                 deadline = core.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - time.time())
                 try:
-                    await asyncio.wait_for(self.wake_ev.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self.wake_ev.wait()
                 except TimeoutError:
                     core.tick(time.time())
                     self.process()
