@@ -293,6 +293,8 @@ class ClientSession:
             self._transport = False
         if code == CloseCode.NORMAL:
             self._clear_resume(now)
+        else:
+            self._save_resume(now)  # the server keeps the session: store the final rx for a later resume
         self._finish(now, None, "closed by application")
 
     def tick(self, now: float) -> None:
