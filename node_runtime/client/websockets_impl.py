@@ -176,7 +176,12 @@ class WebsocketsImpl:
 
     @classmethod
     def with_options(cls, **options: Any) -> SocketFactory:
-        """A ``factory(url, protocols)`` that builds sockets with these keyword options."""
+        """A ``factory(url, protocols)`` that builds sockets with these keyword options.
+
+        ``per_message_deflate`` settings are validated here, before any connection.
+        """
+        if "per_message_deflate" in options:
+            deflate_factory(options["per_message_deflate"])
         return functools.partial(cls, **options)
 
     # ---------------------------------------------------------- WHATWG props

@@ -175,6 +175,7 @@ class EchoServer:
             max_size=self.config.max_frame + 1024,
             ping_interval=None,
             close_timeout=2,
+            open_timeout=2,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._schedule_expiry()
