@@ -499,7 +499,7 @@ class ClientSession:
     def _resume_channel(self, ch: ClientChannel, rx: int, now: float) -> None:
         if self._ack:
             if ch.tx.start <= rx <= ch.tx.end:
-                ch.tx.trim(rx)
+                pass  # keep [start, rx) until acked: the server still holds it unwritten (bounds its input buffer)
             elif ch.tx.size == 0:
                 ch.tx.clear(rx)
             else:
@@ -507,7 +507,7 @@ class ClientSession:
                 self._chan(ch, ChanEvent.LOST)
                 self._lose(ch)
                 return
-        ch.tx_sent = ch.tx.start
+        ch.tx_sent = rx if self._ack else ch.tx.start
         ch.credit.restart()
         if ch.state == ChannelState.OPENING:
             if ch.resume_key is None:
