@@ -559,6 +559,8 @@ class ServerConnection:
         self.phase = "ready"
         self._hello_deadline = None
         self._next_ping = now + self.config.ping_interval
+        # Frames _resume queued (repeated open_ok) must follow hello_ok (section 4.3).
+        early, self._frames = self._frames, []
         self.send_ctl(
             HelloOk(
                 self.config.server_name,
@@ -571,6 +573,7 @@ class ServerConnection:
                 ResumeGrant(token, int(self.config.retention * 1000)),
             )
         )
+        self._frames.extend(early)
         self.profile.on_negotiated(self.config.max_frame)
         self._diag(now, "handshake", "hello_ok", principal=principal, resumed=resumed is not None)
         for ch in s.channels.values():
