@@ -598,6 +598,8 @@ class Connection:
         target: Mapping[str, Any] | Target,
         user: Mapping[str, Any] | User,
         term: Mapping[str, Any] | Term | None = None,
+        *,
+        on: Mapping[str, Listener] | None = None,
         **extra: Any,
     ) -> Channel:
         """Open a channel to ``target`` as ``user``; ``term`` asks for a terminal (PTY).
@@ -607,7 +609,9 @@ class Connection:
         ``{"type": "password", "password": ...}``), ``term``
         ``{"cols", "rows", "env"}``.  Without ``term`` the server runs the
         session without a PTY (pipes: output is byte-exact and stderr
-        separate).  Extra keywords (such as ``command``) go to the core's
+        separate).  ``on`` registers channel listeners (e.g. ``{"data": cb}``)
+        before anything can arrive, so no output is queued for iteration
+        first.  Extra keywords (such as ``command``) go to the core's
         ``open_channel`` if it supports them.  Raises
         :class:`ChannelOpenError` on ``open_err`` and the connection's
         :class:`~nimbus_websocket.core.CloseError` if it ends meanwhile.
@@ -618,6 +622,8 @@ class Connection:
             _target(target), _user(user), _term(term), now=self._clock(), **extra
         )
         ch = Channel(self, cid)
+        for name, cb in (on or {}).items():
+            ch.on(name, cb)
         self._channels[cid] = ch
         self._pump()
         await ch.wait_opened()
@@ -945,7 +951,9 @@ class Connection:
             return
         self._ws = None
         _detach(ws)
-        self._session.transport_closed(self._clock(), int(getattr(ev, "code", 1006)), str(getattr(ev, "reason", "")))
+        now = self._clock()
+        self._session.transport_closed(now, int(getattr(ev, "code", 1006)), str(getattr(ev, "reason", "")))
+        self._session.set_buffered_amount(0, now)  # that socket's buffer is gone with it
         self._pump()
 
     def _close_socket(self, code: int, reason: str) -> None:
@@ -953,6 +961,7 @@ class Connection:
         if ws is None:
             return
         _detach(ws)
+        self._session.set_buffered_amount(0, self._clock())
         done: asyncio.Future[None] = self._loop.create_future()
 
         def closed(_e: object) -> None:

@@ -1,0 +1,344 @@
+"""``nimbus-ws connect``: a terminal (or one command) over ``nimbus.ssh.v1``, like ``ssh``.
+
+    nimbus-ws connect URL [--target HOST:PORT] [--user NAME]
+                          [--password-env VAR | --identity FILE] [--token-env VAR]
+                          [--command CMD] [--profile ID] [-t | -T] [-v]
+
+Interactive (stdin is a terminal and no ``--command``, or ``-t``): the local
+terminal goes to raw mode (restored on exit), the remote side gets a PTY of
+the same size and ``TERM``; ``SIGWINCH`` becomes ``resize``; Ctrl-C is
+passed through as the byte ``\\x03``.  Connection state changes
+(reconnecting..., reconnected) are reported on stderr.
+
+Non-interactive (``--command``, piped stdin, or ``-T``): the channel is
+opened **without** ``term`` -- the server runs it on pipes, not a PTY, so
+output is byte-exact (no ``onlcr``, no echo) and stderr stays separate --
+and stdin/stdout/stderr are streamed, so
+``nimbus-ws connect URL --command 'cat big.bin' > out.bin`` copies a file.
+A local ``SIGINT`` is forwarded as the ``INT`` signal; a second one within
+a second gives up locally.
+
+Exit status: the remote process's status; ``128 + n`` when it died of signal
+``n``; 255 when the connection or the channel failed (as ``ssh``).
+
+How ``--command`` reaches the server.  ``open`` has no command field in
+``nimbus.ssh.v1`` v1; when the core grows one (``open_channel(command=)``)
+it is used.  Until then the channel's backend must be a POSIX shell (the
+reference server's default): the command is typed into it as
+``printf MARKER >&2; exec /bin/sh -c 'CMD'``, and local stdin is held back
+until the marker arrives on stderr (everything before it is the shell's,
+and is dropped), so a shell that reads ahead cannot swallow the command's
+input.  There is no end-of-file in the protocol: a command that reads stdin
+to its end does not see the local EOF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import inspect
+import os
+import secrets
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ...core.client import ClientSession
+from ...core.errors import NimbusError
+from .connection import Channel, ChannelError, Connection
+
+__all__ = ["add_parser", "run_connect"]
+
+EXIT_FAILURE = 255
+STDIN_CHUNK = 64 * 1024
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``connect`` on the ``nimbus-ws`` subcommand parser."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "connect",
+        help="open a terminal or run a command over nimbus.ssh.v1",
+        description="Open a terminal (like ssh) or run one command over a nimbus.ssh.v1 WebSocket.",
+    )
+    p.add_argument("url", help="ws:// or wss:// URL of the server endpoint (e.g. ws://127.0.0.1:8765/ws/ssh)")
+    p.add_argument("--target", metavar="HOST:PORT", default=None, help="where the server connects (SSH backend)")
+    p.add_argument("--user", default=None, help="remote user name (default: the local one)")
+    cred = p.add_mutually_exclusive_group()
+    cred.add_argument("--password-env", metavar="VAR", help="take the SSH password from this environment variable")
+    cred.add_argument("--identity", "-i", metavar="FILE", help="SSH private key file")
+    p.add_argument("--token-env", metavar="VAR", help="bearer token for the WebSocket server, from this variable")
+    p.add_argument("--command", "-c", metavar="CMD", default=None, help="run CMD instead of a login shell")
+    p.add_argument("--profile", default="nimbus.v1", help="wire profile id (default nimbus.v1)")
+    tty = p.add_mutually_exclusive_group()
+    tty.add_argument("-t", dest="tty", action="store_true", default=None, help="force a remote PTY")
+    tty.add_argument("-T", dest="tty", action="store_false", help="never ask for a remote PTY")
+    p.add_argument("--verbose", "-v", action="store_true", help="print diagnostics on stderr")
+    p.set_defaults(func=run_connect)
+
+
+def run_connect(args: argparse.Namespace) -> int:
+    """Run ``connect``; returns the exit status."""
+    try:
+        return asyncio.run(_Session(args).run())
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parse_target(text: str) -> dict[str, Any]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, "22"
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad --target {text!r} (want HOST:PORT)")
+    return {"host": host, "port": int(port)}
+
+
+def _user_auth(args: argparse.Namespace) -> dict[str, Any]:
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise ValueError(f"environment variable {args.password_env} is not set")
+        return {"type": "password", "password": password}
+    if args.identity:
+        with open(os.path.expanduser(args.identity), encoding="utf-8") as f:
+            return {"type": "key", "private_key": f.read()}
+    if args.target:
+        return {"type": "agent"}
+    return {}
+
+
+def _core_takes_command() -> bool:
+    return "command" in inspect.signature(ClientSession.open_channel).parameters
+
+
+def _signal_number(name: str) -> int | None:
+    try:
+        return int(signal.Signals["SIG" + name.upper().removeprefix("SIG")])
+    except KeyError:
+        return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class _Session:
+    """One ``nimbus-ws connect`` run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.raw = False
+        self.stderr_fd = sys.stderr.fileno()
+        self.conn: Connection | None = None
+        self.channel: Channel | None = None
+        self.stdin_open = asyncio.Event()
+        self.last_sigint = 0.0
+        self.marker: bytes | None = None
+        self.failed = False
+
+    # ------------------------------------------------------------- messages
+    def note(self, text: str) -> None:
+        """A status line on stderr (``\\r\\n`` in raw mode)."""
+        end = "\r\n" if self.raw else "\n"
+        with contextlib.suppress(OSError):
+            _write_all(self.stderr_fd, f"nimbus-ws: {text}{end}".encode())
+
+    # ----------------------------------------------------------------- main
+    async def run(self) -> int:
+        from .api import connect
+        from .websockets_impl import WebsocketsImpl
+
+        args = self.args
+        try:
+            target = _parse_target(args.target) if args.target else {"host": "localhost", "port": 22}
+            user = {"username": args.user or getpass.getuser(), "auth": _user_auth(args)}
+        except (ValueError, OSError) as exc:
+            self.note(str(exc))
+            return 2
+        interactive = args.tty if args.tty is not None else (args.command is None and os.isatty(0))
+        token_env = args.token_env
+        if token_env and token_env not in os.environ:
+            self.note(f"environment variable {token_env} is not set")
+            return 2
+
+        def auth() -> dict[str, str]:
+            if token_env:
+                return {"scheme": "bearer", "token": os.environ[token_env]}
+            return {"scheme": "none"}
+
+        listeners: dict[str, Callable[[Any], object]] = {"statechange": self.on_state}
+        if args.verbose:
+            listeners["diagnostic"] = lambda d: self.note(f"[{d.phase}] {d.code} {dict(d.extras)}")
+        try:
+            self.conn = conn = await connect(
+                args.url, websocket_impl=WebsocketsImpl, profile=args.profile, auth=auth, on=listeners
+            )
+        except NimbusError as exc:
+            self.note(f"cannot connect to {args.url}: {exc}")
+            return EXIT_FAILURE
+        except (KeyError, ValueError, OSError) as exc:  # unknown profile, bad URL
+            self.note(f"cannot connect to {args.url}: {exc}")
+            return EXIT_FAILURE
+        try:
+            return await self.session(conn, target, user, interactive)
+        finally:
+            await conn.close()
+
+    async def session(self, conn: Connection, target: dict[str, Any], user: dict[str, Any], interactive: bool) -> int:
+        args = self.args
+        term = None
+        if interactive:
+            cols, rows = _terminal_size()
+            term = {"cols": cols, "rows": rows, "env": {"TERM": os.environ.get("TERM", "xterm-256color")}}
+        extra: dict[str, Any] = {}
+        typed: bytes | None = None
+        if args.command is not None:
+            if _core_takes_command():
+                extra["command"] = args.command
+            elif interactive:
+                typed = f"exec /bin/sh -c {shlex.quote(args.command)}\n".encode()
+            else:
+                self.marker = f"\x1enimbus-exec-{secrets.token_hex(8)}\x1e".encode()
+                typed = (
+                    f"printf '%s' {shlex.quote(self.marker.decode())} >&2; "
+                    f"exec /bin/sh -c {shlex.quote(args.command)}\n"
+                ).encode()
+        try:
+            ch = await conn.open_session(target=target, user=user, term=term, **extra)
+        except NimbusError as exc:
+            self.note(f"cannot open a session: {exc}")
+            return EXIT_FAILURE
+        self.channel = ch
+        if typed is not None:
+            await ch.send(typed)
+        if self.marker is None:
+            self.stdin_open.set()
+        loop = asyncio.get_running_loop()
+        restore = self.enter_raw() if interactive and os.isatty(0) else None
+        if interactive and os.isatty(0):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGWINCH, lambda: ch.resize(*_terminal_size()))
+        else:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGINT, self.on_sigint)
+        pump_in = asyncio.create_task(self.pump_stdin(ch))
+        try:
+            await self.pump_output(ch)
+        except NimbusError as exc:
+            self.failed = True
+            self.note(f"session lost: {exc}")
+        finally:
+            pump_in.cancel()
+            for sig in (signal.SIGWINCH, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            if restore is not None:
+                restore()
+                self.raw = False
+        if self.failed or ch.error is not None:
+            return EXIT_FAILURE
+        if ch.exit_status is not None:
+            return ch.exit_status & 0xFF
+        if ch.exit_signal is not None:
+            num = _signal_number(ch.exit_signal)
+            return 128 + num if num is not None else EXIT_FAILURE
+        return EXIT_FAILURE
+
+    # --------------------------------------------------------------- output
+    async def pump_output(self, ch: Channel) -> None:
+        loop = asyncio.get_running_loop()
+        out_fd, err_fd = sys.stdout.fileno(), self.stderr_fd
+        pending_err = b""
+        async for stream, data in ch.iter_output():
+            if stream == "stderr" and self.marker is not None and not self.stdin_open.is_set():
+                pending_err += data
+                at = pending_err.find(self.marker)
+                if at < 0:
+                    pending_err = pending_err[-len(self.marker) :]  # the shell's noise is dropped
+                    continue
+                data = pending_err[at + len(self.marker) :]
+                pending_err = b""
+                self.stdin_open.set()
+                if not data:
+                    continue
+            await loop.run_in_executor(None, _write_all, out_fd if stream == "stdout" else err_fd, data)
+
+    # ---------------------------------------------------------------- input
+    async def pump_stdin(self, ch: Channel) -> None:
+        """Stream local stdin to the channel (a daemon thread reads, so exit never waits for it)."""
+        await self.stdin_open.wait()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+
+        def reader() -> None:
+            while True:
+                try:
+                    data = os.read(0, STDIN_CHUNK)
+                except OSError:
+                    data = b""
+                try:
+                    asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
+                except Exception:
+                    return
+                if not data:
+                    return
+
+        threading.Thread(target=reader, name="nimbus-ws-stdin", daemon=True).start()
+        while True:
+            data = await queue.get()
+            if not data:
+                return  # no end-of-file in the protocol: the remote side keeps its stdin open
+            try:
+                await ch.send(data)
+            except (ChannelError, NimbusError):
+                return
+
+    # --------------------------------------------------------------- events
+    def on_state(self, ev: Any) -> None:
+        if ev.new == "reconnecting" and ev.old == "ready":
+            self.note(f"connection lost ({ev.reason}); reconnecting...")
+        elif ev.new == "ready" and ev.old == "authenticating" and ev.reason == "resumed":
+            self.note("reconnected")
+        elif ev.new == "closed" and ev.reason not in ("closed by application",):
+            self.note(f"connection closed: {ev.reason}")
+
+    def on_sigint(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        ch = self.channel
+        if now - self.last_sigint < 1.0 or ch is None or ch.closed:
+            raise KeyboardInterrupt
+        self.last_sigint = now
+        loop.create_task(ch.signal("INT"))
+
+    def enter_raw(self) -> Callable[[], None]:
+        import termios
+        import tty
+
+        fd = 0
+        saved = termios.tcgetattr(fd)
+        tty.setraw(fd, termios.TCSANOW)
+        self.raw = True
+
+        def restore() -> None:
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+        return restore
+
+
+def _terminal_size() -> tuple[int, int]:
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            size = os.get_terminal_size(fd)
+            return size.columns, size.lines
+    return 80, 24
