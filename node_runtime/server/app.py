@@ -103,26 +103,35 @@ class ServerOptions:
 class _Sink:
     """Connects one backend to its session channel."""
 
-    __slots__ = ("cid", "paused_at", "server", "session")
+    __slots__ = ("cid", "dead", "paused_at", "server", "session")
 
     def __init__(self, server: Server, session: ServerSession, cid: int) -> None:
         self.server = server
         self.session = session
         self.cid = cid
         self.paused_at: float | None = None
+        #: Set when the channel closed: a dying backend must not report into a
+        #: new channel that reuses the id (contract 12.6).
+        self.dead = False
 
     def read_budget(self) -> int:
-        return self.session.read_budget(self.cid)
+        return 0 if self.dead else self.session.read_budget(self.cid)
 
     def output(self, stream: Stream, data: bytes) -> None:
+        if self.dead:
+            return
         self.session.backend_output(self.cid, stream, data)
         self.server._pump(self.session)
 
     def input_written(self, n: int) -> None:
+        if self.dead:
+            return
         self.session.input_written(self.cid, n, time.time())
         self.server._pump(self.session)
 
     def exited(self, code: int | None, sig: str | None) -> None:
+        if self.dead:
+            return
         log.info("exit", extra={"event": "exit", "channel": self.cid, "code": code, "sig": sig})
         self.session.backend_exit(self.cid, code, sig)
         self.server._pump(self.session)
@@ -391,7 +400,9 @@ class Server:
                 be.signal(ev.sig)
         elif isinstance(ev, BackendClose):
             be = self._backends.pop(key, None)
-            self._sinks.pop(key, None)
+            sink = self._sinks.pop(key, None)
+            if sink is not None:
+                sink.dead = True
             if be is not None:
                 be.close()
                 self._closing.add(be)
