@@ -25,7 +25,7 @@ How ``--command`` reaches the server.  ``open`` has no command field in
 ``nimbus.ssh.v1`` v1; when the core grows one (``open_channel(command=)``)
 it is used.  Until then the channel's backend must be a POSIX shell (the
 reference server's default): the command is typed into it as
-``printf MARKER >&2; exec /bin/sh -c 'CMD'``, and local stdin is held back
+``printf '%s%s' MARK ER >&2; exec /bin/sh -c 'CMD'``, and local stdin is held back
 until the marker arrives on stderr (everything before it is the shell's,
 and is dropped), so a shell that reads ahead cannot swallow the command's
 input.  There is no end-of-file in the protocol: a command that reads stdin
@@ -207,9 +207,12 @@ class _Session:
             elif interactive:
                 typed = f"exec /bin/sh -c {shlex.quote(args.command)}\n".encode()
             else:
-                self.marker = f"\x1enimbus-exec-{secrets.token_hex(8)}\x1e".encode()
+                # Printed in two halves, so the marker never appears in the command text
+                # (an interactive shell may echo that text to stderr).
+                nonce = secrets.token_hex(8)
+                self.marker = f"__nimbus_exec_{nonce}__".encode()
                 typed = (
-                    f"printf '%s' {shlex.quote(self.marker.decode())} >&2; "
+                    f"printf '%s%s' __nimbus_exec_ {nonce}__ >&2; "
                     f"exec /bin/sh -c {shlex.quote(args.command)}\n"
                 ).encode()
         try:
