@@ -1,0 +1,101 @@
+"""Fixtures for the conformance-kit tests: reference and example servers, the kit's CLI.
+
+Servers listen on 127.0.0.1 port 0.  The example servers are standalone
+scripts (``node_runtime/server/examples``): they run as subprocesses that
+print ``listening ws://HOST:PORT/``, or are loaded as modules when a test
+needs a deliberately broken variant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+from kithelpers import EXAMPLES, SHELL, stderr_text
+from nimbus_websocket.node_runtime.server import Server, ServerOptions
+
+
+@pytest.fixture
+async def reference() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
+    """Start reference servers (PTY backend, 127.0.0.1:0); all stopped at the end."""
+    servers: list[Server] = []
+
+    async def make(**kw: Any) -> Server:
+        kw.setdefault("port", 0)
+        kw.setdefault("backend", "pty")
+        kw.setdefault("pty_command", f"exec {SHELL}")
+        kw.setdefault("allow_targets", ("127.0.0.1:*", "localhost:*"))
+        srv = Server(ServerOptions(**kw))
+        await srv.start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        await srv.stop()
+
+
+@pytest.fixture
+async def example_process() -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """Run an example server script as a subprocess; returns its ws:// URL."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(script: str, *args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLES / script),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--command",
+            SHELL,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 15)
+        except TimeoutError:
+            pytest.fail(f"{script} did not report its address within 15 s")
+        text = line.decode().strip()
+        assert text.startswith("listening ws://127.0.0.1:"), (text, await stderr_text(proc))
+        return text.split()[1]
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 10)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+async def in_process_example() -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """Serve an example module's ``start_server`` in this event loop; returns its URL."""
+    servers: list[Any] = []
+
+    async def start(mod: ModuleType, **kw: Any) -> str:
+        kw.setdefault("command", SHELL)
+        server = await mod.start_server("127.0.0.1", 0, **kw)
+        servers.append(server)
+        return f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
