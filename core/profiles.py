@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 import struct
 from collections.abc import Callable
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -96,8 +97,34 @@ class WireProfile(Protocol):
         ...
 
 
+# A JSON string (skipped whole, escapes included) or one bracket: for the nesting pre-scan.
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+def _scan_depth(text: str) -> None:
+    """Refuse nesting deeper than ``MAX_JSON_DEPTH`` before ``json.loads`` sees it.
+
+    The C parser recurses once per level: CPython raises ``RecursionError``
+    near 1000 levels, but in Pyodide ~10000 levels overflow the WebAssembly
+    stack first -- a fatal error of the whole runtime, not an exception.
+    """
+    depth = 0
+    for m in _JSON_TOKENS.finditer(text):
+        c = m.group()
+        if c == "[" or c == "{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH + 1:
+                raise ProtocolError(CloseCode.MALFORMED_FRAME, "JSON nested too deeply")
+        elif c == "]" or c == "}":
+            depth -= 1
+
+
 def _json_loads(text: str | bytes) -> Any:
     try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        if text.count("[") + text.count("{") > MAX_JSON_DEPTH + 1:
+            _scan_depth(text)  # cheap: only messages with many brackets are scanned
         obj = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise ProtocolError(CloseCode.MALFORMED_FRAME, "JSON nested too deeply") from None
