@@ -212,6 +212,7 @@ def ctl_messages(profile: str) -> list[tuple[str, dict[str, Any]]]:
         ("signal_winch", {"t": "signal", "id": 1, "sig": "SIGRT_1"}),
         ("close", {"t": "close", "id": 1}),
         ("close_reason_escapes", {"t": "close", "id": 1, "reason": 'user said "bye"\\\n\t\u0000\u001f'}),
+        ("close_reason_brackets", {"t": "close", "id": 1, "reason": '[[[[[[[[[[{{{{{{{{{{"]]\\[[[[[[[[[[' + "{" * 20}),
         ("exit_code", {"t": "exit", "id": 1, "code": 0}),
         ("exit_code_negative", {"t": "exit", "id": 1, "code": -2147483648}),
         ("exit_sig", {"t": "exit", "id": 1, "sig": "KILL"}),
