@@ -1,0 +1,525 @@
+"""The Python half of the JavaScript facade (``web_runtime/js/nimbus.mjs``).
+
+The facade gives page JavaScript (and the Node shim) the client with
+JavaScript idioms: ``Uint8Array`` in and out, plain objects for events,
+promises.  This module is what it calls into.  The contract between the two
+halves is deliberately narrow and cheap to cross:
+
+* options and open specs travel as **JSON strings** (camelCase keys, times in
+  milliseconds), events back to JavaScript as ``dispatch(name, json)``;
+* results of async calls are JSON envelopes ``{"ok": true, "value": ...}``
+  or ``{"ok": false, "error": {"name", "code", "message", "wsCode",
+  "appCode"}}``, turned into values or a thrown ``NimbusError`` by the facade;
+* channel output goes to JavaScript as ``deliver(stream, Uint8Array)`` with
+  ``stream`` 1 (stdout) or 2 (stderr).
+
+Consumption (what earns credit).  ``deliver`` returns ``undefined`` when the
+JavaScript listeners consumed the chunk synchronously; otherwise it returns
+a token and the facade calls :meth:`ChannelHandle.release` with it once the
+listeners signalled consumption (xterm.js's write callback, a settled
+promise).  A chunk counts as consumed only then: until then the credit for
+it is withheld, so a terminal that cannot keep up stops the server within
+one window.  This rides on the connection layer's rule that a data callback
+returning an awaitable is consumed when the awaitable completes.
+
+Handles (:class:`ConnectionHandle`, :class:`ChannelHandle`) are created by
+JavaScript (which owns their proxies and destroys them once closed), except
+for channels restored by a resume, which are handed over in the ``channel``
+dispatch as a ``create_proxy`` proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..core.errors import CloseError
+from ..core.events import ChannelExit, Diagnostic, PolicyEvent, StateChanged
+from ..node_runtime.client.connection import (
+    Channel,
+    ChannelError,
+    ChannelOpenError,
+    Listener,
+    ResumeOptions,
+    RetryOptions,
+)
+from . import _ffi
+from .connection import WebConnection, connect
+
+__all__ = ["ChannelHandle", "ConnectionHandle", "connect_kwargs", "error_dict"]
+
+log = logging.getLogger("nimbus_websocket.web")
+
+STDOUT = 1
+STDERR = 2
+
+
+# ------------------------------------------------------------- conversions
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    """A plain, JSON-shaped description of ``exc`` for JavaScript."""
+    if isinstance(exc, CloseError):
+        return {"name": "CloseError", **exc.to_dict()}
+    if isinstance(exc, ChannelOpenError):
+        return {"name": "ChannelOpenError", "code": exc.code, "message": exc.message}
+    if isinstance(exc, ChannelError):
+        return {"name": "ChannelError", "code": exc.code, "message": exc.message}
+    if isinstance(exc, (TypeError, ValueError, KeyError)):
+        return {"name": "TypeError", "code": "BAD_ARGUMENT", "message": str(exc)}
+    return {"name": type(exc).__name__, "code": "INTERNAL_ERROR", "message": str(exc)}
+
+
+def _ok(value: Any = None) -> str:
+    return json.dumps({"ok": True, "value": value})
+
+
+def _err(exc: BaseException) -> str:
+    return json.dumps({"ok": False, "error": error_dict(exc)})
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _ms(value: Any) -> float:
+    return float(value) / 1000
+
+
+#: JSON option (camelCase) -> (keyword of :func:`~.connection.connect`, converter).
+_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "profile": ("profile", str),
+    "highWaterMark": ("high_water_mark", int),
+    "lowWaterMark": ("low_water_mark", int),
+    "clientInfo": ("client_info", lambda v: {str(k): str(x) for k, x in dict(v).items()}),
+    "heartbeatIntervalMs": ("heartbeat_interval", _ms),
+    "heartbeatMisses": ("heartbeat_misses", int),
+    "handshakeTimeoutMs": ("handshake_timeout", _ms),
+    "window": ("window", int),
+    "maxWindow": ("max_window", int),
+    "inputBufferLimit": ("input_buffer_limit", int),
+    "ack": ("ack", bool),
+    "closeTimeoutMs": ("close_timeout", _ms),
+    "transport": ("transport", str),
+    "lifecycle": ("lifecycle", bool),
+    "verifyTimeoutMs": ("verify_timeout", _ms),
+    "suspectAfterMs": ("suspect_after", _ms),
+}
+_RETRY = {
+    "baseMs": "base_ms",
+    "jitter": "jitter",
+    "maxRetries": "max_retries",
+    "factor": "factor",
+    "maxDelayMs": "max_delay_ms",
+}
+_IGNORED = frozenset({"url", "auth", "on", "WebSocket"})
+
+
+def connect_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :func:`~.connection.connect` from the facade's JSON options.
+
+    Unknown keys are an error (a misspelt option must not be silently
+    ignored); ``null`` means "default".
+    """
+    kw: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None or key in _IGNORED:
+            continue
+        if key in _OPTIONS:
+            name, conv = _OPTIONS[key]
+            kw[name] = conv(value)
+        elif key == "retry":
+            unknown = set(value) - set(_RETRY)
+            if unknown:
+                raise ValueError(f"unknown retry option(s): {', '.join(sorted(unknown))}")
+            kw["retry"] = RetryOptions(**{_RETRY[k]: v for k, v in value.items() if v is not None})
+        elif key == "resume":
+            unknown = set(value) - {"storage", "ttlMs", "key"}
+            if unknown:
+                raise ValueError(f"unknown resume option(s): {', '.join(sorted(unknown))}")
+            kw["resume"] = ResumeOptions(
+                storage=str(value.get("storage") or "session"),
+                ttl_ms=int(value.get("ttlMs") or 60_000),
+            )
+            if value.get("key"):
+                kw["resume_key"] = str(value["key"])
+        else:
+            raise ValueError(f"unknown connect option {key!r}")
+    return kw
+
+
+def _auth_value(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"scheme": "bearer", "token": value}
+    if isinstance(value, dict):
+        return value
+    to_py = getattr(value, "to_py", None)
+    if to_py is not None:
+        return _auth_value(to_py())
+    raise TypeError(
+        f"auth must be a token string, {{scheme, token}} or null, not {type(value).__name__}"
+    )
+
+
+def _auth_provider(static: Any, js_fn: Any) -> Callable[[], Any] | None:
+    """``auth`` of :func:`connect`: a JavaScript function (sync or async), or a static value."""
+    if js_fn is not None:
+
+        async def provider() -> dict[str, Any] | None:
+            result = js_fn()
+            if hasattr(result, "then"):
+                result = await result
+            return _auth_value(result)
+
+        return provider
+    if static is None:
+        return None
+    value = _auth_value(static)
+    return lambda: value
+
+
+def _state_dict(ev: StateChanged) -> dict[str, Any]:
+    return {"old": ev.old, "new": ev.new, "state": ev.new, "reason": ev.reason}
+
+
+def _exit_dict(ev: ChannelExit) -> dict[str, Any]:
+    return {"id": ev.id, "code": ev.code, "sig": ev.sig}
+
+
+# --------------------------------------------------------------- channel
+
+
+class ChannelHandle:
+    """One channel as the facade sees it: output to ``deliver``, events to ``dispatch``.
+
+    Create it from JavaScript (``conn.new_channel()``), :meth:`attach` the
+    two JavaScript functions, then pass it to
+    :meth:`ConnectionHandle.open_session`.  Output that arrives before
+    :meth:`attach` (possible for a channel restored by a resume) is kept,
+    unconsumed, and delivered on attach.
+    """
+
+    def __init__(self, channel: Channel | None = None) -> None:
+        self.channel = channel
+        self._loop = asyncio.get_running_loop()
+        self._deliver: Any = None
+        self._dispatch: Any = None
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._early: list[tuple[int, bytes, asyncio.Future[None]]] = []
+        self._closed = False
+
+    # ---------------------------------------------------------- JS-facing
+
+    def attach(self, deliver: Any, dispatch: Any) -> None:
+        """Install ``deliver(stream, Uint8Array)`` and ``dispatch(name, json)``; flush early output."""
+        self._deliver = deliver
+        self._dispatch = dispatch
+        early, self._early = self._early, []
+        for code, data, fut in early:
+            token = self._hand(code, data)
+            if token is None:
+                fut.set_result(None)
+            else:
+                self._pending[token] = fut
+
+    def release(self, token: int) -> None:
+        """The JavaScript listeners consumed the chunk of ``token``: it earns credit now."""
+        fut = self._pending.pop(int(token), None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    @property
+    def id(self) -> int:
+        """The channel id (0 before the channel exists)."""
+        return 0 if self.channel is None else self.channel.id
+
+    @property
+    def state(self) -> str:
+        """``opening``, ``open``, ``exited``, ``closing`` or ``closed``."""
+        return "opening" if self.channel is None else self.channel.state
+
+    @property
+    def info(self) -> str:
+        """JSON ``{id, state, resumed, exitStatus, exitSignal}``."""
+        ch = self.channel
+        if ch is None:
+            return _json(
+                {
+                    "id": 0,
+                    "state": "opening",
+                    "resumed": False,
+                    "exitStatus": None,
+                    "exitSignal": None,
+                }
+            )
+        return _json(
+            {
+                "id": ch.id,
+                "state": ch.state,
+                "resumed": ch.resumed,
+                "exitStatus": ch.exit_status,
+                "exitSignal": ch.exit_signal,
+            }
+        )
+
+    async def send(self, data: Any) -> str:
+        """Send input: a ``Uint8Array`` (bytes) or a string (UTF-8); waits while the buffer is full."""
+        try:
+            payload = data if isinstance(data, str) else bytes(data.to_bytes())
+            assert self.channel is not None, "channel not open"
+            await self.channel.send(payload)
+        except Exception as exc:
+            return _err(exc)
+        return _ok()
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Resize the remote terminal (coalesced by the core)."""
+        if self.channel is not None:
+            self.channel.resize(int(cols), int(rows))
+
+    async def signal(self, sig: str) -> str:
+        """Deliver ``sig`` (``"INT"``...) to the remote process."""
+        try:
+            assert self.channel is not None, "channel not open"
+            await self.channel.signal(str(sig))
+        except Exception as exc:
+            return _err(exc)
+        return _ok()
+
+    async def close(self, reason: str | None = None) -> str:
+        """Close the channel and wait for the server's confirmation."""
+        try:
+            if self.channel is not None:
+                await self.channel.close(reason)
+        except Exception as exc:
+            return _err(exc)
+        return _ok()
+
+    # ------------------------------------------------------------ internals
+
+    def listeners(self) -> dict[str, Listener]:
+        """The channel listeners to register (before any output can arrive)."""
+        return {
+            "data": self._on_stdout,
+            "stderr": self._on_stderr,
+            "exit": lambda ev: self._emit("exit", _exit_dict(ev)),
+            "error": lambda err: self._emit("error", error_dict(err)),
+            "close": self._on_close,
+            "resumed": lambda ch: self._emit("resumed", {"id": ch.id}),
+        }
+
+    def bind(self, channel: Channel) -> None:
+        """Register :meth:`listeners` on ``channel`` (a channel restored by a resume)."""
+        self.channel = channel
+        for name, cb in self.listeners().items():
+            channel.on(name, cb)
+
+    def _on_stdout(self, data: bytes) -> asyncio.Future[None] | None:
+        return self._out(STDOUT, data)
+
+    def _on_stderr(self, data: bytes) -> asyncio.Future[None] | None:
+        return self._out(STDERR, data)
+
+    def _out(self, code: int, data: bytes) -> asyncio.Future[None] | None:
+        if self._closed:
+            return None
+        if self._deliver is None:
+            fut: asyncio.Future[None] = self._loop.create_future()
+            self._early.append((code, data, fut))
+            return fut
+        token = self._hand(code, data)
+        if token is None:
+            return None
+        fut = self._loop.create_future()
+        self._pending[token] = fut
+        return fut
+
+    def _hand(self, code: int, data: bytes) -> int | None:
+        try:
+            token = self._deliver(code, _ffi.to_js(data))
+        except Exception:
+            log.exception("channel output listener failed")
+            return None
+        return None if token is None else int(token)
+
+    def _on_close(self, ch: Channel) -> None:
+        self._closed = True
+        self._emit(
+            "close",
+            {
+                "id": ch.id,
+                "reason": ch.close_reason,
+                "exitStatus": ch.exit_status,
+                "exitSignal": ch.exit_signal,
+                "error": None if ch.error is None else error_dict(ch.error),
+            },
+        )
+        # Nothing is consumed any more: settle what waits, so no task lingers.
+        pending = list(self._pending.values()) + [f for _c, _d, f in self._early]
+        self._pending.clear()
+        self._early.clear()
+        for fut in pending:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _emit(self, name: str, payload: Any) -> None:
+        dispatch = self._dispatch
+        if dispatch is None:
+            return
+        try:
+            dispatch(name, _json(payload))
+        except Exception:
+            log.exception("channel %r listener failed", name)
+
+
+# ------------------------------------------------------------ connection
+
+
+class ConnectionHandle:
+    """One connection as the facade sees it; events go to ``dispatch(name, json)``.
+
+    ``channel`` (a restored channel) is dispatched with a
+    :class:`ChannelHandle` proxy instead of JSON; the facade attaches to it
+    synchronously.
+    """
+
+    def __init__(self, dispatch: Any) -> None:
+        self._dispatch = dispatch
+        self.conn: WebConnection | None = None
+
+    # ---------------------------------------------------------- JS-facing
+
+    async def connect(self, options_json: str, auth_fn: Any = None, websocket: Any = None) -> str:
+        """Connect with the facade's JSON options; the result is a JSON envelope."""
+        try:
+            options = json.loads(options_json)
+            url = options.get("url")
+            if not isinstance(url, str) or not url:
+                raise ValueError("connect needs a 'url' (ws:// or wss://)")
+            kw = connect_kwargs(options)
+            auth = _auth_provider(options.get("auth"), auth_fn)
+            self.conn = await connect(
+                url, auth=auth, websocket=websocket, on=self.listeners(), **kw
+            )
+        except Exception as exc:
+            return _err(exc)
+        return _ok(self._summary())
+
+    def new_channel(self) -> ChannelHandle:
+        """A fresh :class:`ChannelHandle` for :meth:`open_session`."""
+        return ChannelHandle()
+
+    async def open_session(self, handle: ChannelHandle, spec_json: str) -> str:
+        """Open a channel (``{target, user, term}`` JSON) into ``handle``; JSON envelope with its id."""
+        try:
+            if self.conn is None:
+                raise ChannelError("CLOSED", "not connected")
+            spec = json.loads(spec_json)
+            unknown = set(spec) - {"target", "user", "term"}
+            if unknown:
+                raise ValueError(f"unknown openSession option(s): {', '.join(sorted(unknown))}")
+            if "target" not in spec or "user" not in spec:
+                raise ValueError(
+                    "openSession needs 'target' {host, port} and 'user' {username, auth}"
+                )
+            ch = await self.conn.open_session(
+                spec["target"], spec["user"], spec.get("term"), on=handle.listeners()
+            )
+            handle.channel = ch
+        except Exception as exc:
+            return _err(exc)
+        return _ok({"id": ch.id})
+
+    @property
+    def state(self) -> str:
+        """The connection state (``idle``... ``ready``, ``reconnecting``, ``closed``)."""
+        return "idle" if self.conn is None else self.conn.state
+
+    @property
+    def info(self) -> str:
+        """JSON snapshot: state, rttMs, bufferedAmount, pauseReasons, protocol, profile, transport."""
+        return _json(self._summary())
+
+    def ping(self) -> None:
+        """Send a heartbeat now."""
+        if self.conn is not None:
+            self.conn.ping()
+
+    def persist(self) -> None:
+        """Write the resume state now."""
+        if self.conn is not None:
+            self.conn.persist()
+
+    def set_pause(self, reason: str, paused: bool) -> None:
+        """Withhold credit for ``reason`` (``visibility``, ``offline``) or stop doing so."""
+        if self.conn is not None:
+            self.conn.set_pause(str(reason), bool(paused))
+
+    def verify(self, why: str = "application") -> None:
+        """Verify the connection with a ping (drop and resume it if nothing answers)."""
+        if self.conn is not None:
+            self.conn.verify(str(why))
+
+    async def close(self, code: int = 1000, reason: str = "") -> str:
+        """Close the connection (1000 ends the server session and clears the resume state)."""
+        try:
+            if self.conn is not None:
+                await self.conn.close(int(code), str(reason))
+        except Exception as exc:
+            return _err(exc)
+        return _ok()
+
+    # ------------------------------------------------------------ internals
+
+    def listeners(self) -> dict[str, Listener]:
+        """The connection listeners, registered before the first state change."""
+        return {
+            "statechange": lambda ev: self._emit("statechange", _state_dict(ev)),
+            "diagnostic": self._on_diagnostic,
+            "policy": self._on_policy,
+            "error": lambda err: self._emit("error", error_dict(err)),
+            "close": lambda err: self._emit("close", None if err is None else error_dict(err)),
+            "channel": self._on_channel,
+        }
+
+    def _on_diagnostic(self, ev: Diagnostic) -> None:
+        self._emit("diagnostic", ev.to_dict())
+
+    def _on_policy(self, ev: PolicyEvent) -> None:
+        self._emit("policy", ev.to_dict())
+
+    def _on_channel(self, ch: Channel) -> None:
+        handle = ChannelHandle()
+        handle.bind(ch)
+        proxy = _ffi.create_proxy(handle)
+        try:
+            self._dispatch("channel", proxy)
+        except Exception:
+            log.exception("connection 'channel' listener failed")
+
+    def _summary(self) -> dict[str, Any]:
+        conn = self.conn
+        if conn is None:
+            return {"state": "idle"}
+        rtt = conn.rtt_ms
+        return {
+            "state": conn.state,
+            "rttMs": None if rtt is None else round(rtt, 3),
+            "bufferedAmount": conn.buffered_amount,
+            "pauseReasons": sorted(conn.pause_reasons),
+            "protocol": conn.protocol,
+            "profile": conn.profile,
+            "transport": conn.transport,
+            "resumed": [c.id for c in conn.resumed_channels],
+        }
+
+    def _emit(self, name: str, payload: Any) -> None:
+        try:
+            self._dispatch(name, _json(payload))
+        except Exception:
+            log.exception("connection %r listener failed", name)

@@ -1,0 +1,608 @@
+// nimbus-websocket JavaScript facade: the Python client (Pyodide) with JavaScript idioms.
+//
+// One facade, two loaders:
+//   * browsers:  loadNimbus({indexURL, wheelURL, onProgress})       (this file)
+//   * Node.js:   node_runtime/shim/index.mjs loadNimbus({distDir})  (boots Pyodide
+//                from the local dist folder, `ws` as the WebSocket, then createNimbus)
+// Both end in createNimbus(pyodide, {WebSocket, defaults}), which wraps the
+// Python half, nimbus_websocket.web_runtime.bridge.
+//
+//   const nimbus = await loadNimbus({indexURL: "/pyodide/", onProgress: p => ...});
+//   const conn = await nimbus.connect({url: "ws://127.0.0.1:8765/ws/ssh", auth: token});
+//   const ch = await conn.openSession({target: {host, port}, user: {username, auth},
+//                                      term: {cols: 80, rows: 24}});
+//   ch.on("data", (bytes, done) => term.write(bytes, done));   // xterm.js flow control
+//   term.onData(s => ch.send(s));
+//   ch.resize(cols, rows); await ch.signal("INT"); await ch.close();
+//
+// Flow control -- what a data listener must know.  The server may only send
+// what the client granted (credit), and the client grants again only for
+// output that was *consumed*.  A chunk counts as consumed when every `data`
+// (or `stderr`) listener it was given to is done with it:
+//   * (bytes) => {...}               done when the listener returns;
+//   * async (bytes) => {...}         done when its promise settles;
+//   * (bytes, done) => {...}         done when it calls done() -- declare the
+//                                    second parameter (Function.length >= 2).
+// With xterm.js: ch.on("data", (bytes, done) => term.write(bytes, done)) --
+// xterm calls `done` once it has parsed the chunk, so a terminal that cannot
+// keep up holds the server back within one credit window (256 KiB - 2 MiB)
+// instead of buffering without bound.  Output that arrives before the first
+// data/stderr listener is kept (unconsumed, so bounded by the window) and
+// delivered, in order, once one is registered.  After a listener exists,
+// output of a stream nobody listens to (typically stderr) is discarded.
+//
+// Bytes: output is a fresh Uint8Array per chunk (yours to keep); input may
+// be a Uint8Array (any typed array, ArrayBuffer, Node Buffer) or a string
+// (UTF-8).  Events carry plain objects; errors are NimbusError instances
+// with {name, code, message, wsCode, appCode}.
+
+export const PACKAGE = "nimbus-websocket";
+const BRIDGE = "nimbus_websocket.web_runtime.bridge";
+
+const CONNECTION_EVENTS = ["statechange", "diagnostic", "policy", "error", "close", "channel"];
+const CHANNEL_EVENTS = ["data", "stderr", "exit", "error", "close", "resumed"];
+
+/** A failed call or a terminal error: `code` is stable ("AUTH_FAILED", "RESUME_FAILED", ...). */
+export class NimbusError extends Error {
+  constructor(info = {}) {
+    super(info.message ?? String(info.code ?? "error"));
+    this.name = info.name ?? "NimbusError";
+    this.code = info.code ?? "INTERNAL_ERROR";
+    this.wsCode = info.wsCode ?? null;
+    this.appCode = info.appCode ?? null;
+  }
+
+  toJSON() {
+    return { name: this.name, code: this.code, message: this.message, wsCode: this.wsCode, appCode: this.appCode };
+  }
+}
+
+function unwrap(json) {
+  const res = JSON.parse(json);
+  if (!res.ok) throw new NimbusError(res.error);
+  return res.value;
+}
+
+function asInput(data) {
+  if (typeof data === "string") return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) {
+    // A plain Uint8Array view: Pyodide cannot read Node's Buffer subclass.
+    return data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
+  throw new TypeError("send() takes a string, a typed array or an ArrayBuffer");
+}
+
+function defaultReport(err, where) {
+  console.error(`nimbus: ${where} listener failed:`, err);
+}
+
+class Emitter {
+  constructor(names, owner, report) {
+    this._ls = Object.create(null);
+    for (const n of names) this._ls[n] = [];
+    this._owner = owner;
+    this._report = report;
+  }
+
+  on(name, cb) {
+    const ls = this._ls[name];
+    if (!ls) throw new TypeError(`unknown ${this._owner} event "${name}" (one of ${Object.keys(this._ls).join(", ")})`);
+    if (typeof cb !== "function") throw new TypeError("listener must be a function");
+    ls.push(cb);
+    return () => this.off(name, cb);
+  }
+
+  off(name, cb) {
+    const ls = this._ls[name];
+    const i = ls ? ls.indexOf(cb) : -1;
+    if (i >= 0) ls.splice(i, 1);
+  }
+
+  count(name) {
+    return this._ls[name].length;
+  }
+
+  listeners(name) {
+    return this._ls[name].slice();
+  }
+
+  emit(name, ...args) {
+    for (const cb of this.listeners(name)) {
+      try {
+        const r = cb(...args);
+        if (r && typeof r.then === "function") r.then(undefined, (e) => this._report(e, `${this._owner} ${name}`));
+      } catch (e) {
+        this._report(e, `${this._owner} ${name}`);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ Channel
+
+/** One terminal channel (from conn.openSession(), or restored by a resume: conn.on("channel")). */
+export class Channel {
+  constructor(conn, py) {
+    this._conn = conn;
+    this._py = py;
+    this._events = new Emitter(CHANNEL_EVENTS, "channel", conn._report);
+    this._buf = []; // output waiting for the first data/stderr listener: {name, bytes, token}
+    this._flushQueued = false;
+    this._token = 0;
+    this._dead = false;
+    /** Channel id (unique on the connection). */
+    this.id = 0;
+    /** True when the channel came back through a resume when the connection started. */
+    this.resumed = false;
+    /** Exit status of the remote process, once it exited (null: not yet, or killed by a signal). */
+    this.exitStatus = null;
+    /** Signal that killed the remote process ("TERM", ...), if any. */
+    this.exitSignal = null;
+    /** Why the channel ended abnormally (a NimbusError), if it did. */
+    this.error = null;
+    this._closedInfo = null;
+    /** Resolves with {id, reason, exitStatus, exitSignal, error} once the channel is closed. */
+    this.closed = new Promise((resolve) => (this._resolveClosed = resolve));
+    this._deliverFn = (code, bytes) => this._deliver(code, bytes);
+    this._dispatchFn = (name, json) => this._dispatch(name, json);
+    this._release = py.release; // cached method proxies (hot paths)
+    this._send = py.send;
+    py.attach(this._deliverFn, this._dispatchFn);
+  }
+
+  /** "opening", "open", "exited", "closing" or "closed". */
+  get state() {
+    return this._dead ? "closed" : this._py.state;
+  }
+
+  /**
+   * Listen: "data" / "stderr" (bytes: Uint8Array, done?: () => void -- see the
+   * flow-control note at the top), "exit" ({id, code, sig}), "error"
+   * (NimbusError), "close" ({id, reason, exitStatus, exitSignal, error}),
+   * "resumed" (this channel, after a reconnect brought it back).
+   * Returns a function that unsubscribes.
+   */
+  on(name, cb) {
+    const off = this._events.on(name, cb);
+    if ((name === "data" || name === "stderr") && this._buf.length) this._scheduleFlush();
+    return off;
+  }
+
+  off(name, cb) {
+    this._events.off(name, cb);
+  }
+
+  /** Send input (Uint8Array, typed array, ArrayBuffer, Buffer or string); resolves once queued. */
+  async send(data) {
+    if (this._dead) throw this.error ?? new NimbusError({ name: "ChannelError", code: "CLOSED", message: `channel ${this.id} is closed` });
+    unwrap(await this._send(asInput(data)));
+  }
+
+  /** Resize the remote terminal (coalesced to ~20 per second). */
+  resize(cols, rows) {
+    if (!this._dead) this._py.resize(cols | 0, rows | 0);
+  }
+
+  /** Deliver a signal ("INT", "TERM", "HUP", ...) to the remote process. */
+  async signal(sig) {
+    if (!this._dead) unwrap(await this._py.signal(String(sig)));
+  }
+
+  /** Close the channel; resolves once the server confirmed. */
+  async close(reason) {
+    if (this._dead) return;
+    unwrap(await this._py.close(reason == null ? undefined : String(reason)));
+    await this.closed;
+  }
+
+  /** Resolves with the exit status once closed; rejects with the error if the channel ended abnormally. */
+  async waitClosed() {
+    const info = await this.closed;
+    if (this.error) throw this.error;
+    return info.exitStatus;
+  }
+
+  // -------------------------------------------------------------- internals
+
+  _deliver(code, bytes) {
+    const name = code === 2 ? "stderr" : "data";
+    const listened = this._events.count("data") + this._events.count("stderr") > 0;
+    if (this._buf.length || !listened) {
+      const token = ++this._token;
+      this._buf.push({ name, bytes, token });
+      return token;
+    }
+    return this._run(name, bytes, undefined);
+  }
+
+  // Hand a chunk to the listeners of `name`.  Returns undefined when they all
+  // finished synchronously, else a token that is released once they did.
+  // `token` is given for a buffered chunk (already pending in Python).
+  _run(name, bytes, token) {
+    const listeners = this._events.listeners(name);
+    let pending = 1; // guard: nothing completes before the loop is over
+    let tok = token;
+    const finish = () => {
+      if (--pending === 0) this._releaseToken(tok);
+    };
+    for (const cb of listeners) {
+      let once = false;
+      const done = () => {
+        if (!once) {
+          once = true;
+          finish();
+        }
+      };
+      try {
+        if (cb.length >= 2) {
+          pending++;
+          cb(bytes, done);
+        } else {
+          const r = cb(bytes);
+          if (r && typeof r.then === "function") {
+            pending++;
+            r.then(done, (e) => {
+              this._conn._report(e, `channel ${name}`);
+              done();
+            });
+          }
+        }
+      } catch (e) {
+        this._conn._report(e, `channel ${name}`);
+        if (cb.length >= 2) done();
+      }
+    }
+    if (--pending === 0) {
+      this._releaseToken(token);
+      return undefined;
+    }
+    if (tok === undefined) tok = ++this._token;
+    return tok;
+  }
+
+  _releaseToken(token) {
+    if (token !== undefined && !this._dead) this._release(token);
+  }
+
+  _scheduleFlush() {
+    if (this._flushQueued) return;
+    this._flushQueued = true;
+    queueMicrotask(() => {
+      this._flushQueued = false;
+      while (this._buf.length && this._events.count("data") + this._events.count("stderr") > 0) {
+        const { name, bytes, token } = this._buf.shift();
+        this._run(name, bytes, token);
+      }
+    });
+  }
+
+  _dispatch(name, json) {
+    const p = json === undefined ? null : JSON.parse(json);
+    switch (name) {
+      case "exit":
+        this.exitStatus = p.code;
+        this.exitSignal = p.sig;
+        this._events.emit("exit", p);
+        break;
+      case "error":
+        this.error = new NimbusError(p);
+        this._events.emit("error", this.error);
+        break;
+      case "close":
+        this._onClose(p);
+        break;
+      case "resumed":
+        this._events.emit("resumed", this);
+        break;
+      default:
+        break;
+    }
+  }
+
+  _onClose(p) {
+    if (this._closedInfo) return;
+    if (p.exitStatus !== null) this.exitStatus = p.exitStatus;
+    if (p.exitSignal !== null) this.exitSignal = p.exitSignal;
+    if (p.error && !this.error) this.error = new NimbusError(p.error);
+    const info = { id: this.id, reason: p.reason, exitStatus: this.exitStatus, exitSignal: this.exitSignal, error: this.error };
+    this._closedInfo = info;
+    this._buf = [];
+    this._conn._channels.delete(this);
+    this._events.emit("close", info);
+    this._resolveClosed(info);
+    // Python is still on the stack: destroy the proxies afterwards.
+    queueMicrotask(() => this._destroy());
+  }
+
+  _destroy() {
+    if (this._dead) return;
+    this._dead = true;
+    for (const p of [this._release, this._send, this._py]) {
+      try {
+        p.destroy();
+      } catch {
+        // already destroyed
+      }
+    }
+  }
+}
+
+// --------------------------------------------------------------- Connection
+
+/** A nimbus.ssh.v1 connection (from nimbus.connect()). */
+export class Connection {
+  constructor(nimbus, url) {
+    this._nimbus = nimbus;
+    this._report = nimbus._report;
+    /** The server URL. */
+    this.url = url;
+    this._py = null;
+    this._events = new Emitter(CONNECTION_EVENTS, "connection", this._report);
+    this._channels = new Set();
+    this._resumed = [];
+    this._final = null;
+    /** The terminal error (NimbusError), once the connection ended abnormally. */
+    this.error = null;
+    /** Resolves with the terminal error (or null after a clean close) once the connection is closed. */
+    this.closed = new Promise((resolve) => (this._resolveClosed = resolve));
+    this._dispatchFn = (name, payload) => this._dispatch(name, payload);
+  }
+
+  /** "idle", "connecting", "authenticating", "ready", "reconnecting" or "closed". */
+  get state() {
+    return this._final ? "closed" : this._py ? this._py.state : "idle";
+  }
+
+  /** Snapshot {state, rttMs, bufferedAmount, pauseReasons, protocol, profile, transport, resumed}. */
+  get info() {
+    if (this._final) return { ...this._final, state: "closed" };
+    return this._py ? JSON.parse(this._py.info) : { state: "idle" };
+  }
+
+  /** Round-trip time of the last ping/pong in ms (null before the first). */
+  get rttMs() {
+    return this.info.rttMs ?? null;
+  }
+
+  /** The socket's bufferedAmount (bytes queued, not yet on the network). */
+  get bufferedAmount() {
+    return this.info.bufferedAmount ?? 0;
+  }
+
+  /** Why credit is withheld right now: some of "transport", "visibility", "offline". */
+  get pauseReasons() {
+    return this.info.pauseReasons ?? [];
+  }
+
+  /** The negotiated WebSocket subprotocol. */
+  get protocol() {
+    return this.info.protocol ?? "";
+  }
+
+  /** The wire profile ("nimbus.v1", ...). */
+  get profile() {
+    return this.info.profile ?? "";
+  }
+
+  /** Channels restored by a resume when this connection started (e.g. after a page reload). */
+  get resumedChannels() {
+    return this._resumed.slice();
+  }
+
+  /** Channels not yet closed. */
+  get channels() {
+    return [...this._channels];
+  }
+
+  /**
+   * Listen: "statechange" ({old, new, state, reason}), "diagnostic" ({timestamp,
+   * phase, code, bufferedAmount, rttMs, ...}), "policy" ({kind, channel,
+   * reason, value}), "error" (NimbusError), "close" (NimbusError or null),
+   * "channel" (a Channel restored by a resume). Returns an unsubscribe function.
+   */
+  on(name, cb) {
+    return this._events.on(name, cb);
+  }
+
+  off(name, cb) {
+    this._events.off(name, cb);
+  }
+
+  /** Open a terminal channel: {target: {host, port}, user: {username, auth}, term?: {cols, rows, env}}. */
+  async openSession(spec = {}) {
+    this._alive();
+    const py = this._py.new_channel();
+    const ch = new Channel(this, py);
+    this._channels.add(ch);
+    let value;
+    try {
+      value = unwrap(await this._py.open_session(py, JSON.stringify(spec)));
+    } catch (e) {
+      this._channels.delete(ch);
+      ch._destroy();
+      throw e;
+    }
+    ch.id = value.id;
+    return ch;
+  }
+
+  /** Send a heartbeat now (the RTT updates when the pong arrives). */
+  ping() {
+    if (!this._final && this._py) this._py.ping();
+  }
+
+  /** Write the resume state now (done automatically on pagehide). */
+  persist() {
+    if (!this._final && this._py) this._py.persist();
+  }
+
+  /** Check the connection with a ping; if nothing answers in time it is dropped and resumed. */
+  verify(why = "application") {
+    if (!this._final && this._py) this._py.verify(String(why));
+  }
+
+  /** Withhold credit for `reason` ("visibility", "offline") or stop (done automatically from page events). */
+  setPause(reason, paused) {
+    if (!this._final && this._py) this._py.set_pause(String(reason), !!paused);
+  }
+
+  /** Close: 1000 (default) ends the server session and clears the resume state; any other code keeps it. */
+  async close(code = 1000, reason = "") {
+    if (this._final || !this._py) return;
+    unwrap(await this._py.close(code, String(reason)));
+    await this.closed;
+  }
+
+  // -------------------------------------------------------------- internals
+
+  _alive() {
+    if (this._final || !this._py) {
+      throw this.error ?? new NimbusError({ name: "CloseError", code: "CLOSED", message: "connection is closed", wsCode: 1000 });
+    }
+  }
+
+  _dispatch(name, payload) {
+    if (name === "channel") {
+      const ch = new Channel(this, payload);
+      const info = JSON.parse(payload.info);
+      ch.id = info.id;
+      ch.resumed = true;
+      this._channels.add(ch);
+      this._resumed.push(ch);
+      this._events.emit("channel", ch);
+      return;
+    }
+    const p = payload === undefined ? null : JSON.parse(payload);
+    switch (name) {
+      case "error":
+        this.error = new NimbusError(p);
+        this._events.emit("error", this.error);
+        break;
+      case "close":
+        this._onClose(p);
+        break;
+      default:
+        this._events.emit(name, p);
+    }
+  }
+
+  _onClose(p) {
+    if (this._final) return;
+    if (p && !this.error) this.error = new NimbusError(p);
+    this._final = this._py ? JSON.parse(this._py.info) : { state: "closed" };
+    this._events.emit("close", this.error);
+    this._resolveClosed(this.error);
+    const py = this._py;
+    queueMicrotask(() => {
+      try {
+        py?.destroy();
+      } catch {
+        // already destroyed
+      }
+    });
+  }
+}
+
+// -------------------------------------------------------------------- nimbus
+
+function mergeOptions(defaults, options) {
+  const out = { ...defaults, ...options };
+  for (const k of ["resume", "retry"]) {
+    if (defaults[k] || options[k]) out[k] = { ...(defaults[k] ?? {}), ...(options[k] ?? {}) };
+  }
+  return out;
+}
+
+/**
+ * Wrap a Pyodide instance that has the nimbus-websocket wheel installed.
+ * `WebSocket`: the JavaScript class to use (default: the global one);
+ * `defaults`: connect options applied to every connect();
+ * `onListenerError(err, where)`: where listener exceptions go (default console.error).
+ */
+export function createNimbus(pyodide, { WebSocket, defaults = {}, onListenerError } = {}) {
+  const bridge = pyodide.pyimport(BRIDGE);
+  const version = pyodide.runPython("import nimbus_websocket; nimbus_websocket.__version__");
+  const nimbus = {
+    version,
+    pyodide,
+    timings: null,
+    NimbusError,
+    _report: onListenerError ?? defaultReport,
+
+    /**
+     * Connect and resolve when ready.  Options (all optional but url):
+     * url, auth (token string | {scheme, token} | () => token/object/Promise),
+     * profile, resume {storage: "session"|"memory"|"none", ttlMs, key},
+     * retry {baseMs, jitter, maxRetries, factor, maxDelayMs}, highWaterMark,
+     * lowWaterMark, clientInfo, heartbeatIntervalMs, heartbeatMisses,
+     * handshakeTimeoutMs, window, maxWindow, inputBufferLimit, ack,
+     * closeTimeoutMs, transport ("auto"|"websocket"), lifecycle (follow page
+     * visibility/online/pagehide, default true), verifyTimeoutMs,
+     * suspectAfterMs, WebSocket (class), on {event: listener}.
+     * Rejects with a NimbusError (code "CONNECT_FAILED", "AUTH_FAILED", ...).
+     */
+    async connect(options = {}) {
+      const { on, auth, WebSocket: ws, ...rest } = mergeOptions(defaults, options);
+      if (!rest.url) throw new NimbusError({ name: "TypeError", code: "BAD_ARGUMENT", message: "connect() needs a url" });
+      const conn = new Connection(nimbus, rest.url);
+      for (const [name, cb] of Object.entries(on ?? {})) conn.on(name, cb);
+      const json = { ...rest };
+      let authFn;
+      if (typeof auth === "function") authFn = auth;
+      else if (auth != null) json.auth = auth;
+      conn._py = bridge.ConnectionHandle(conn._dispatchFn);
+      const result = await conn._py.connect(JSON.stringify(json), authFn, ws ?? WebSocket);
+      unwrap(result);
+      return conn;
+    },
+  };
+  return nimbus;
+}
+
+/** Install the wheel into `pyodide` (by URL, or by name from the dist's lock file) and check the import. */
+export async function installNimbus(pyodide, { wheelURL, packageName = PACKAGE, onProgress } = {}) {
+  const errors = [];
+  // loadPackage resolves even when a fetch failed: collect the errors.
+  await pyodide.loadPackage(wheelURL ?? packageName, {
+    messageCallback: (m) => onProgress?.({ phase: "package", message: m }),
+    errorCallback: (m) => errors.push(m),
+  });
+  if (errors.length) throw new Error(`installing ${wheelURL ?? packageName} failed: ${errors.join("; ")}`);
+  pyodide.pyimport(BRIDGE);
+}
+
+function withSlash(url) {
+  const s = String(url);
+  return s.endsWith("/") ? s : s + "/";
+}
+
+/**
+ * Browser loader: boot Pyodide from `indexURL` (the offline dist folder, no
+ * CDN), install the wheel (`wheelURL`, or "nimbus-websocket" from the dist's
+ * lock file), return the facade.  `onProgress({phase, message?, timings?})`
+ * reports "runtime", "package", "ready".  An already loaded `pyodide` (or a
+ * `loadPyodide` function) may be passed instead of `indexURL`.
+ * `nimbus.timings` = {bootMs, installMs, totalMs}.
+ */
+export async function loadNimbus(options = {}) {
+  const { indexURL, wheelURL, onProgress, packageName, pyodide: given, loadPyodide: loader, ...rest } = options;
+  const now = () => performance.now();
+  const t0 = now();
+  let pyodide = given;
+  if (!pyodide) {
+    if (!indexURL && !loader) throw new TypeError("loadNimbus() needs indexURL (the Pyodide dist folder URL)");
+    onProgress?.({ phase: "runtime", message: "loading Pyodide" });
+    const base = indexURL ? withSlash(indexURL) : undefined;
+    const load = loader ?? (await import(/* webpackIgnore: true */ base + "pyodide.mjs")).loadPyodide;
+    pyodide = await load(base ? { indexURL: base } : {});
+  }
+  const t1 = now();
+  onProgress?.({ phase: "package", message: `installing ${wheelURL ?? packageName ?? PACKAGE}` });
+  await installNimbus(pyodide, { wheelURL, packageName, onProgress });
+  const nimbus = createNimbus(pyodide, rest);
+  const t2 = now();
+  nimbus.timings = { bootMs: t1 - t0, installMs: t2 - t1, totalMs: t2 - t0 };
+  onProgress?.({ phase: "ready", timings: nimbus.timings });
+  return nimbus;
+}

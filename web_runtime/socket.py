@@ -1,0 +1,241 @@
+""":class:`BrowserWebSocket`: the JavaScript ``WebSocket`` seen as the client's WHATWG-shaped socket.
+
+The connection layer (:mod:`nimbus_websocket.node_runtime.client.connection`)
+is written against a small WHATWG-shaped interface
+(:mod:`~nimbus_websocket.node_runtime.client.whatwg`): ``bytes``/``str``
+messages in and out, ``on*`` handler attributes, ``bufferedAmount``.  In
+Pyodide the real thing is a JavaScript object; this wrapper bridges the two
+through ``pyodide.ffi``:
+
+* ``binaryType`` is forced to ``"arraybuffer"`` (browsers default to
+  ``Blob``, which cannot be read synchronously; ``ws`` defaults to Node
+  ``Buffer``, which Python cannot read);
+* receive: a binary message's ``ArrayBuffer`` becomes ``bytes`` with one
+  copy (``JsBuffer.to_bytes()``), a text message stays ``str``;
+* send: ``bytes`` go out as ``to_js(data)`` (a ``Uint8Array`` copy) -- a
+  plain ``ws.send(b"...")`` would send the *text* ``"b'...'"``;
+* the four JavaScript listeners are ``create_proxy`` proxies, made once per
+  socket and destroyed when the socket is finished (its ``close`` event, or
+  :meth:`abort`), so reconnects do not leak proxies;
+* every listener body catches its exceptions: an exception escaping a
+  listener kills a Node process (``ws``), and must not reach the page either.
+
+Memory: nothing is buffered here.  Each message is handed to ``onmessage``
+synchronously from the JavaScript event (no ``await`` per message).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..node_runtime.client.whatwg import CLOSED, CloseEvent, Event, sendable_close_code
+from . import _ffi
+
+__all__ = ["BrowserWebSocket", "socket_factory"]
+
+log = logging.getLogger("nimbus_websocket.web")
+
+Handler = Callable[[Any], object] | None
+
+
+class _Message:
+    """A received message: ``.data`` is ``bytes`` (binary) or ``str`` (text)."""
+
+    __slots__ = ("data",)
+    type = "message"
+
+    def __init__(self, data: bytes | str) -> None:
+        self.data = data
+
+
+class BrowserWebSocket:
+    """A JavaScript ``WebSocket`` (browser, or ``ws`` under Node) behind the WHATWG-shaped interface.
+
+    ``BrowserWebSocket(url, protocols)`` opens the socket at once, like the
+    JavaScript constructor.  ``js_class`` picks the JavaScript class
+    (default: the global ``WebSocket``); the Node shim passes its ``ws``-based
+    class.  Handler attributes ``onopen``/``onmessage``/``onclose``/``onerror``
+    are plain Python callables, called with one event object (message:
+    ``.data``; close: ``.code``, ``.reason``, ``.wasClean``).
+
+    Counters (for diagnostics and tests): :attr:`messages_received`,
+    :attr:`bytes_received`, :attr:`live_proxies`.
+    """
+
+    def __init__(self, url: str, protocols: Iterable[str] = (), *, js_class: Any = None) -> None:
+        cls = js_class if js_class is not None else _ffi.global_get("WebSocket")
+        if cls is None:
+            raise RuntimeError(
+                "no WebSocket class in this JavaScript environment (pass js_class=...)"
+            )
+        self.url = url
+        self.onopen: Handler = None
+        self.onmessage: Handler = None
+        self.onclose: Handler = None
+        self.onerror: Handler = None
+        #: Messages received so far (text and binary).
+        self.messages_received = 0
+        #: Payload bytes of binary messages received so far.
+        self.bytes_received = 0
+        self._next_message: list[Callable[[], None]] = []
+        self._finished = False
+        protos = list(protocols)
+        ws = cls.new(url, _ffi.to_js(protos)) if protos else cls.new(url)
+        self._ws = ws
+        ws.binaryType = "arraybuffer"
+        self._proxies = [
+            _ffi.create_proxy(self._js_open),
+            _ffi.create_proxy(self._js_message),
+            _ffi.create_proxy(self._js_close),
+            _ffi.create_proxy(self._js_error),
+        ]
+        ws.onopen, ws.onmessage, ws.onclose, ws.onerror = self._proxies
+
+    def __repr__(self) -> str:
+        return f"<BrowserWebSocket {self.url} readyState={self.readyState}>"
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def binaryType(self) -> str:
+        """Always ``"arraybuffer"`` (anything else cannot be read from Python)."""
+        return "arraybuffer"
+
+    @binaryType.setter
+    def binaryType(self, value: str) -> None:
+        if value != "arraybuffer":
+            raise ValueError(f"binaryType {value!r} is not supported (only 'arraybuffer')")
+
+    @property
+    def bufferedAmount(self) -> int:
+        """The JavaScript socket's ``bufferedAmount`` (bytes queued, not yet on the network)."""
+        return int(self._ws.bufferedAmount or 0)
+
+    @property
+    def readyState(self) -> int:
+        """``CONNECTING`` (0), ``OPEN`` (1), ``CLOSING`` (2) or ``CLOSED`` (3)."""
+        return CLOSED if self._finished else int(self._ws.readyState)
+
+    @property
+    def protocol(self) -> str:
+        """The subprotocol the server selected (``""`` for none)."""
+        return str(self._ws.protocol or "")
+
+    @property
+    def live_proxies(self) -> int:
+        """JavaScript listener proxies not yet destroyed (0 once the socket is finished)."""
+        return len(self._proxies)
+
+    @property
+    def js_socket(self) -> Any:
+        """The underlying JavaScript object."""
+        return self._ws
+
+    # -------------------------------------------------------------- methods
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Queue one message: ``str`` as a text frame, bytes-like as a binary frame."""
+        if isinstance(data, str):
+            self._ws.send(data)
+        else:
+            self._ws.send(_ffi.to_js(data))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; ``onclose`` follows the JavaScript ``close`` event."""
+        self._ws.close(sendable_close_code(code), reason)
+
+    def abort(self, code: int = 1006, reason: str = "connection abandoned") -> None:
+        """Give up on this socket now, as if the network had dropped it.
+
+        The JavaScript listeners are removed and their proxies destroyed, the
+        JavaScript socket is closed (4000: the server keeps the session), and
+        ``onclose`` is called at once with ``code`` (1006 by default, which
+        the client treats as a network loss: reconnect and resume).  Used when
+        a connection is suspect (no answer after the page came back) -- a dead
+        TCP connection can take minutes to report its own close.
+        """
+        if self._finished:
+            return
+        self._finish()
+        try:
+            self._ws.close(4000, reason[:120])
+        except Exception:  # already closed or never opened
+            log.debug("close after abort failed", exc_info=True)
+        self._call(self.onclose, CloseEvent(code, reason, False))
+
+    def notify_next_message(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, when the next message arrives (any kind)."""
+        self._next_message.append(callback)
+
+    # -------------------------------------------------------- JS listeners
+
+    def _js_open(self, _ev: Any) -> None:
+        self._call(self.onopen, Event("open"))
+
+    def _js_message(self, ev: Any) -> None:
+        try:
+            data = ev.data
+            if not isinstance(data, str):
+                data = data.to_bytes()  # ArrayBuffer -> bytes (one copy)
+                self.bytes_received += len(data)
+            self.messages_received += 1
+            if self._next_message:
+                waiters, self._next_message = self._next_message, []
+                for cb in waiters:
+                    cb()
+            handler = self.onmessage
+            if handler is not None:
+                handler(_Message(data))
+        except Exception:
+            log.exception("WebSocket message listener failed")
+
+    def _js_close(self, ev: Any) -> None:
+        if self._finished:
+            return
+        try:
+            event = CloseEvent(int(ev.code), str(ev.reason or ""), bool(ev.wasClean))
+        except Exception:
+            event = CloseEvent(1006, "", False)
+        handler = self.onclose
+        self._finish()
+        self._call(handler, event)
+
+    def _js_error(self, _ev: Any) -> None:
+        self._call(self.onerror, Event("error"))
+
+    # ------------------------------------------------------------- helpers
+
+    def _call(self, handler: Handler, ev: Any) -> None:
+        if handler is None:
+            return
+        try:
+            handler(ev)
+        except Exception:
+            log.exception("WebSocket %s listener failed", getattr(ev, "type", "?"))
+
+    def _finish(self) -> None:
+        """Detach the JavaScript listeners and destroy their proxies (once)."""
+        self._finished = True
+        self._next_message = []
+        ws = self._ws
+        try:
+            ws.onopen = ws.onmessage = ws.onclose = ws.onerror = None
+        except Exception:
+            log.debug("detaching listeners failed", exc_info=True)
+        proxies, self._proxies = self._proxies, []
+        for p in proxies:
+            try:
+                p.destroy()
+            except Exception:
+                log.debug("destroying a proxy failed", exc_info=True)
+
+
+def socket_factory(js_class: Any = None) -> Callable[[str, list[str]], BrowserWebSocket]:
+    """A ``factory(url, protocols)`` making :class:`BrowserWebSocket` s of ``js_class``."""
+
+    def make(url: str, protocols: list[str]) -> BrowserWebSocket:
+        return BrowserWebSocket(url, protocols, js_class=js_class)
+
+    return make
