@@ -692,7 +692,7 @@ class ClientSession:
             self._fail(now, CloseError(code, code, close_code_name(code), reason), close_socket=False)
 
     def _lost(self, now: float, reason: str) -> None:
-        if self._state == ConnState.RECONNECTING:
+        if self._state != ConnState.READY:  # a try failed, before or after its socket opened
             self._attempt += 1
         if self._attempt >= self.options.retry.max_retries:
             self._fail(now, CloseError(1006, None, "RETRIES_EXHAUSTED", f"gave up after {self._attempt} attempts"), False)

@@ -52,6 +52,7 @@ CONNECTION_TRANSITIONS: dict[ConnState, dict[ConnEvent, ConnState]] = {
     },
     ConnState.CONNECTING: {
         ConnEvent.OPENED: ConnState.AUTHENTICATING,
+        ConnEvent.LOST: ConnState.RECONNECTING,  # resumable (stored state after a reload): retry
         ConnEvent.FAILED: ConnState.CLOSED,
         ConnEvent.CLOSE: ConnState.CLOSED,
     },
