@@ -584,6 +584,14 @@ class ClientSession:
                 if ch is None:
                     return
                 was = ch.state
+                if was == ChannelState.OPENING:
+                    # A server MAY close a channel before open_ok (PROTOCOL.md 6): the open failed.
+                    if ch.open_sent:
+                        self._chan(ch, ChanEvent.OPEN_ERR)
+                        self._send_ctl(Close(m.id))
+                        self._events.append(ChannelOpenFailed(m.id, "CLOSED", m.reason or "closed by server"))
+                        self._forget(ch, "open failed", "CLOSED", emit=False)
+                    return
                 self._chan(ch, ChanEvent.PEER_CLOSE)
                 if was in (ChannelState.OPEN, ChannelState.EXITED):
                     self._send_ctl(Close(m.id))
