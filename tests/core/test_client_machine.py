@@ -1,0 +1,561 @@
+"""The client session machine with a fake clock: handshake, state tables,
+heartbeats, backoff, resume state, and what the client does with a bad server.
+No sleeping: time is a number the tests move.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from nimbus_websocket.core import (
+    ChannelClosed,
+    ChannelData,
+    ChannelOpened,
+    ChannelOpenFailed,
+    ClientOptions,
+    ClientSession,
+    Close,
+    CloseTransport,
+    ConnectionClosed,
+    DataFrame,
+    Diagnostic,
+    Exit,
+    Flow,
+    Hello,
+    HelloOk,
+    Open,
+    OpenErr,
+    OpenOk,
+    OpenTransport,
+    Ping,
+    Pong,
+    Resize,
+    ResumedChannel,
+    RetryPolicy,
+    ServerCaps,
+    Signal,
+    StateChanged,
+    Target,
+    Term,
+    User,
+)
+from nimbus_websocket.core.state import (
+    CHANNEL_TRANSITIONS,
+    CONNECTION_TRANSITIONS,
+    ChanEvent,
+    ChannelState,
+    ConnEvent,
+    ConnState,
+    IllegalTransition,
+    transition,
+)
+
+try:
+    from support.memory import ClientHarness, MemoryPair
+except ImportError:  # pragma: no cover
+    from tests.support.memory import ClientHarness, MemoryPair
+
+TARGET = Target("localhost", 22)
+USER = User("alice")
+
+
+def states(h: ClientHarness) -> list[str]:
+    return [e.new for e in h.of(StateChanged)]
+
+
+def diags(h: ClientHarness, code: str | None = None) -> list[Diagnostic]:
+    return [d for d in h.of(Diagnostic) if code in (None, d.code)]
+
+
+# --------------------------------------------------------------------- tables
+
+CONN_PAIRS = list(itertools.product(ConnState, ConnEvent))
+CHAN_PAIRS = list(itertools.product(ChannelState, ChanEvent))
+
+
+@pytest.mark.parametrize(("state", "event"), CONN_PAIRS, ids=[f"{s}-{e}" for s, e in CONN_PAIRS])
+def test_connection_table(state: ConnState, event: ConnEvent) -> None:
+    row = CONNECTION_TRANSITIONS[state]
+    if event in row:
+        assert transition(CONNECTION_TRANSITIONS, state, event) == row[event]
+        return
+    with pytest.raises(IllegalTransition) as info:
+        transition(CONNECTION_TRANSITIONS, state, event)
+    assert (info.value.machine, info.value.state, info.value.event) == ("connection", state.value, event.value)
+    assert state.value in str(info.value) and event.value in str(info.value)
+
+
+@pytest.mark.parametrize(("state", "event"), CHAN_PAIRS, ids=[f"{s}-{e}" for s, e in CHAN_PAIRS])
+def test_channel_table(state: ChannelState, event: ChanEvent) -> None:
+    row = CHANNEL_TRANSITIONS[state]
+    if event in row:
+        assert transition(CHANNEL_TRANSITIONS, state, event) == row[event]
+        return
+    with pytest.raises(IllegalTransition) as info:
+        transition(CHANNEL_TRANSITIONS, state, event)
+    assert (info.value.machine, info.value.state, info.value.event) == ("channel", state.value, event.value)
+
+
+def test_tables_are_complete_and_closed_is_terminal() -> None:
+    assert set(CONNECTION_TRANSITIONS) == set(ConnState)
+    assert set(CHANNEL_TRANSITIONS) == set(ChannelState)
+    assert CONNECTION_TRANSITIONS[ConnState.CLOSED] == {}
+    assert CHANNEL_TRANSITIONS[ChannelState.CLOSED] == {}
+    # the contract's paths: idle -> connecting -> authenticating -> ready, and
+    # ready -> reconnecting -> authenticating -> ready
+    path = [ConnEvent.CONNECT, ConnEvent.OPENED, ConnEvent.ACCEPTED, ConnEvent.LOST, ConnEvent.OPENED, ConnEvent.ACCEPTED]
+    s = ConnState.IDLE
+    seen = []
+    for e in path:
+        s = transition(CONNECTION_TRANSITIONS, s, e)  # type: ignore[assignment]
+        seen.append(s.value)
+    assert seen == ["connecting", "authenticating", "ready", "reconnecting", "authenticating", "ready"]
+
+
+def test_machine_raises_illegal_transition_for_misuse() -> None:
+    h = ClientHarness()
+    h.connect()
+    with pytest.raises(IllegalTransition):
+        h.client.connect(h.clock())  # already connected
+    h.client.close(h.clock())
+    with pytest.raises(RuntimeError):
+        h.client.open_channel(TARGET, USER)
+
+
+# ------------------------------------------------------------------ handshake
+
+
+def test_handshake_sequence() -> None:
+    h = ClientHarness(ClientOptions(client_info={"name": "t"}))
+    assert h.client.state == ConnState.IDLE
+    cid = h.client.open_channel(TARGET, USER, Term(100, 30))  # queued until hello_ok
+    h.client.connect(h.clock())
+    h.drain()
+    (ot,) = h.of(OpenTransport)
+    assert ot.subprotocols == ("nimbus.ssh.v1",) and ot.attempt == 0
+    assert h.sent == []
+    h.client.transport_opened(h.clock())
+    (hello,) = h.drain()
+    assert isinstance(hello, Hello) and hello.proto == 1
+    assert hello.caps is not None and hello.caps.profile == "nimbus.v1" and hello.caps.ack
+    assert hello.resume is None and hello.client == {"name": "t"}
+    assert h.client.state == ConnState.AUTHENTICATING
+    out = h.hello_ok(max_frame=4096)
+    assert h.client.state == ConnState.READY
+    assert states(h) == ["connecting", "authenticating", "ready"]
+    assert [type(m) for m in out] == [Open] and out[0].id == cid and out[0].term == Term(100, 30)
+    assert h.client.max_frame == 4096 and h.client.ack_enabled and h.client.server_name == "scripted"
+    assert [d.code for d in diags(h) if d.phase == "handshake"] == ["hello_sent", "hello_ok"]
+    # open_ok: resumeKey persisted before anything else, then credit flows
+    out = h.feed(OpenOk(cid, "key-1"))
+    assert h.store.load()["channels"] == [{"id": cid, "resumeKey": "key-1", "rx": 0}]
+    assert [type(m) for m in out] == [Flow] and out[0].credit == 256 * 1024 and out[0].ack == 0
+    assert h.of(ChannelOpened) == [ChannelOpened(cid)]
+
+
+def test_handshake_timeout_closes_first_connect() -> None:
+    h = ClientHarness()
+    h.client.connect(h.clock())
+    h.client.transport_opened(h.clock())
+    h.drain()
+    assert h.client.next_deadline() == h.clock() + 10.0
+    h.tick_to(h.clock() + 9.99)
+    assert h.client.state == ConnState.AUTHENTICATING
+    h.tick_to(h.clock() + 0.01)
+    assert [c.code for c in h.of(CloseTransport)] == [4012]
+    assert h.client.state == ConnState.CLOSED
+    assert "handshake_timeout" in [d.code for d in diags(h)]
+
+
+@pytest.mark.parametrize(
+    ("first", "code"),
+    [
+        (Ping(1.0), 4002),
+        (OpenOk(1), 4002),
+        (DataFrame("stdout", 1, b"x"), 4002),
+        (HelloOk("s", ServerCaps("lenpfx.v1")), 4001),
+    ],
+)
+def test_anything_but_hello_ok_first_is_refused(first: Any, code: int) -> None:
+    h = ClientHarness()
+    h.client.connect(h.clock())
+    h.client.transport_opened(h.clock())
+    h.drain()
+    h.feed(first)
+    assert [c.code for c in h.of(CloseTransport)] == [code]
+    (closed,) = h.of(ConnectionClosed)
+    assert closed.error is not None and closed.error.app_code == code
+    assert h.client.state == ConnState.CLOSED
+
+
+@pytest.mark.parametrize("msg", [Hello(), Open(1, TARGET, USER), Resize(1, 2, 3), Signal(1, "INT"), HelloOk("s", ServerCaps("nimbus.v1"))])
+def test_client_only_messages_from_server_are_4009(msg: Any) -> None:
+    h = ClientHarness()
+    h.connect()
+    h.feed(msg)
+    assert [c.code for c in h.of(CloseTransport)] == [4009]
+
+
+def test_server_close_codes_surface_as_close_errors() -> None:
+    for code, name in [(4003, "AUTH_FAILED"), (4001, "UNSUPPORTED_PROFILE"), (4006, "CHANNEL_LIMIT")]:
+        h = ClientHarness()
+        h.client.connect(h.clock())
+        h.client.transport_opened(h.clock())
+        h.client.transport_closed(h.clock(), code, "nope")
+        h.drain()
+        (closed,) = h.of(ConnectionClosed)
+        assert closed.error is not None
+        assert (closed.error.ws_code, closed.error.app_code, closed.error.code) == (code, code, name)
+        assert h.client.state == ConnState.CLOSED
+
+
+# ------------------------------------------------------------------ heartbeat
+
+
+def test_heartbeat_pongs_keep_the_connection_and_measure_rtt() -> None:
+    h = ClientHarness()
+    h.connect()
+    t0 = h.clock()
+    for k in range(1, 31):  # ten minutes
+        out = h.tick_to(t0 + 20 * k)
+        (ping,) = out
+        assert isinstance(ping, Ping) and ping.ts == round((t0 + 20 * k) * 1000, 3)
+        h.clock.t += 0.125
+        h.feed(Pong(ping.ts))
+        assert h.client.rtt == pytest.approx(0.125)
+    assert h.client.state == ConnState.READY
+    assert not diags(h, "heartbeat_miss")
+
+
+def test_ping_from_server_is_answered_at_once() -> None:
+    h = ClientHarness()
+    h.connect()
+    assert h.feed(Ping(42.5)) == [Pong(42.5)]
+
+
+def test_three_missed_pongs_reconnect_with_heartbeat_timeout() -> None:
+    h = ClientHarness()
+    h.connect()
+    t0 = h.clock()
+    assert isinstance(h.tick_to(t0 + 20)[0], Ping)  # ping 1
+    assert isinstance(h.tick_to(t0 + 40)[0], Ping)  # miss 1, ping 2
+    assert isinstance(h.tick_to(t0 + 60)[0], Ping)  # miss 2, ping 3
+    assert h.client.state == ConnState.READY
+    h.tick_to(t0 + 79.999)
+    assert h.client.state == ConnState.READY
+    h.tick_to(t0 + 80)  # miss 3
+    assert [d.extras["missed"] for d in diags(h, "heartbeat_miss")] == [1, 2, 3]
+    assert len(diags(h, "heartbeat_timeout")) == 1
+    assert [c.code for c in h.of(CloseTransport)] == [4012]
+    assert h.client.state == ConnState.RECONNECTING
+    assert states(h)[-1] == "reconnecting"
+    assert h.store.load() is not None  # resume state kept for the reconnect
+
+
+def test_late_pong_after_two_misses_resets_the_count() -> None:
+    h = ClientHarness()
+    h.connect()
+    t0 = h.clock()
+    for k in (1, 2, 3):
+        out = h.tick_to(t0 + 20 * k)
+    h.feed(Pong(out[0].ts))  # answers ping 3
+    h.tick_to(t0 + 80)
+    h.tick_to(t0 + 100)
+    assert h.client.state == ConnState.READY
+
+
+# -------------------------------------------------------------------- backoff
+
+
+def test_retry_policy_delays() -> None:
+    p = RetryPolicy()
+    assert (p.base, p.factor, p.max_retries, p.jitter) == (0.3, 2.0, 10, True)
+    for k in range(12):
+        d = min(10.0, 0.3 * 2**k)
+        assert p.delay(k, lambda: 0.0) == pytest.approx(d / 2)
+        assert p.delay(k, lambda: 1.0) == pytest.approx(d)
+        assert d / 2 <= p.delay(k, lambda: 0.37) <= d
+    assert RetryPolicy(jitter=False).delay(3, lambda: 0.0) == pytest.approx(2.4)
+
+
+def _lose_network(pair: MemoryPair) -> None:
+    pair.network_up = False
+    pair.cut(1006)
+
+
+def test_backoff_schedule_then_retries_exhausted() -> None:
+    pair = MemoryPair(seed=7)
+    pair.connect()
+    cid = pair.client.open_channel(TARGET, USER)
+    pair.pump()
+    opened_before = pair.transports_opened
+    draws: list[float] = []
+    rand = pair.client._rand
+    pair.client._rand = lambda: draws.append(rand()) or draws[-1]  # type: ignore[method-assign]
+    _lose_network(pair)
+    attempts: list[float] = []  # when each reconnect socket was opened
+    lost_at = pair.clock()
+    for _ in range(50):
+        pair._client_out()
+        if pair.client.state == ConnState.CLOSED:
+            break
+        d = pair.client.next_deadline()
+        assert d is not None
+        n = pair.transports_opened
+        pair.advance(d - pair.clock())
+        pair._client_out()
+        if pair.transports_opened > n:
+            attempts.append(pair.clock())
+    assert pair.client.state == ConnState.CLOSED
+    assert len(attempts) == 10 == pair.transports_opened - opened_before
+    (closed,) = pair.events_of(ConnectionClosed)
+    assert closed.error is not None and closed.error.code == "RETRIES_EXHAUSTED"
+    # delay k = base * 2^k (capped at 10 s), jittered into [d/2, d] by the injected draw
+    prev = lost_at
+    for k, (at, r) in enumerate(zip(attempts, draws, strict=True)):
+        d = min(10.0, 0.3 * 2**k)
+        assert at - prev == pytest.approx(d / 2 + r * d / 2, abs=1e-6), k
+        assert d / 2 - 1e-6 <= at - prev <= d + 1e-6
+        prev = at
+    scheduled = [e.extras["attempt"] for e in pair.client_events if isinstance(e, Diagnostic) and e.code == "reconnect_scheduled"]
+    assert scheduled == list(range(10))
+    assert pair.events_of(ChannelClosed)[-1].id == cid
+    # The server still holds the session: the stored state stays for a later
+    # (application-initiated) resume within the TTL.
+    assert pair.store.load() is not None
+
+
+def test_reconnect_succeeds_when_network_returns() -> None:
+    pair = MemoryPair()
+    pair.connect()
+    _lose_network(pair)
+    for _ in range(3):  # three failed attempts
+        pair.advance(pair.client.next_deadline() - pair.clock())
+        pair._client_out()
+    pair.network_up = True
+    pair.advance(pair.client.next_deadline() - pair.clock())
+    pair.pump()
+    assert pair.client.state == ConnState.READY
+    assert pair.states()[-2:] == ["authenticating", "ready"]
+    assert "resume_accepted" in pair.diagnostics()
+
+
+def test_failures_after_the_socket_opened_count_as_tries() -> None:
+    """A server that accepts sockets but never answers hello must not be retried forever."""
+    pair = MemoryPair()
+    pair.connect()
+    pair.auto_auth = False
+    pair.cut(1006)
+    for _ in range(200):
+        pair.pump()
+        if pair.client.state == ConnState.CLOSED:
+            break
+        pair.advance(pair.client.next_deadline() - pair.clock())
+    assert pair.client.state == ConnState.CLOSED
+    (closed,) = pair.events_of(ConnectionClosed)
+    assert closed.error is not None and closed.error.code == "RETRIES_EXHAUSTED"
+    assert pair.transports_opened == 1 + 10
+
+
+def test_drop_during_resume_handshake_counts_as_a_try() -> None:
+    pair = MemoryPair()
+    pair.connect()
+    pair.cut(1006)
+    for _ in range(200):
+        pair._client_out()
+        if pair.client.state == ConnState.CLOSED:
+            break
+        if pair.client.state == ConnState.AUTHENTICATING:
+            pair.cut(1006)  # the socket opens, then drops before hello_ok
+            continue
+        pair.advance(pair.client.next_deadline() - pair.clock())
+    assert pair.client.state == ConnState.CLOSED
+    assert pair.transports_opened == 1 + 10
+
+
+# ------------------------------------------------------- resume state / TTL
+
+
+def _reloaded(pair: MemoryPair, dt: float) -> MemoryPair:
+    """A page reload ``dt`` seconds later: a new ClientSession on the same store and server."""
+    pair.clock.advance(dt)
+    pair.client = ClientSession(ClientOptions(), now=pair.clock(), rand=pair.rng.random, store=pair.store)
+    pair.client_events.clear()
+    pair._client_out()
+    return pair
+
+
+def test_reload_within_ttl_resumes_channels() -> None:
+    pair = MemoryPair()
+    pair.connect()
+    cid = pair.client.open_channel(TARGET, USER)
+    pair.pump()
+    pair.client.send_input(cid, b"before reload\n")
+    pair.pump()
+    pair.client.persist(pair.clock())  # the runtime's pagehide handler
+    pair.cut(1001)  # page unload
+    pair = _reloaded(pair, 59.0)
+    assert "resume_store_load" in pair.diagnostics()
+    pair.connect()
+    assert "resume_accepted" in pair.diagnostics()
+    assert pair.events_of(ChannelOpened) == [ChannelOpened(cid, resumed=True)]
+    pair.client.send_input(cid, b"after\n")
+    pair.pump()
+    assert bytes(pair.backend_in[cid]) == b"before reload\nafter\n"
+    assert bytes(pair.received[cid]) == b"before reload\nafter\n"
+
+
+def test_reload_after_ttl_discards_the_stored_state() -> None:
+    pair = MemoryPair()
+    pair.connect()
+    pair.client.open_channel(TARGET, USER)
+    pair.pump()
+    pair.cut(1001)
+    pair = _reloaded(pair, 60.5)
+    assert "resume_store_clear" in pair.diagnostics()
+    assert pair.store.load() is None
+    pair.connect()  # a fresh session
+    assert "resume_accepted" not in pair.diagnostics()
+    assert pair.client.channel_ids() == []
+
+
+def test_reload_with_network_down_retries_instead_of_crashing() -> None:
+    pair = MemoryPair()
+    pair.connect()
+    pair.client.open_channel(TARGET, USER)
+    pair.pump()
+    pair.cut(1001)
+    pair = _reloaded(pair, 1.0)
+    pair.network_up = False
+    pair.client.connect(pair.clock())
+    pair._client_out()  # the socket fails to open (1006) while connecting
+    assert pair.client.state == ConnState.RECONNECTING
+    pair.network_up = True
+    pair.advance(pair.client.next_deadline() - pair.clock())
+    pair.pump()
+    assert pair.client.state == ConnState.READY
+    assert "resume_accepted" in pair.diagnostics()
+
+
+def test_resume_refused_4011_clears_state_and_fails() -> None:
+    pair = MemoryPair()
+    pair.connect()
+    pair.client.open_channel(TARGET, USER)
+    pair.pump()
+    pair.cut(1006)
+    pair.advance(61.0)  # the first retry only now (say the device slept): beyond the retention
+    pair.pump()
+    assert pair.server_closes == [4011]
+    assert pair.client.state == ConnState.CLOSED
+    (closed,) = pair.events_of(ConnectionClosed)
+    assert closed.error is not None and (closed.error.ws_code, closed.error.code) == (4011, "RESUME_FAILED")
+    assert "resume_rejected" in pair.diagnostics()
+    assert pair.store.load() is None
+
+
+def test_explicit_close_1000_clears_store_other_codes_keep_it() -> None:
+    pair = MemoryPair()
+    pair.connect()
+    pair.client.close(pair.clock(), 1000)
+    pair.pump()
+    assert pair.store.load() is None
+    pair2 = MemoryPair()
+    pair2.connect()
+    pair2.client.close(pair2.clock(), 1001)
+    pair2.pump()
+    assert pair2.store.load() is not None
+    assert len(pair2.registry) == 1  # the server kept the session too
+
+
+# ------------------------------------------------------ a misbehaving server
+
+
+def _ready_with_channel(**kw: Any) -> tuple[ClientHarness, int]:
+    h = ClientHarness(**kw)
+    h.connect()
+    cid = h.client.open_channel(TARGET, USER)
+    h.drain()
+    return h, cid
+
+
+def test_data_beyond_credit_is_4007() -> None:
+    h, cid = _ready_with_channel(options=ClientOptions(window=1024))
+    h.feed(OpenOk(cid, "k"))
+    h.feed(DataFrame("stdout", cid, b"x" * 1024))  # exactly the credit
+    assert not h.of(CloseTransport)
+    h.feed(DataFrame("stderr", cid, b"y"))
+    assert [c.code for c in h.of(CloseTransport)] == [4007]
+
+
+def test_data_before_open_ok_and_for_unknown_ids_is_ignored() -> None:
+    h, cid = _ready_with_channel()
+    h.feed(DataFrame("stdout", cid, b"early"))
+    h.feed(DataFrame("stdout", 99, b"stray"))
+    h.feed(Exit(99, 0))
+    h.feed(Close(99))
+    h.feed(Flow(99, 0, 5))
+    h.feed(OpenErr(99, "X", "y"))
+    assert not h.of(CloseTransport) and not h.of(ChannelData)
+    assert h.client.ignored_frames >= 2
+
+
+def test_input_ack_beyond_sent_is_4007() -> None:
+    h, cid = _ready_with_channel()
+    h.feed(OpenOk(cid, "k"))
+    h.client.send_input(cid, b"abc")
+    h.drain()
+    h.feed(Flow(cid, 0, 3))
+    assert not h.of(CloseTransport)
+    h.feed(Flow(cid, 0, 4))
+    assert [c.code for c in h.of(CloseTransport)] == [4007]
+
+
+def test_exit_then_close_handshake() -> None:
+    h, cid = _ready_with_channel()
+    h.feed(OpenOk(cid, "k"))
+    h.feed(DataFrame("stdout", cid, b"bye\n"))
+    out = h.feed(Exit(cid, 3))
+    assert out == [Close(cid)]
+    assert h.client.channel(cid).state == ChannelState.CLOSING
+    h.feed(Close(cid))
+    assert h.client.channel(cid) is None
+    closed = h.of(ChannelClosed)
+    assert [c.id for c in closed] == [cid] and closed[0].error is None
+
+
+def test_server_close_of_open_channel_is_answered() -> None:
+    h, cid = _ready_with_channel()
+    h.feed(OpenOk(cid, "k"))
+    assert h.feed(Close(cid, "admin")) == [Close(cid)]
+    assert h.client.channel(cid) is None
+
+
+def test_server_close_of_opening_channel_does_not_crash() -> None:
+    """PROTOCOL.md 6: a server MAY send close {id}; the client replies and forgets the channel."""
+    h, cid = _ready_with_channel()
+    out = h.feed(Close(cid, "backend refused"))
+    assert h.client.channel(cid) is None
+    assert out == [Close(cid)]
+    assert [e.id for e in h.of(ChannelOpenFailed)] == [cid]
+    assert not h.of(CloseTransport)
+
+
+def test_resumed_channel_absent_from_hello_ok_is_lost() -> None:
+    h, cid = _ready_with_channel()
+    h.feed(OpenOk(cid, "k"))
+    cid2 = h.client.open_channel(TARGET, USER)
+    h.drain()
+    h.client.transport_closed(h.clock(), 1006)
+    h.drain()
+    h.tick_to(h.client.next_deadline())
+    h.client.transport_opened(h.clock())
+    (hello,) = [m for m in h.drain() if isinstance(m, Hello)]
+    assert hello.resume is not None
+    assert [(c.id, c.resume_key, c.rx) for c in hello.resume.channels or ()] == [(cid, "k", 0)]
+    h.hello_ok(resumed=(ResumedChannel(99, 0),))
+    lost = {e.id: e for e in h.of(ChannelClosed)}
+    assert lost[cid].error == "LOST"
+    assert [e.id for e in h.of(ChannelOpenFailed)] == [cid2]  # open_ok never came
+    assert h.client.channel_ids() == []
