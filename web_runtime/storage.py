@@ -66,10 +66,10 @@ class SessionStorageStore:
         except Exception:
             log.warning("sessionStorage.getItem failed", exc_info=True)
             return None
-        if raw is None:
+        if not isinstance(raw, str):  # null (a ``jsnull`` in Pyodide >= 0.27, not None)
             return None
         try:
-            value = json.loads(str(raw))
+            value = json.loads(raw)
         except ValueError:
             log.warning("damaged resume state under %r, ignored", self.key)
             return None
