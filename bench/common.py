@@ -1,0 +1,60 @@
+"""Helpers shared by the benchmarks: statistics, tables, a PTY spawner, RSS."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import platform
+import statistics
+import struct
+import subprocess
+import termios
+from collections.abc import Sequence
+
+
+def median_range(xs: Sequence[float]) -> tuple[float, float, float]:
+    """``(median, min, max)``."""
+    return statistics.median(xs), min(xs), max(xs)
+
+
+def percentile(xs: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of ``xs``."""
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table, columns padded."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def spawn_pty(argv: Sequence[str], cols: int = 80, rows: int = 24) -> tuple[subprocess.Popen[bytes], int]:
+    """Run ``argv`` on a new PTY; returns the process and the non-blocking master fd."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(
+        list(argv), stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    os.close(slave)
+    os.set_blocking(master, False)
+    return proc, master
