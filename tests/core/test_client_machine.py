@@ -9,6 +9,8 @@ import itertools
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from nimbus_websocket.core import (
     ChannelClosed,
     ChannelData,
@@ -559,3 +561,102 @@ def test_resumed_channel_absent_from_hello_ok_is_lost() -> None:
     assert lost[cid].error == "LOST"
     assert [e.id for e in h.of(ChannelOpenFailed)] == [cid2]  # open_ok never came
     assert h.client.channel_ids() == []
+
+
+# ------------------------------------------------------------------ fuzzing
+
+cids = st.integers(1, 4)
+server_msgs = st.one_of(
+    st.builds(OpenOk, cids, st.none() | st.sampled_from(["k1", "k2"])),
+    st.builds(OpenErr, cids, st.just("X"), st.just("no")),
+    st.builds(Exit, cids, st.none() | st.integers(-1, 255), st.none() | st.just("KILL")),
+    st.builds(Close, cids, st.none() | st.just("bye")),
+    st.builds(Flow, cids, st.just(0), st.none() | st.just(0) | st.integers(0, 64)),
+    st.builds(Ping, st.integers(0, 10**6)),
+    st.builds(Pong, st.integers(0, 10**6)),
+    st.builds(DataFrame, st.sampled_from(["stdout", "stderr"]), cids, st.binary(max_size=300)),
+)
+app_calls = st.one_of(
+    st.tuples(st.just("open"), st.none()),
+    st.tuples(st.just("input"), st.tuples(cids, st.binary(min_size=1, max_size=100))),
+    st.tuples(st.just("resize"), st.tuples(cids, st.integers(1, 300), st.integers(1, 100))),
+    st.tuples(st.just("signal"), cids),
+    st.tuples(st.just("close_channel"), cids),
+    st.tuples(st.just("consumed"), st.tuples(cids, st.integers(0, 5000))),
+    st.tuples(st.just("pause"), st.tuples(st.sampled_from(["visibility", "offline", "transport"]), st.booleans())),
+    st.tuples(st.just("buffered"), st.integers(0, 10 * 2**20)),
+    st.tuples(st.just("tick"), st.floats(0, 25)),
+    st.tuples(st.just("drop"), st.sampled_from([1006, 1001, 4012])),
+)
+server_data = st.builds(DataFrame, st.sampled_from(["stdout", "stderr"]), st.integers(1, 2), st.binary(min_size=1, max_size=300))
+client_actions = st.one_of(
+    st.tuples(st.just("server"), server_msgs),
+    st.tuples(st.just("server"), server_data),
+    st.tuples(st.just("server"), server_data),
+    st.tuples(st.just("server"), server_data),
+    app_calls,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(client_actions, min_size=20, max_size=80))
+def test_client_survives_any_server_sequence(script: list[Any]) -> None:
+    """Valid server messages in any order, mixed with application calls: the client never raises."""
+    h = ClientHarness(ClientOptions(window=4096))
+    h.connect()
+    for cid in (c0 := h.client.open_channel(TARGET, USER), h.client.open_channel(TARGET, USER)):
+        h.drain()
+        h.feed(OpenOk(cid, f"k{cid}"))
+    assert c0 == 1
+    for kind, arg in script:
+        c = h.client
+        if c.state == ConnState.CLOSED:
+            break
+        now = h.clock()
+        if kind == "server":
+            if c.state == ConnState.READY:
+                h.feed(arg)
+        elif kind == "open":
+            c.open_channel(TARGET, USER, Term(80, 24), now)
+        elif kind == "input":
+            ch = c.channel(arg[0])
+            if ch is not None and ch.state in (ChannelState.OPEN, ChannelState.OPENING):
+                c.send_input(arg[0], arg[1], now)
+        elif kind == "resize":
+            c.resize(arg[0], arg[1], arg[2], now)
+        elif kind == "signal":
+            c.signal(arg, "INT")
+        elif kind == "close_channel":
+            c.close_channel(arg)
+        elif kind == "consumed":
+            c.consumed(arg[0], arg[1], now)
+        elif kind == "pause":
+            c.set_pause(arg[0], arg[1], now)
+        elif kind == "buffered":
+            c.set_buffered_amount(arg, now)
+        elif kind == "tick":
+            h.tick_to(now + arg)
+        else:
+            if c.state == ConnState.READY:
+                c.transport_closed(now, arg)
+        h.drain()
+        if c.state == ConnState.RECONNECTING:  # bring it back: reopen and accept whatever it resumes
+            d = c.next_deadline()
+            assert d is not None
+            h.tick_to(d)
+            c.transport_opened(h.clock())
+            sent = h.drain()
+            hello = [m for m in sent if isinstance(m, Hello)][-1]
+            assert hello.resume is not None
+            chans = tuple(ResumedChannel(rc.id, 0) for rc in hello.resume.channels or ())
+            h.hello_ok(resumed=chans)
+        for ch_id in c.channel_ids():  # the client never grants credit beyond its window
+            ch = c.channel(ch_id)
+            assert ch is not None and ch.credit.outstanding <= ch.credit.max_window
+    for m in h.sent:
+        if isinstance(m, Flow):
+            assert 0 < m.credit <= 2**31
+    codes = [e.code for e in h.of(CloseTransport)]
+    assert all(code in (4007, 4012) for code in codes), codes
+    event(f"closed with {codes[-1] if codes else None}")
+    event(f"channel data events: {min(len(h.of(ChannelData)), 3)}+")
