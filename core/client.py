@@ -57,6 +57,7 @@ from .messages import (
     Close,
     Ctl,
     DataFrame,
+    Eof,
     Exit,
     Flow,
     Hello,
@@ -132,6 +133,9 @@ class ClientChannel:
     size_sent: tuple[int, int] | None = None
     resize_at: float = float("-inf")
     exit: tuple[int | None, str | None] | None = None
+    #: The application closed its input; ``eof`` follows the input (again after a resume).
+    eof: bool = False
+    eof_sent: bool = False
 
 
 class ClientSession:
@@ -172,6 +176,8 @@ class ClientSession:
         self.rtt: float | None = None
         self.buffered_amount = 0
         self.server_name: str | None = None
+        self._server_eof = False
+        self._server_command = False
         self.ignored_frames = 0
         self.error: CloseError | None = None
         self._load_resume(now)
@@ -342,15 +348,21 @@ class ClientSession:
         user: User,
         term: Term | None = None,
         now: float = 0.0,
+        command: str | None = None,
     ) -> int:
-        """Ask for a new channel; returns its id (``open`` goes out once ready)."""
+        """Ask for a new channel; returns its id (``open`` goes out once ready).
+
+        ``command`` [ext] runs instead of the login shell; a server that does
+        not announce ``caps.command`` fails the channel with ``UNSUPPORTED``
+        rather than silently starting a shell.
+        """
         if self._state == ConnState.CLOSED:
             raise RuntimeError("connection is closed")
         cid = self._next_id
         while cid in self._channels:
             cid += 1
         self._next_id = cid + 1
-        msg = Open(cid, target, user, term)
+        msg = Open(cid, target, user, term, command)
         ch = ClientChannel(
             cid,
             open_msg=msg,
@@ -362,6 +374,19 @@ class ClientSession:
         if self._state == ConnState.READY:
             self._send_open(ch)
         return cid
+
+    def send_eof(self, cid: int) -> None:
+        """No more input on channel ``cid`` (after everything already sent).
+
+        Needs the server's ``caps.eof``; raises ``ValueError`` without it.
+        """
+        ch = self._channels.get(cid)
+        if ch is None or ch.state not in (ChannelState.OPEN, ChannelState.OPENING):
+            raise ValueError(f"channel {cid} is not open")
+        if self._state == ConnState.READY and not self._server_eof:
+            raise ValueError("the server does not support eof")
+        ch.eof = True
+        self._flush_input(ch)
 
     def input_capacity(self, cid: int) -> int:
         """Input bytes :meth:`send_input` would accept now for channel ``cid``."""
@@ -381,6 +406,8 @@ class ClientSession:
         ch = self._channels.get(cid)
         if ch is None or ch.state not in (ChannelState.OPEN, ChannelState.OPENING):
             raise ValueError(f"channel {cid} is not open")
+        if ch.eof:
+            raise ValueError(f"channel {cid}: input already ended (eof)")
         n = min(len(data), self.input_capacity(cid))
         if n:
             ch.tx.append("stdout", bytes(data[:n]) if n < len(data) else bytes(data))
@@ -468,6 +495,8 @@ class ClientSession:
         self.profile.on_negotiated(self._max_frame)
         self._ack = self.options.ack and m.caps.ack
         self.server_name = m.server
+        self._server_eof = m.caps.eof
+        self._server_command = m.caps.command
         resumed = self._resuming
         self._resuming = False
         self._attempt = 0
@@ -626,6 +655,11 @@ class ClientSession:
 
     def _send_open(self, ch: ClientChannel) -> None:
         assert ch.open_msg is not None
+        if ch.open_msg.command is not None and not self._server_command:
+            self._chan(ch, ChanEvent.LOST)
+            self._events.append(ChannelOpenFailed(ch.id, "UNSUPPORTED", "the server does not run commands"))
+            self._forget(ch, "unsupported", "UNSUPPORTED", emit=False)
+            return
         ch.open_sent = True
         self._send_ctl(ch.open_msg)
 
@@ -638,6 +672,9 @@ class ClientSession:
             ch.tx_sent = ch.tx.end
         if not self._ack:
             ch.tx.trim(ch.tx_sent)
+        if ch.eof and not ch.eof_sent and self._server_eof:
+            ch.eof_sent = True
+            self._send_ctl(Eof(ch.id))
 
     def _flush_resize(self, ch: ClientChannel, now: float) -> None:
         if ch.size is None or ch.size == ch.size_sent or ch.state != ChannelState.OPEN:

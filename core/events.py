@@ -26,6 +26,7 @@ from .messages import Stream, Target, Term, User
 __all__ = [
     "AuthRequested",
     "BackendClose",
+    "BackendEof",
     "BackendInput",
     "BackendOpen",
     "BackendPause",
@@ -181,6 +182,8 @@ class BackendOpen:
     target: Target
     user: User
     term: Term | None
+    #: ``open.command`` [ext]: what to run instead of the login shell.
+    command: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,13 @@ class BackendInput:
 
     id: int
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEof:
+    """No more input for channel ``id``: close the process's stdin (PTY: send ^D)."""
+
+    id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +252,7 @@ ServerEvent: TypeAlias = (
     | AuthRequested
     | BackendOpen
     | BackendInput
+    | BackendEof
     | BackendResize
     | BackendSignal
     | BackendClose

@@ -32,6 +32,7 @@ __all__ = [
     "Close",
     "Ctl",
     "DataFrame",
+    "Eof",
     "Exit",
     "Flow",
     "Hello",
@@ -148,6 +149,10 @@ class ServerCaps:
     max_frame: int | None = None
     ack: bool = False
     resumed: tuple[ResumedChannel, ...] | None = None
+    #: [ext] the server honours ``open.command``.
+    command: bool = False
+    #: [ext] the server understands ``eof``.
+    eof: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +221,8 @@ class Open:
     target: Target
     user: User
     term: Term | None = None
+    #: [ext] run this instead of the login shell (servers announce ``caps.command``).
+    command: str | None = None
     t: Literal["open"] = field(default="open", init=False, repr=False)
 
 
@@ -287,6 +294,14 @@ class Flow:
 
 
 @dataclass(frozen=True, slots=True)
+class Eof:
+    """[ext] c->s, no more input on channel ``id`` (stdin closed); needs ``caps.eof``."""
+
+    id: int
+    t: Literal["eof"] = field(default="eof", init=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Both ways: heartbeat; the receiver answers :class:`Pong` with the same ``ts``."""
 
@@ -303,7 +318,7 @@ class Pong:
 
 
 Ctl: TypeAlias = (
-    Hello | HelloOk | Open | OpenOk | OpenErr | Resize | Signal | Close | Exit | Flow | Ping | Pong
+    Hello | HelloOk | Open | OpenOk | OpenErr | Resize | Signal | Close | Exit | Flow | Eof | Ping | Pong
 )
 
 
@@ -461,6 +476,8 @@ def _hello_ok(d: Mapping[str, Any]) -> HelloOk:
         max_frame=_int(c, "maxFrame", MIN_MAX_FRAME, 2**31, required=False),
         ack=_bool(c, "ack"),
         resumed=items,
+        command=_bool(c, "command"),
+        eof=_bool(c, "eof"),
     )
     grant = None
     if (g := _obj(d, "resume", required=False)) is not None:
@@ -487,7 +504,7 @@ def _open(d: Mapping[str, Any]) -> Open:
                     raise _bad("term.env values must be short strings")
                 env[k] = v
         term = Term(cols, rows, env)
-    return Open(_id(d), target, user, term)
+    return Open(_id(d), target, user, term, _str(d, "command", 8192, required=False))
 
 
 def _flow(d: Mapping[str, Any]) -> Flow:
@@ -509,6 +526,7 @@ _DECODERS: dict[str, Callable[[Mapping[str, Any]], Ctl]] = {
     "close": lambda d: Close(_id(d), _str(d, "reason", _MAX_TEXT, required=False)),
     "exit": _exit,
     "flow": _flow,
+    "eof": lambda d: Eof(_id(d)),
     "ping": lambda d: Ping(_num(d, "ts")),
     "pong": lambda d: Pong(_num(d, "ts")),
 }
@@ -574,6 +592,10 @@ def ctl_to_dict(m: Ctl) -> dict[str, Any]:
             _opt(sc, "maxFrame", m.caps.max_frame)
             if m.caps.ack:
                 sc["ack"] = True
+            if m.caps.command:
+                sc["command"] = True
+            if m.caps.eof:
+                sc["eof"] = True
             if m.caps.resumed is not None:
                 sc["resumed"] = {"channels": [{"id": ch.id, "rx": ch.rx} for ch in m.caps.resumed]}
             out["caps"] = sc
@@ -588,6 +610,7 @@ def ctl_to_dict(m: Ctl) -> dict[str, Any]:
                 if m.term.env:
                     tm["env"] = dict(m.term.env)
                 out["term"] = tm
+            _opt(out, "command", m.command)
         case OpenOk():
             out["id"] = m.id
             _opt(out, "resumeKey", m.resume_key)
@@ -597,6 +620,8 @@ def ctl_to_dict(m: Ctl) -> dict[str, Any]:
             out.update(id=m.id, cols=m.cols, rows=m.rows)
         case Signal():
             out.update(id=m.id, sig=m.sig)
+        case Eof():
+            out["id"] = m.id
         case Close():
             out["id"] = m.id
             _opt(out, "reason", m.reason)

@@ -41,6 +41,7 @@ from .errors import CloseCode, ProtocolError
 from .events import (
     AuthRequested,
     BackendClose,
+    BackendEof,
     BackendInput,
     BackendOpen,
     BackendPause,
@@ -56,6 +57,7 @@ from .messages import (
     Close,
     Ctl,
     DataFrame,
+    Eof,
     Exit,
     Flow,
     Hello,
@@ -118,6 +120,8 @@ class ServerConfig:
     #: Input bytes received but not yet written to a backend, per channel.
     max_input_buffer: int = 4 * 1024 * 1024
     max_sessions: int = 10_000
+    #: Honour ``open.command`` [ext] (announced as ``caps.command``).
+    allow_command: bool = True
     #: Wrong secrets tolerated per session before its token is revoked.
     max_resume_failures: int = 5
 
@@ -413,7 +417,7 @@ class SessionRegistry:
         return min(ds) if ds else None
 
 
-_CLIENT_ONLY_TYPES = (Open, Resize, Signal, Close, Flow, Ping, Pong)
+_CLIENT_ONLY_TYPES = (Open, Resize, Signal, Close, Flow, Eof, Ping, Pong)
 
 
 class ServerConnection:
@@ -569,6 +573,8 @@ class ServerConnection:
                     max_frame=self.config.max_frame,
                     ack=ack,
                     resumed=resumed,
+                    command=self.config.allow_command,
+                    eof=True,
                 ),
                 ResumeGrant(token, int(self.config.retention * 1000)),
             )
@@ -771,6 +777,12 @@ class ServerConnection:
                     self._events.append(BackendSignal(m.id, m.sig))
                 else:
                     self.stats["ignored"] += 1
+            case Eof():
+                ch = s.channels.get(m.id)
+                if ch is not None and ch.state == ChannelState.OPEN:
+                    self._events.append(BackendEof(m.id))
+                else:
+                    self.stats["ignored"] += 1
             case Close():
                 ch = s.channels.get(m.id)
                 if ch is None:
@@ -786,7 +798,11 @@ class ServerConnection:
         if len(s.channels) >= self.config.max_channels:
             raise ProtocolError(CloseCode.CHANNEL_LIMIT, f"more than {self.config.max_channels} channels")
         s.channels[m.id] = ServerChannel(m.id, self.registry.new_key())
-        self._events.append(BackendOpen(m.id, m.target, m.user, m.term))
+        if m.command is not None and not self.config.allow_command:
+            s.channels.pop(m.id, None)
+            self.send_ctl(OpenErr(m.id, "POLICY_DENIED", "this server does not run client commands"))
+            return
+        self._events.append(BackendOpen(m.id, m.target, m.user, m.term, m.command))
 
     def _diag(self, now: float, phase: str, code: str, **extras: object) -> None:
         if self.peer:

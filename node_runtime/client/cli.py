@@ -21,15 +21,10 @@ a second gives up locally.
 Exit status: the remote process's status; ``128 + n`` when it died of signal
 ``n``; 255 when the connection or the channel failed (as ``ssh``).
 
-How ``--command`` reaches the server.  ``open`` has no command field in
-``nimbus.ssh.v1`` v1; when the core grows one (``open_channel(command=)``)
-it is used.  Until then the channel's backend must be a POSIX shell (the
-reference server's default): the command is typed into it as
-``printf '%s%s' MARK ER >&2; exec /bin/sh -c 'CMD'``, and local stdin is held back
-until the marker arrives on stderr (everything before it is the shell's,
-and is dropped), so a shell that reads ahead cannot swallow the command's
-input.  There is no end-of-file in the protocol: a command that reads stdin
-to its end does not see the local EOF.
+``--command`` travels as ``open.command`` (an extension the server announces
+with ``caps.command``; a server without it refuses the channel instead of
+starting a shell).  When piped stdin ends, ``eof`` (announced as
+``caps.eof``) tells the remote command, as ``ssh`` does.
 """
 
 from __future__ import annotations
@@ -38,17 +33,13 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import inspect
 import os
-import secrets
-import shlex
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from ...core.client import ClientSession
 from ...core.errors import NimbusError
 from .connection import Channel, ChannelError, Connection
 
@@ -113,10 +104,6 @@ def _user_auth(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-def _core_takes_command() -> bool:
-    return "command" in inspect.signature(ClientSession.open_channel).parameters
-
-
 def _signal_number(name: str) -> int | None:
     try:
         return int(signal.Signals["SIG" + name.upper().removeprefix("SIG")])
@@ -140,9 +127,7 @@ class _Session:
         self.stderr_fd = sys.stderr.fileno()
         self.conn: Connection | None = None
         self.channel: Channel | None = None
-        self.stdin_open = asyncio.Event()
         self.last_sigint = 0.0
-        self.marker: bytes | None = None
         self.failed = False
 
     # ------------------------------------------------------------- messages
@@ -200,31 +185,14 @@ class _Session:
             cols, rows = _terminal_size()
             term = {"cols": cols, "rows": rows, "env": {"TERM": os.environ.get("TERM", "xterm-256color")}}
         extra: dict[str, Any] = {}
-        typed: bytes | None = None
         if args.command is not None:
-            if _core_takes_command():
-                extra["command"] = args.command
-            elif interactive:
-                typed = f"exec /bin/sh -c {shlex.quote(args.command)}\n".encode()
-            else:
-                # Printed in two halves, so the marker never appears in the command text
-                # (an interactive shell may echo that text to stderr).
-                nonce = secrets.token_hex(8)
-                self.marker = f"__nimbus_exec_{nonce}__".encode()
-                typed = (
-                    f"printf '%s%s' __nimbus_exec_ {nonce}__ >&2; "
-                    f"exec /bin/sh -c {shlex.quote(args.command)}\n"
-                ).encode()
+            extra["command"] = args.command  # open.command [ext]; refused if unsupported
         try:
             ch = await conn.open_session(target=target, user=user, term=term, **extra)
         except NimbusError as exc:
             self.note(f"cannot open a session: {exc}")
             return EXIT_FAILURE
         self.channel = ch
-        if typed is not None:
-            await ch.send(typed)
-        if self.marker is None:
-            self.stdin_open.set()
         loop = asyncio.get_running_loop()
         restore = self.enter_raw() if interactive and os.isatty(0) else None
         if interactive and os.isatty(0):
@@ -260,25 +228,12 @@ class _Session:
     async def pump_output(self, ch: Channel) -> None:
         loop = asyncio.get_running_loop()
         out_fd, err_fd = sys.stdout.fileno(), self.stderr_fd
-        pending_err = b""
         async for stream, data in ch.iter_output():
-            if stream == "stderr" and self.marker is not None and not self.stdin_open.is_set():
-                pending_err += data
-                at = pending_err.find(self.marker)
-                if at < 0:
-                    pending_err = pending_err[-len(self.marker) :]  # the shell's noise is dropped
-                    continue
-                data = pending_err[at + len(self.marker) :]
-                pending_err = b""
-                self.stdin_open.set()
-                if not data:
-                    continue
             await loop.run_in_executor(None, _write_all, out_fd if stream == "stdout" else err_fd, data)
 
     # ---------------------------------------------------------------- input
     async def pump_stdin(self, ch: Channel) -> None:
         """Stream local stdin to the channel (a daemon thread reads, so exit never waits for it)."""
-        await self.stdin_open.wait()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
 
@@ -299,7 +254,10 @@ class _Session:
         while True:
             data = await queue.get()
             if not data:
-                return  # no end-of-file in the protocol: the remote side keeps its stdin open
+                if not os.isatty(0):
+                    with contextlib.suppress(ChannelError, NimbusError, ValueError):
+                        await ch.send_eof()  # like ssh: the remote command sees end of input
+                return
             try:
                 await ch.send(data)
             except (ChannelError, NimbusError):

@@ -353,6 +353,16 @@ class Channel:
         conn._session.signal(self.id, sig.upper())
         conn._pump()
 
+    async def send_eof(self) -> None:
+        """End the input: the remote command sees end-of-file after what was sent.
+
+        Needs a server announcing ``caps.eof`` (``ValueError`` otherwise).
+        """
+        self._check_input()
+        conn = self._conn
+        conn._session.send_eof(self.id)
+        conn._pump()
+
     async def close(self, reason: str | None = None) -> None:
         """Close the channel and wait until the server confirmed it."""
         conn = self._conn

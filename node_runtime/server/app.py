@@ -21,7 +21,7 @@ import logging
 import mimetypes
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from ...core.errors import CloseCode
 from ...core.events import (
     AuthRequested,
     BackendClose,
+    BackendEof,
     BackendInput,
     BackendOpen,
     BackendPause,
@@ -96,6 +97,8 @@ class ServerOptions:
     ssh: SshOptions = field(default_factory=SshOptions)
     #: ``False`` (default) or ``True`` for bounded permessage-deflate.
     per_message_deflate: bool = False
+    #: Honour ``open.command`` [ext]; ``None``: yes, unless ``pty_command`` is set.
+    allow_client_command: bool | None = None
     #: Factory ``(sink, open_event) -> Backend`` replacing the built-in backends.
     backend_factory: Callable[[Any, BackendOpen], Backend] | None = None
 
@@ -272,6 +275,10 @@ class Server:
 
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = opts = options or ServerOptions()
+        if opts.pty_command is not None and opts.backend == "pty" and opts.allow_client_command is None:
+            opts.allow_client_command = False  # the operator chose what runs
+        if opts.allow_client_command is not None and opts.allow_client_command != opts.config.allow_command:
+            opts.config = replace(opts.config, allow_command=opts.allow_client_command)
         self.registry = SessionRegistry(opts.config)
         loopback = is_loopback(opts.host)
         self.auth = AuthPolicy(opts.tokens, opts.auth_hook, loopback)
@@ -390,6 +397,10 @@ class Server:
                 paused = session.read_budget(ev.id) <= 0
                 be.pause(paused)
                 self._pause_time(key, paused)
+        elif isinstance(ev, BackendEof):
+            be = self._backends.get(key)
+            if be is not None:
+                be.eof()
         elif isinstance(ev, BackendResize):
             be = self._backends.get(key)
             if be is not None:
@@ -452,9 +463,10 @@ class Server:
         if opts.backend_factory is not None:
             be: Backend = opts.backend_factory(sink, ev)
         elif opts.backend == "ssh":
-            be = SshBackend(sink, ev.target, ev.user, term, opts.ssh)
+            be = SshBackend(sink, ev.target, ev.user, term, opts.ssh, command=ev.command)
         else:
-            be = LocalProcessBackend(sink, term, opts.pty_command, max_read=opts.config.max_read)
+            command = ev.command if ev.command is not None else opts.pty_command
+            be = LocalProcessBackend(sink, term, command, max_read=opts.config.max_read)
         try:
             await be.start()
         except BackendError as exc:

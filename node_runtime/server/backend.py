@@ -80,6 +80,10 @@ class Backend(Protocol):
         """Queue input for the process."""
         ...
 
+    def eof(self) -> None:
+        """No more input: close stdin after the queued input (a PTY gets ^D)."""
+        ...
+
     def resize(self, cols: int, rows: int) -> None:
         """Change the terminal size."""
         ...
@@ -156,6 +160,7 @@ class LocalProcessBackend:
         self._exit: tuple[int | None, str | None] | None = None
         self._exit_reported = False
         self._closed = False
+        self._eof = False
         self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------- start
@@ -339,6 +344,9 @@ class LocalProcessBackend:
                 self._input[0] = chunk[n:]
         if written:
             self.sink.input_written(written)
+        if self._eof and not self._input and fd is not None and fd != self._master:
+            self._close_stdin()
+            return
         want = bool(self._input) and fd is not None and not self._closed
         if want != self._writer_on and fd is not None:
             self._writer_on = want
@@ -346,6 +354,26 @@ class LocalProcessBackend:
                 self._loop.add_writer(fd, self._flush_input)
             else:
                 self._loop.remove_writer(fd)
+
+    def eof(self) -> None:
+        """Pipes: close stdin once the queued input is written; PTY: type ^D."""
+        if self._closed or self._eof:
+            return
+        if self._master is not None:
+            self.write(b"\x04")
+            return
+        self._eof = True
+        self._flush_input()
+
+    def _close_stdin(self) -> None:
+        fd, self._in_fd = self._in_fd, None
+        if fd is None:
+            return
+        if self._writer_on:
+            self._loop.remove_writer(fd)
+            self._writer_on = False
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
     # ------------------------------------------------------------ control
     def resize(self, cols: int, rows: int) -> None:

@@ -177,6 +177,16 @@ class SshBackend:
         if n:
             self.sink.input_written(n)
 
+    def eof(self) -> None:
+        """SSH EOF (a PTY gets ^D, as a terminal would)."""
+        if self._chan is None or self._closed:
+            return
+        if self.term is not None:
+            self.write(b"\x04")
+        else:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                self._chan.write_eof()
+
     def resize(self, cols: int, rows: int) -> None:
         """SSH window-change request."""
         if self._chan is not None and self.term is not None and not self._closed:

@@ -25,7 +25,7 @@ CLI = [sys.executable, "-m", "nimbus_websocket", "connect"]
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     """The reference server with bash (no rc files) as the channel's program."""
-    srv = Server(ServerOptions(port=0, pty_command="exec bash --norc --noprofile -i"))
+    srv = Server(ServerOptions(port=0, pty_command="exec bash --norc --noprofile -i", allow_client_command=True))
     await srv.start()
     yield srv
     await srv.stop()
@@ -52,6 +52,13 @@ async def test_cli_copies_a_binary_file_byte_exactly_and_returns_the_exit_code(s
     assert rc == 7, err
     assert len(out) == len(data) and hashlib.sha256(out).digest() == hashlib.sha256(data).digest()
     assert b"bash" not in err  # the shell's prompt noise before the command is dropped
+
+
+async def test_cli_piped_stdin_ends_with_eof(server: Server) -> None:
+    payload = os.urandom(500_000)
+    rc, out, err = await run_cli(server.url, "--command", "wc -c; exit 9", stdin=payload)
+    assert rc == 9, err
+    assert out.split() == [b"500000"]
 
 
 async def test_cli_streams_stdin_and_keeps_stderr_separate(server: Server) -> None:

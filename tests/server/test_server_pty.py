@@ -152,3 +152,31 @@ async def test_close_1000_ends_session_and_process(pty_server: Server) -> None:
     else:
         pytest.fail("shell still running after an explicit close")
     assert len(pty_server.registry) == 0
+
+
+async def test_open_command_and_eof(make_server) -> None:  # type: ignore[no-untyped-def]
+    from nimbus_websocket.core import Eof, Open, OpenErr, Target, User
+
+    srv: Server = await make_server()
+    c = await WireClient.connect(srv.url)
+    ok = await c.hello()
+    assert ok.caps.command and ok.caps.eof
+    await c.send(Open(1, Target("localhost", 22), User("me"), None, "wc -c; echo err >&2; exit 4"))
+    await c.until(lambda m: getattr(m, "t", "") == "open_ok")
+    await c.send(Flow(1, 1 << 20))
+    payload = os.urandom(300_000)
+    await c.type(1, payload)
+    await c.send(Eof(1))
+    ex = await c.until_exit(1)
+    assert ex.code == 4
+    assert bytes(c.out[1]).split() == [b"300000", b"err"]
+    await c.close()
+    # an operator-chosen command cannot be replaced by the client
+    fixed: Server = await make_server(pty_command="exec bash --norc --noprofile -i")
+    f = await WireClient.connect(fixed.url)
+    ok2 = await f.hello()
+    assert not ok2.caps.command
+    await f.send(Open(1, Target("localhost", 22), User("me"), None, "id"))
+    err = await f.until(lambda m: isinstance(m, OpenErr))
+    assert isinstance(err, OpenErr) and err.code == "POLICY_DENIED"
+    await f.close()
