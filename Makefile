@@ -38,9 +38,10 @@ test: setup
 pyodide-smoke: setup
 	node scripts/node_smoke.mjs $(DIST_DIR)
 
-# TODO(demo): scripts/demo.sh will build the demo site (build/site) first.
+# Builds build/site (page + xterm.js + facade + Pyodide) and serves it with the
+# reference server: http://127.0.0.1:8765/ (PTY backend). ARGS go to `nimbus-ws serve`.
 demo: setup
-	bash scripts/demo.sh $(ARGS)
+	NIMBUS_SKIP_SETUP=1 bash scripts/demo.sh $(ARGS)
 
 # Placeholder: long runs marked @pytest.mark.stress (excluded by default addopts).
 stress: setup
