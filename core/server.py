@@ -584,6 +584,12 @@ class ServerConnection:
         self._diag(now, "handshake", "hello_ok", principal=principal, resumed=resumed is not None)
         for ch in s.channels.values():
             s._flush(ch)
+            if s.ack:
+                # Acks sent on the old connection may be lost, and input written while
+                # detached (or whose ack timer the drop cancelled) is not acknowledged yet:
+                # acknowledge now, the client may be blocked on a full input buffer.
+                ch.acked = 0
+                s._ack_input(ch)
 
     def transport_closed(self, code: int, now: float) -> None:
         """The socket closed with ``code`` (1006 when it dropped).
