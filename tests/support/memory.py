@@ -174,6 +174,8 @@ class MemoryPair:
 
     def _server_event(self, conn: ServerConnection | None, ev: object) -> None:
         s = conn.session if conn is not None else None
+        if s is None and len(self.registry) == 1:  # a detached session: its backends run on
+            s = self.registry.sessions()[0]
         if isinstance(ev, AuthRequested):
             if self.auto_auth and conn is not None:
                 conn.auth_result(self.principal, self.clock())
