@@ -54,6 +54,7 @@ from . import _ffi
 from .lifecycle import PageLifecycle
 from .socket import socket_factory as make_socket_factory
 from .storage import SessionStorageStore, session_storage_available
+from .timers import JsTimerLoop, wait_future
 
 __all__ = ["TRANSPORTS", "WebConnection", "connect", "web_resume_defaults"]
 
@@ -94,12 +95,20 @@ class WebConnection(Connection):
         self._socket: WebSocketLike | None = None
         #: Sockets created so far (1 + reconnect attempts).
         self.sockets_opened = 0
-        super().__init__(url, self._make_socket, **kwargs)
+        #: Seconds :meth:`close` waits for the closing handshake.
+        self.close_timeout = float(kwargs.pop("close_timeout", 5.0))
+        # The base class's bounded wait would arm a Pyodide timer that cannot be
+        # cancelled (see .timers); close() below waits with a JsTimer instead.
+        super().__init__(url, self._make_socket, close_timeout=0.0, **kwargs)
+        if _ffi.js is not None:
+            # Every timer of the connection layer (heartbeat, handshake, backoff,
+            # bufferedAmount polls) on JsTimer: cancel() really cancels.
+            self._loop = JsTimerLoop(self._loop)  # type: ignore[assignment]
         #: The transport in use (``"websocket"``: the classic WHATWG ``WebSocket``).
         self.transport = transport
         #: Seconds a verification ping may take before the socket is dropped.
         self.verify_timeout = verify_timeout
-        self._verify_timer: asyncio.TimerHandle | None = None
+        self._verify_timer: Any = None
         self._verify_socket: WebSocketLike | None = None
         opts = self._session.options
         self.lifecycle: PageLifecycle | None = None
@@ -126,6 +135,17 @@ class WebConnection(Connection):
         if self.lifecycle is not None and not self.lifecycle.attached and self.state == "idle":
             self.lifecycle.attach()
         await super().start()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close (see the base class); waits at most :attr:`close_timeout` s for the closing handshake."""
+        sock = self._socket
+        await super().close(code, reason)
+        notify = getattr(sock, "notify_finished", None)
+        if notify is None or sock.finished:  # type: ignore[union-attr]
+            return
+        done: asyncio.Future[None] = self._loop.create_future()
+        notify(lambda: done.done() or done.set_result(None))
+        await wait_future(done, self.close_timeout)
 
     def verify(self, why: str, **extras: Any) -> None:
         """Check that the connection is alive: ping now, drop the socket if nothing arrives.

@@ -80,6 +80,7 @@ class BrowserWebSocket:
         #: Payload bytes of binary messages received so far.
         self.bytes_received = 0
         self._next_message: list[Callable[[], None]] = []
+        self._on_finished: list[Callable[[], None]] = []
         self._finished = False
         protos = list(protocols)
         ws = cls.new(url, _ffi.to_js(protos)) if protos else cls.new(url)
@@ -129,6 +130,11 @@ class BrowserWebSocket:
         return len(self._proxies)
 
     @property
+    def finished(self) -> bool:
+        """Whether the socket is done (its ``close`` event arrived, or :meth:`abort`)."""
+        return self._finished
+
+    @property
     def js_socket(self) -> Any:
         """The underlying JavaScript object."""
         return self._ws
@@ -164,10 +170,18 @@ class BrowserWebSocket:
         except Exception:  # already closed or never opened
             log.debug("close after abort failed", exc_info=True)
         self._call(self.onclose, CloseEvent(code, reason, False))
+        self._run_finished()
 
     def notify_next_message(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once, when the next message arrives (any kind)."""
         self._next_message.append(callback)
+
+    def notify_finished(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the socket is finished (at once if it already is)."""
+        if self._finished:
+            callback()
+        else:
+            self._on_finished.append(callback)
 
     # -------------------------------------------------------- JS listeners
 
@@ -201,6 +215,7 @@ class BrowserWebSocket:
         handler = self.onclose
         self._finish()
         self._call(handler, event)
+        self._run_finished()
 
     def _js_error(self, _ev: Any) -> None:
         self._call(self.onerror, Event("error"))
@@ -214,6 +229,14 @@ class BrowserWebSocket:
             handler(ev)
         except Exception:
             log.exception("WebSocket %s listener failed", getattr(ev, "type", "?"))
+
+    def _run_finished(self) -> None:
+        callbacks, self._on_finished = self._on_finished, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("WebSocket finish callback failed")
 
     def _finish(self) -> None:
         """Detach the JavaScript listeners and destroy their proxies (once)."""
