@@ -275,3 +275,75 @@ def test_buffered_amount_over_high_water_pauses_credit(
     assert r["resume_after"] and r["low"] >= 1, r
     assert r["sender_error"] is None and r["sent"] == 64 * 1024 * 1024, r
     assert stall_server.stats["bytes_in"] >= 64 * 1024 * 1024
+
+
+# -------------------------------------------------------------- verify
+
+
+@run_in_pyodide
+async def _verify(selenium: Any, helpers_src: str, url: str) -> dict[str, Any]:
+    import types
+
+    from nimbus_websocket.web_runtime import BrowserWebSocket, ResumeOptions, RetryOptions, connect
+
+    h = types.ModuleType("h")
+    exec(helpers_src, h.__dict__)
+
+    class SilentSocket(BrowserWebSocket):
+        """Drops everything it receives once ``silent``: a dead network, as an open socket sees it."""
+
+        silent = False
+
+        def _js_message(self, ev: Any) -> None:
+            if not self.silent:
+                super()._js_message(ev)
+
+    sockets: list[SilentSocket] = []
+
+    def factory(u: str, protocols: list[str]) -> SilentSocket:
+        sockets.append(SilentSocket(u, protocols))
+        return sockets[-1]
+
+    rec = h.Recorder()
+    conn = await connect(
+        url,
+        resume=ResumeOptions(storage="memory"),
+        retry=RetryOptions(base_ms=20, max_delay_ms=100),
+        verify_timeout=0.3,
+        socket_factory=factory,
+        on=rec.listeners(),
+    )
+    out = bytearray()
+    ch = await conn.open_session(h.TARGET, h.USER, on={"data": out.extend})
+    await ch.send(b"echo ready; exec cat\n")
+    await h.wait_for(lambda: bytes(out) == b"ready\n", 10, "cat to start")
+
+    conn.verify("test")  # a live socket answers the ping
+    await h.wait_for(lambda: "connection_verified" in rec.codes(), 10, "verified")
+
+    sockets[0].silent = True
+    conn.verify("test")  # nothing comes back: dropped after 0.3 s, reconnected, resumed
+    await h.wait_for(lambda: "connection_verify_failed" in rec.codes(), 10, "verify failure")
+    await h.wait_for(lambda: len(sockets) == 2 and conn.state == "ready", 10, "reconnect")
+    await ch.send(b"after\n")
+    await h.wait_for(lambda: bytes(out) == b"ready\nafter\n", 10, "echo after the resume")
+    await conn.close()
+    return {
+        "codes": rec.codes(),
+        "states": rec.states,
+        "proxies": [s.live_proxies for s in sockets],
+    }
+
+
+def test_verify_drops_a_silent_socket_and_resumes(
+    selenium_nimbus: Any, web_helpers_src: str, sh_server: ServeProcess
+) -> None:
+    r = _verify(selenium_nimbus, web_helpers_src, sh_server.url)
+    codes = r["codes"]
+    assert codes.count("connection_suspect") == 2
+    assert codes.count("connection_verified") == 1 and codes.count("connection_verify_failed") == 1
+    assert codes.count("resume_accepted") == 1
+    assert (
+        r["states"][-3:] == ["authenticating", "ready", "closed"] and "reconnecting" in r["states"]
+    )
+    assert r["proxies"] == [0, 0]

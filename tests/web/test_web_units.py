@@ -1,0 +1,281 @@
+"""Host (CPython) unit tests of the web runtime's pieces that need no browser.
+
+The JavaScript objects are small fakes; ``_ffi.create_proxy`` is replaced by
+a fake whose ``destroy()`` is counted.  What needs a real browser or Pyodide
+is in ``tests/pyodide/test_web_runtime*.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from nimbus_websocket.core import CloseError
+from nimbus_websocket.node_runtime.client import ChannelOpenError, ResumeOptions, RetryOptions
+from nimbus_websocket.web_runtime import _ffi, bridge, storage
+from nimbus_websocket.web_runtime.lifecycle import PageLifecycle
+
+
+class FakeProxy:
+    """Stands for a ``create_proxy`` proxy."""
+
+    live = 0
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.destroyed = False
+        FakeProxy.live += 1
+
+    def __call__(self, *args: Any) -> Any:
+        assert not self.destroyed, "called after destroy()"
+        return self.fn(*args)
+
+    def destroy(self) -> None:
+        assert not self.destroyed, "destroyed twice"
+        self.destroyed = True
+        FakeProxy.live -= 1
+
+
+class FakeTarget:
+    """``addEventListener``/``removeEventListener`` and a way to fire events."""
+
+    def __init__(self, **attrs: Any) -> None:
+        self.listeners: dict[str, list[Any]] = {}
+        self.__dict__.update(attrs)
+
+    def addEventListener(self, name: str, fn: Any) -> None:
+        self.listeners.setdefault(name, []).append(fn)
+
+    def removeEventListener(self, name: str, fn: Any) -> None:
+        self.listeners[name].remove(fn)
+
+    def fire(self, name: str) -> None:
+        for fn in list(self.listeners.get(name, [])):
+            fn(object())
+
+
+class Target:
+    """Records what the lifecycle asks of the connection."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def set_pause(self, reason: str, paused: bool) -> None:
+        self.calls.append(("pause", reason, paused))
+
+    def persist(self) -> None:
+        self.calls.append(("persist",))
+
+    def verify(self, why: str, **extras: Any) -> None:
+        self.calls.append(("verify", why, extras))
+
+
+@pytest.fixture
+def fake_proxies(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    FakeProxy.live = 0
+    monkeypatch.setattr(_ffi, "create_proxy", FakeProxy)
+    yield
+
+
+def make_page(hidden: bool = False, online: bool = True) -> tuple[FakeTarget, FakeTarget, Any]:
+    doc = FakeTarget(visibilityState="hidden" if hidden else "visible")
+    win = FakeTarget()
+    nav = type("Nav", (), {"onLine": online})()
+    return doc, win, nav
+
+
+def test_lifecycle_pauses_verifies_persists_and_detaches(fake_proxies: None) -> None:
+    doc, win, nav = make_page()
+    now = [1000.0]
+    target = Target()
+    lc = PageLifecycle(
+        target, clock=lambda: now[0], suspect_after=20.0, document=doc, window=win, navigator=nav
+    )
+    lc.attach()
+    assert lc.listener_count == 4 and FakeProxy.live == 4
+    assert target.calls == []  # visible and online: nothing to do
+
+    doc.visibilityState = "hidden"
+    doc.fire("visibilitychange")
+    now[0] += 5  # shorter than the heartbeat interval: not suspect
+    doc.visibilityState = "visible"
+    doc.fire("visibilitychange")
+    assert target.calls == [
+        ("pause", "visibility", True),
+        ("persist",),
+        ("pause", "visibility", False),
+    ]
+
+    target.calls.clear()
+    doc.visibilityState = "hidden"
+    doc.fire("visibilitychange")
+    now[0] += 30
+    doc.visibilityState = "visible"
+    doc.fire("visibilitychange")
+    assert target.calls[-1] == ("verify", "visibility", {"hiddenMs": 30_000})
+
+    target.calls.clear()
+    nav.onLine = False
+    win.fire("offline")
+    nav.onLine = True
+    win.fire("online")
+    win.fire("pagehide")
+    assert target.calls == [
+        ("pause", "offline", True),
+        ("pause", "offline", False),
+        ("verify", "online", {}),
+        ("persist",),
+    ]
+
+    lc.detach()
+    assert lc.listener_count == 0 and FakeProxy.live == 0
+    assert all(not fns for fns in doc.listeners.values()) and all(
+        not fns for fns in win.listeners.values()
+    )
+
+
+def test_lifecycle_applies_the_state_at_attach(fake_proxies: None) -> None:
+    doc, win, nav = make_page(hidden=True, online=False)
+    target = Target()
+    lc = PageLifecycle(
+        target, clock=lambda: 0.0, suspect_after=20.0, document=doc, window=win, navigator=nav
+    )
+    lc.attach()
+    assert target.calls == [("pause", "visibility", True), ("pause", "offline", True)]
+    assert lc.hidden and lc.offline and lc.hidden_since == 0.0
+    lc.detach()
+
+
+def test_lifecycle_without_a_page_and_with_a_failing_target(fake_proxies: None) -> None:
+    lc = PageLifecycle(Target(), clock=lambda: 0.0, suspect_after=20.0)  # host: no js globals
+    lc.attach()
+    assert lc.listener_count == 0 and not lc.hidden and not lc.offline
+
+    class Broken(Target):
+        def persist(self) -> None:
+            raise RuntimeError("boom")
+
+    doc, win, nav = make_page()
+    lc = PageLifecycle(
+        Broken(), clock=lambda: 0.0, suspect_after=1.0, document=doc, window=win, navigator=nav
+    )
+    lc.attach()
+    win.fire("pagehide")  # the exception is logged, never thrown into JavaScript
+    lc.detach()
+
+
+class FakeStorage:
+    def __init__(self) -> None:
+        self.items: dict[str, Any] = {}
+        self.fail = False
+
+    def getItem(self, key: str) -> Any:
+        return self.items.get(key, JsNull)
+
+    def setItem(self, key: str, value: str) -> None:
+        if self.fail:
+            raise RuntimeError("QuotaExceededError")
+        self.items[key] = value
+
+    def removeItem(self, key: str) -> None:
+        self.items.pop(key, None)
+
+
+JsNull = type("JsNull", (), {"__repr__": lambda self: "jsnull"})()
+
+
+def test_session_storage_store_roundtrip_per_url_and_failures() -> None:
+    fake = FakeStorage()
+    a = storage.SessionStorageStore("ws://a/ws/ssh", storage=fake)
+    b = storage.SessionStorageStore("ws://b/ws/ssh", storage=fake)
+    assert a.key == "nimbus-websocket:resume:ws://a/ws/ssh" != b.key
+    assert a.load() is None  # JS null is not None in Pyodide: any non-string is "nothing"
+    state = {
+        "v": 1,
+        "token": "t",
+        "expiresAt": 1,
+        "ack": True,
+        "profile": "nimbus.v1",
+        "channels": [],
+    }
+    a.save(state)
+    assert a.load() == state and b.load() is None
+    assert json.loads(fake.items[a.key]) == state
+    fake.items[a.key] = "{damaged"
+    assert a.load() is None
+    fake.items[a.key] = "[1, 2]"
+    assert a.load() is None
+    fake.fail = True
+    a.save(state)  # logged, not raised: resume is an optimisation
+    a.clear()
+    assert a.key not in fake.items
+    assert storage.SessionStorageStore("u", key="mine", storage=fake).key == "mine"
+
+
+def test_session_storage_availability(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert storage.session_storage_available() is False  # host CPython: no js
+    with pytest.raises(RuntimeError, match="sessionStorage"):
+        storage.SessionStorageStore("ws://x")
+    monkeypatch.setattr(
+        _ffi, "global_get", lambda name: FakeStorage() if name == "sessionStorage" else None
+    )
+    assert storage.session_storage_available() is True
+
+
+def test_bridge_connect_options_from_json() -> None:
+    kw = bridge.connect_kwargs(
+        {
+            "url": "ws://x",
+            "auth": "tok",
+            "heartbeatIntervalMs": 5000,
+            "handshakeTimeoutMs": 2500,
+            "highWaterMark": 1024,
+            "window": 65536,
+            "transport": "auto",
+            "lifecycle": False,
+            "resume": {"storage": "memory", "ttlMs": 30000, "key": "k"},
+            "retry": {"baseMs": 50, "maxRetries": 2},
+            "clientInfo": {"app": "demo"},
+            "profile": None,  # null: default
+        }
+    )
+    assert kw == {
+        "heartbeat_interval": 5.0,
+        "handshake_timeout": 2.5,
+        "high_water_mark": 1024,
+        "window": 65536,
+        "transport": "auto",
+        "lifecycle": False,
+        "resume": ResumeOptions(storage="memory", ttl_ms=30000),
+        "resume_key": "k",
+        "retry": RetryOptions(base_ms=50, max_retries=2),
+        "client_info": {"app": "demo"},
+    }
+    with pytest.raises(ValueError, match="noSuch"):
+        bridge.connect_kwargs({"noSuch": 1})
+    with pytest.raises(ValueError, match="retry"):
+        bridge.connect_kwargs({"retry": {"base": 1}})
+    with pytest.raises(ValueError, match="resume"):
+        bridge.connect_kwargs({"resume": {"ttl": 1}})
+
+
+def test_bridge_error_dicts_and_static_auth() -> None:
+    assert bridge.error_dict(CloseError(4003, 4003, "AUTH_FAILED", "no")) == {
+        "name": "CloseError",
+        "wsCode": 4003,
+        "appCode": 4003,
+        "code": "AUTH_FAILED",
+        "message": "no",
+    }
+    assert (
+        bridge.error_dict(ChannelOpenError("TARGET_UNREACHABLE", "x"))["name"] == "ChannelOpenError"
+    )
+    assert bridge.error_dict(ValueError("bad"))["code"] == "BAD_ARGUMENT"
+    assert bridge.error_dict(RuntimeError("?"))["code"] == "INTERNAL_ERROR"
+    provider = bridge._auth_provider("tok", None)
+    assert provider is not None and provider() == {"scheme": "bearer", "token": "tok"}
+    provider = bridge._auth_provider({"scheme": "none"}, None)
+    assert provider is not None and provider() == {"scheme": "none"}
+    assert bridge._auth_provider(None, None) is None
