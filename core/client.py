@@ -562,6 +562,8 @@ class ClientSession:
                 CloseCode.FLOW_VIOLATION,
                 f"channel {df.id}: {ch.credit.received} bytes received, {ch.credit.granted} granted",
             )
+        if not self._pause.paused:
+            ch.credit.note_starvation(len(df.payload))
         if ch.state == ChannelState.OPEN:
             self._events.append(ChannelData(df.id, df.stream, df.payload))
         else:

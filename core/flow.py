@@ -16,9 +16,14 @@ bytes received but not yet consumed), a grant of ``window - outstanding``
 is made whenever ``outstanding <= window / 2`` and nothing pauses the
 channel -- one ``flow`` per half window, as OpenSSH does.
 
-Adaptive rule: when a grant becomes due less than ``2 x RTT`` after the
-previous grant, the window (not the consumer) limits throughput, so the
-window doubles, up to ``max_window`` (2 MiB).  It never shrinks.
+Adaptive rule: the window doubles (up to ``max_window``, 2 MiB; it never
+shrinks) when the window, not the consumer, limits throughput, seen two ways:
+
+* **starvation** -- a data frame spends the last byte of credit while the
+  application has at most half a window unconsumed (so a grant was due and
+  the server still ran dry waiting for it);
+* **fast turnover** -- a grant becomes due less than ``2 x RTT`` after the
+  previous one.
 """
 
 from __future__ import annotations
@@ -76,6 +81,22 @@ class CreditWindow:
         """Count ``n`` received bytes; ``False`` if they exceed the credit granted."""
         self.received += n
         return self.received <= self.granted
+
+    def note_starvation(self, n: int) -> bool:
+        """After a frame of ``n`` bytes: double the window if it left the server starved.
+
+        Starved means the frame spent the last byte of credit while at most
+        half a window was unconsumed before it (see the module doc).  Call it
+        only while nothing pauses the channel.  Returns whether it grew.
+        """
+        if (
+            self.received == self.granted
+            and self.unconsumed - n <= self.window // 2
+            and self.window < self.max_window
+        ):
+            self.window = min(self.max_window, self.window * 2)
+            return True
+        return False
 
     def on_consumed(self, n: int) -> None:
         """The application consumed ``n`` more bytes (never more than received)."""
@@ -163,11 +184,23 @@ class ByteLog:
         """Bytes held."""
         return self.end - self.start
 
+    #: Small segments of one stream are merged up to this size, so a log of
+    #: keystrokes stays a handful of segments instead of one per byte.
+    MERGE_BELOW = 4096
+
     def append(self, stream: Stream, data: bytes) -> None:
         """Add ``data`` at :attr:`end`."""
-        if data:
-            self._segs.append((stream, data))
-            self.end += len(data)
+        if not data:
+            return
+        segs = self._segs
+        if segs and len(data) < self.MERGE_BELOW:
+            last_stream, last = segs[-1]
+            if last_stream == stream and len(last) < self.MERGE_BELOW:
+                segs[-1] = (stream, last + data)
+                self.end += len(data)
+                return
+        segs.append((stream, bytes(data)))
+        self.end += len(data)
 
     def trim(self, offset: int) -> None:
         """Forget every byte below ``offset`` (clamped to ``start..end``)."""
@@ -199,21 +232,33 @@ class ByteLog:
         return out
 
     def read(self, offset: int, limit: int) -> list[tuple[Stream, bytes]]:
-        """Return (without removing) up to ``limit`` bytes starting at absolute ``offset``."""
-        out: list[tuple[Stream, bytes]] = []
-        skip = offset - self.start
-        if skip < 0:
+        """Return (without removing) up to ``limit`` bytes starting at absolute ``offset``.
+
+        Reads start near the end of the log (the unsent tail), so the walk to
+        ``offset`` goes backwards from :attr:`end`: its cost is the number of
+        segments after ``offset``, not the size of the whole log.
+        """
+        if offset < self.start:
             raise ValueError(f"offset {offset} below the log start {self.start}")
-        for stream, data in self._segs:
-            if limit <= 0:
-                break
-            if skip >= len(data):
-                skip -= len(data)
-                continue
-            part = data[skip : skip + limit] if skip or len(data) - skip > limit else data
-            skip = 0
-            out.append((stream, part))
-            limit -= len(part)
+        segs = self._segs
+        pos = self.end
+        i = len(segs)
+        while i > 0 and pos > offset:
+            i -= 1
+            pos -= len(segs[i][1])
+        out: list[tuple[Stream, bytes]] = []
+        skip = offset - pos
+        n = len(segs)
+        while i < n and limit > 0:
+            stream, data = segs[i]
+            i += 1
+            if skip:
+                data = data[skip:]
+                skip = 0
+            if len(data) > limit:
+                data = data[:limit]
+            out.append((stream, data))
+            limit -= len(data)
         return out
 
     def segments(self) -> list[tuple[Stream, bytes]]:

@@ -131,6 +131,21 @@ def test_credit_window_unit() -> None:
     assert w2.granted == w2.received and w2.last_grant_at is None
 
 
+def test_window_doubles_when_the_server_starves_not_when_the_consumer_lags() -> None:
+    w = CreditWindow(window=100, max_window=400)
+    w.take_grant(0.0, None)
+    w.on_data(40)
+    w.on_consumed(40)
+    w.on_data(60)  # credit spent, 0 unconsumed before this frame: the grant came too late
+    assert w.note_starvation(60) and w.window == 200
+    slow = CreditWindow(window=100, max_window=400)
+    slow.take_grant(0.0, None)
+    slow.on_data(100)  # nothing consumed: the consumer, not the window, is the limit
+    assert slow.on_data(0) and slow.unconsumed == 100
+    slow.on_data(0)
+    assert not slow.note_starvation(0) and slow.window == 100
+
+
 # -------------------------------------------------------------- pause reasons
 
 
