@@ -48,6 +48,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+from websockets.protocol import State as _WsState
 
 from ...core.profiles import DEFAULT_MAX_FRAME
 from .whatwg import (
@@ -63,6 +64,8 @@ from .whatwg import (
 )
 
 __all__ = ["DeflateSettings", "WebsocketsImpl"]
+
+_WS_OPEN = _WsState.OPEN
 
 log = logging.getLogger("nimbus_websocket.client.websockets")
 
@@ -223,9 +226,35 @@ class WebsocketsImpl:
             return  # WHATWG: silently discarded once closing
         if not isinstance(data, (str, bytes)):
             data = bytes(data)
+        if not self._out and self._write_now(data):
+            return
         self._out.append(data)
         self._out_bytes += len(data)
         self._out_event.set()
+
+    def _write_now(self, data: str | bytes) -> bool:
+        """Write ``data`` straight to the transport, as a browser does.
+
+        WHATWG ``send`` never waits: the bytes go to the transport's buffer
+        and show in ``bufferedAmount`` (which the core watches).  This skips
+        a task switch per message -- a third of a keystroke's round trip.
+        Falls back to the writer task when the library's internals differ.
+        """
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            proto = conn.protocol
+            if proto.state is not _WS_OPEN:
+                return False
+            if isinstance(data, str):
+                proto.send_text(data.encode())
+            else:
+                proto.send_binary(data)
+            conn.send_data()
+        except AttributeError:
+            return False
+        return True
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake (after queued messages), or abandon the connect."""

@@ -315,7 +315,12 @@ async def test_send_waits_while_the_echo_is_not_read(echo: EchoServer) -> None:
         assert bytes(got) == data
 
 
-async def test_transport_backpressure_pauses_credit(echo: EchoServer, make_proxy) -> None:  # type: ignore[no-untyped-def]
+async def test_transport_backpressure_pauses_credit(make_echo, make_proxy) -> None:  # type: ignore[no-untyped-def]
+    # Sends go straight to the socket, as in a browser: bufferedAmount grows
+    # only once the kernel's buffers behind the stalled proxy are full, so the
+    # input must exceed them -- without caps.ack (nothing else bounds input)
+    # and with a server that buffers that much input.
+    echo = await make_echo(config=ServerConfig(max_input_buffer=64 << 20))
     proxy = await make_proxy(echo.port)
     policies: list[tuple[str, str | None]] = []
     conn = await connect(
@@ -323,13 +328,13 @@ async def test_transport_backpressure_pauses_credit(echo: EchoServer, make_proxy
         websocket_impl=WebsocketsImpl,
         high_water_mark=256 * 1024,
         low_water_mark=64 * 1024,
-        input_buffer_limit=3 << 20,  # must stay below the server's max_input_buffer (4 MiB)
+        ack=False,
         heartbeat_interval=30,
         on={"policy": lambda p: policies.append((p.kind, p.reason))},
     )
     ch = await conn.open_session(target=TARGET, user=ECHO)
     proxy.stall(True)
-    data = random.Random(3).randbytes(12 << 20)
+    data = random.Random(3).randbytes(24 << 20)
     sender = asyncio.create_task(ch.send(data))
     await wait_for(lambda: ("flow_pause", "transport") in policies, what="flow_pause(transport)")
     proxy.stall(False)
