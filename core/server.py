@@ -52,7 +52,7 @@ from .events import (
     PolicyEvent,
     ServerEvent,
 )
-from .flow import ByteLog
+from .flow import ByteLog, PauseSet
 from .messages import (
     Close,
     Ctl,
@@ -117,6 +117,12 @@ class ServerConfig:
     input_ack_delay: float = 0.05
     #: Largest backend read, hence the largest data frame payload (coalescing size).
     max_read: int = 64 * 1024
+    #: The connection's unsent bytes (``bufferedAmount``) above which every
+    #: backend of the session stops reading, and below which it reads again:
+    #: a client that grants credit but does not read its socket holds at
+    #: most this much (plus one read per channel) in the server.
+    write_high_water: int = 1024 * 1024
+    write_low_water: int = 256 * 1024
     #: Input bytes received but not yet written to a backend, per channel.
     max_input_buffer: int = 4 * 1024 * 1024
     max_sessions: int = 10_000
@@ -186,7 +192,8 @@ class ServerSession:
     def read_budget(self, cid: int) -> int:
         """Bytes the runtime may read from channel ``cid``'s backend now."""
         ch = self.channels.get(cid)
-        if ch is None or self.conn is None or ch.state != ChannelState.OPEN:
+        conn = self.conn
+        if ch is None or conn is None or ch.state != ChannelState.OPEN or conn.write_paused:
             return 0
         return max(0, min(self.config.max_read, ch.credit - ch.pending))
 
@@ -456,6 +463,7 @@ class ServerConnection:
         self._hello_deadline: float | None = now + self.config.hello_timeout
         self._ping_ts: float | None = None
         self._next_ping = now + self.config.ping_interval
+        self._write_pause = PauseSet(self.config.write_high_water, self.config.write_low_water)
         self.close_code: int | None = None
         self.stats: dict[str, int] = {
             "frames_in_data": 0,
@@ -497,6 +505,22 @@ class ServerConnection:
             if self.session is not None:
                 ds.append(self.session._next_ack())
         return min(d for d in ds if d is not None)
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the socket's unsent bytes are above the high-water mark."""
+        return self._write_pause.paused
+
+    def set_buffered_amount(self, amount: int) -> None:
+        """Feed the socket's unsent byte count; backends pause/resume at the marks."""
+        crossed = self._write_pause.buffered(amount)
+        if crossed is None:
+            return
+        self._events.append(PolicyEvent("flow_pause" if crossed else "flow_resume", reason="transport"))
+        s = self.session
+        if s is not None:
+            for ch in s.channels.values():
+                s._flush(ch)
 
     def wake(self) -> None:
         """Tell the runtime there is something to flush."""

@@ -33,6 +33,7 @@ from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State as WsState
 
 from ...core.errors import CloseCode
 from ...core.events import (
@@ -60,6 +61,10 @@ from .ssh_backend import SshBackend, SshOptions
 __all__ = ["Server", "ServerOptions"]
 
 log = logging.getLogger("nimbus_websocket.server")
+
+_WS_OPEN = WsState.OPEN
+#: Seconds between checks of a socket's unsent bytes while backends are paused for it.
+_WRITE_POLL = 0.02
 
 _MIME = {
     ".html": "text/html; charset=utf-8",
@@ -150,7 +155,7 @@ class _Conn:
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.wake_ev = asyncio.Event()
         self.core = ServerConnection(
-            server.registry, now=time.time(), subprotocol=ws.subprotocol, wake=self.wake_ev.set, peer=self.peer
+            server.registry, now=time.time(), subprotocol=ws.subprotocol, wake=self.flush, peer=self.peer
         )
         self.session: ServerSession | None = None
         self.close_req: tuple[int, str] | None = None
@@ -168,7 +173,7 @@ class _Conn:
             async for msg in self.ws:  # keeps reading (and discarding) after a close
                 self.core.receive_frame(msg, time.time())
                 self.process()
-                self.wake_ev.set()
+                self.flush()
         except ConnectionClosed:
             pass
         finally:
@@ -190,6 +195,30 @@ class _Conn:
                 m.connections.dec()
                 m.closes.labels(str(final)).inc()
 
+    def flush(self) -> None:
+        """Write what the core queued now, without a task switch (the writer task
+        handles deadlines, the close, and anything the fast path cannot do)."""
+        self.wake_ev.set()
+        if self.close_req is not None or self.done:
+            return
+        ws, core = self.ws, self.core
+        try:
+            proto = ws.protocol
+            if proto.state is not _WS_OPEN:
+                return
+            frames = core.frames_to_send()
+            if not frames:
+                return
+            for f in frames:
+                if isinstance(f, str):
+                    proto.send_text(f.encode())
+                else:
+                    proto.send_binary(f)
+            ws.send_data()
+            core.set_buffered_amount(ws.transport.get_write_buffer_size())
+        except (AttributeError, OSError, RuntimeError):
+            log.debug("fast write failed; the writer task takes over", exc_info=True)
+
     async def _write_loop(self) -> None:
         core, ws = self.core, self.ws
         try:
@@ -208,10 +237,13 @@ class _Conn:
                     continue
                 deadline = core.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - time.time())
+                if core.write_paused:  # poll the socket until it drains below the low-water mark
+                    timeout = _WRITE_POLL if timeout is None else min(timeout, _WRITE_POLL)
                 try:
                     async with asyncio.timeout(timeout):
                         await self.wake_ev.wait()
                 except TimeoutError:
+                    core.set_buffered_amount(ws.transport.get_write_buffer_size())
                     core.tick(time.time())
                     self.process()
         except ConnectionClosed:
