@@ -204,8 +204,11 @@ class ChannelHandle:
     unconsumed, and delivered on attach.
     """
 
-    def __init__(self, channel: Channel | None = None) -> None:
+    def __init__(
+        self, channel: Channel | None = None, owner: ConnectionHandle | None = None
+    ) -> None:
         self.channel = channel
+        self._owner = owner
         self._loop = asyncio.get_running_loop()
         self._deliver: Any = None
         self._dispatch: Any = None
@@ -341,11 +344,32 @@ class ChannelHandle:
 
     def _hand(self, code: int, data: bytes) -> int | None:
         try:
-            token = self._deliver(code, _ffi.to_js(data))
+            token = self._deliver(code, self._to_uint8array(data))
         except Exception:
             log.exception("channel output listener failed")
             return None
         return None if token is None else int(token)
+
+    def _to_uint8array(self, data: bytes) -> Any:
+        """``data`` as a fresh ``Uint8Array``.
+
+        Fast path: while the socket handles the binary message this payload
+        came from and the payload is that message's tail (``nimbus.v1`` and
+        ``lenpfx.v1`` data frames), a view of the received ``ArrayBuffer`` --
+        no copy back from Python.  Nothing else ever writes to that buffer,
+        so the view is the listener's to keep.  Otherwise ``to_js`` (a copy).
+        """
+        owner = self._owner
+        conn = None if owner is None else owner.conn
+        sock = None if conn is None else conn.socket
+        current = getattr(sock, "current_message", None)
+        if current is not None:
+            raw, buffer = current
+            n = len(data)
+            offset = len(raw) - n
+            if offset >= 0 and raw.endswith(data):
+                return _ffi.js.Uint8Array.new(buffer, offset, n)
+        return _ffi.to_js(data)
 
     def _on_close(self, ch: Channel) -> None:
         self._closed = True
@@ -385,11 +409,19 @@ class ConnectionHandle:
 
     ``channel`` (a restored channel) is dispatched with a
     :class:`ChannelHandle` proxy instead of JSON; the facade attaches to it
-    synchronously.
+    synchronously.  ``statechange``, ``diagnostic`` and ``policy`` are only
+    converted and dispatched once JavaScript listens to them (:meth:`want`):
+    a ``credit_grant`` policy event per half window is not free.
     """
 
-    def __init__(self, dispatch: Any) -> None:
+    #: Events JavaScript always gets (the facade tracks state with them).
+    ALWAYS = frozenset({"error", "close", "channel"})
+
+    def __init__(self, dispatch: Any, wanted: Any = None) -> None:
         self._dispatch = dispatch
+        self._wanted: set[str] = set(self.ALWAYS)
+        for name in wanted or ():
+            self._wanted.add(str(name))
         self.conn: WebConnection | None = None
 
     # ---------------------------------------------------------- JS-facing
@@ -410,9 +442,13 @@ class ConnectionHandle:
             return _err(exc)
         return _ok(self._summary())
 
+    def want(self, name: str) -> None:
+        """JavaScript listens to ``name`` from now on: dispatch it."""
+        self._wanted.add(str(name))
+
     def new_channel(self) -> ChannelHandle:
         """A fresh :class:`ChannelHandle` for :meth:`open_session`."""
-        return ChannelHandle()
+        return ChannelHandle(owner=self)
 
     async def open_session(self, handle: ChannelHandle, spec_json: str) -> str:
         """Open a channel (``{target, user, term}`` JSON) into ``handle``; JSON envelope with its id."""
@@ -479,7 +515,7 @@ class ConnectionHandle:
     def listeners(self) -> dict[str, Listener]:
         """The connection listeners, registered before the first state change."""
         return {
-            "statechange": lambda ev: self._emit("statechange", _state_dict(ev)),
+            "statechange": self._on_statechange,
             "diagnostic": self._on_diagnostic,
             "policy": self._on_policy,
             "error": lambda err: self._emit("error", error_dict(err)),
@@ -488,13 +524,19 @@ class ConnectionHandle:
         }
 
     def _on_diagnostic(self, ev: Diagnostic) -> None:
-        self._emit("diagnostic", ev.to_dict())
+        if "diagnostic" in self._wanted:
+            self._emit("diagnostic", ev.to_dict())
 
     def _on_policy(self, ev: PolicyEvent) -> None:
-        self._emit("policy", ev.to_dict())
+        if "policy" in self._wanted:
+            self._emit("policy", ev.to_dict())
+
+    def _on_statechange(self, ev: StateChanged) -> None:
+        if "statechange" in self._wanted:
+            self._emit("statechange", _state_dict(ev))
 
     def _on_channel(self, ch: Channel) -> None:
-        handle = ChannelHandle()
+        handle = ChannelHandle(owner=self)
         handle.bind(ch)
         proxy = _ffi.create_proxy(handle)
         try:

@@ -40,6 +40,10 @@ log = logging.getLogger("nimbus_websocket.web")
 Handler = Callable[[Any], object] | None
 
 
+#: JavaScript ``(f) => (ev) => f(ev.data)``, the ``onmessage`` adapter.
+_DATA_ONLY = "return function (ev) { return f(ev.data); };"
+
+
 class _Message:
     """A received message: ``.data`` is ``bytes`` (binary) or ``str`` (text)."""
 
@@ -86,13 +90,24 @@ class BrowserWebSocket:
         ws = cls.new(url, _ffi.to_js(protos)) if protos else cls.new(url)
         self._ws = ws
         ws.binaryType = "arraybuffer"
+        #: ``(bytes, ArrayBuffer)`` of the binary message being handled, during
+        #: ``onmessage`` only: lets the facade hand out a view of the received
+        #: buffer instead of copying the payload back to JavaScript.
+        self.current_message: tuple[bytes, Any] | None = None
         self._proxies = [
             _ffi.create_proxy(self._js_open),
             _ffi.create_proxy(self._js_message),
             _ffi.create_proxy(self._js_close),
             _ffi.create_proxy(self._js_error),
         ]
-        ws.onopen, ws.onmessage, ws.onclose, ws.onerror = self._proxies
+        # onmessage gets ev.data only: one proxy fewer per message.
+        data_only = _ffi.js.Function.new("f", _DATA_ONLY)(self._proxies[1])
+        ws.onopen, ws.onmessage, ws.onclose, ws.onerror = (
+            self._proxies[0],
+            data_only,
+            self._proxies[2],
+            self._proxies[3],
+        )
 
     def __repr__(self) -> str:
         return f"<BrowserWebSocket {self.url} readyState={self.readyState}>"
@@ -188,12 +203,15 @@ class BrowserWebSocket:
     def _js_open(self, _ev: Any) -> None:
         self._call(self.onopen, Event("open"))
 
-    def _js_message(self, ev: Any) -> None:
+    def _js_message(self, data: Any) -> None:
+        """``data`` is the message event's ``.data``: a string or an ``ArrayBuffer``."""
         try:
-            data = ev.data
-            if not isinstance(data, str):
-                data = data.to_bytes()  # ArrayBuffer -> bytes (one copy)
-                self.bytes_received += len(data)
+            if isinstance(data, str):
+                payload: bytes | str = data
+            else:
+                payload = data.to_bytes()  # ArrayBuffer -> bytes (one copy)
+                self.bytes_received += len(payload)
+                self.current_message = (payload, data)
             self.messages_received += 1
             if self._next_message:
                 waiters, self._next_message = self._next_message, []
@@ -201,9 +219,11 @@ class BrowserWebSocket:
                     cb()
             handler = self.onmessage
             if handler is not None:
-                handler(_Message(data))
+                handler(_Message(payload))
         except Exception:
             log.exception("WebSocket message listener failed")
+        finally:
+            self.current_message = None
 
     def _js_close(self, ev: Any) -> None:
         if self._finished:

@@ -294,9 +294,9 @@ async def _verify(selenium: Any, helpers_src: str, url: str) -> dict[str, Any]:
 
         silent = False
 
-        def _js_message(self, ev: Any) -> None:
+        def _js_message(self, data: Any) -> None:
             if not self.silent:
-                super()._js_message(ev)
+                super()._js_message(data)
 
     sockets: list[SilentSocket] = []
 

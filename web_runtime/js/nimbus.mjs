@@ -402,7 +402,9 @@ export class Connection {
    * "channel" (a Channel restored by a resume). Returns an unsubscribe function.
    */
   on(name, cb) {
-    return this._events.on(name, cb);
+    const off = this._events.on(name, cb);
+    if (this._py && !this._final) this._py.want(name);
+    return off;
   }
 
   off(name, cb) {
@@ -551,7 +553,8 @@ export function createNimbus(pyodide, { WebSocket, defaults = {}, onListenerErro
       let authFn;
       if (typeof auth === "function") authFn = auth;
       else if (auth != null) json.auth = auth;
-      conn._py = bridge.ConnectionHandle(conn._dispatchFn);
+      const wanted = CONNECTION_EVENTS.filter((n) => conn._events.count(n) > 0);
+      conn._py = bridge.ConnectionHandle(conn._dispatchFn, wanted);
       const result = await conn._py.connect(JSON.stringify(json), authFn, ws ?? WebSocket);
       unwrap(result);
       return conn;
