@@ -488,6 +488,10 @@ class ServerConnection:
         out, self._frames = self._frames, []
         return out
 
+    def has_frames(self) -> bool:
+        """True when :meth:`frames_to_send` would return something."""
+        return bool(self._frames)
+
     def events(self) -> list[ServerEvent]:
         """Connection events then session events (drains both queues)."""
         out, self._events = self._events, []

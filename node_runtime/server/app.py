@@ -160,6 +160,7 @@ class _Conn:
         self.session: ServerSession | None = None
         self.close_req: tuple[int, str] | None = None
         self.done = False
+        self._sleep_until: float | None = None  # the writer's next timed wake-up
         self._stats = dict(self.core.stats)
 
     async def run(self) -> None:
@@ -198,26 +199,33 @@ class _Conn:
     def flush(self) -> None:
         """Write what the core queued now, without a task switch (the writer task
         handles deadlines, the close, and anything the fast path cannot do)."""
-        self.wake_ev.set()
-        if self.close_req is not None or self.done:
-            return
         ws, core = self.ws, self.core
-        try:
-            proto = ws.protocol
-            if proto.state is not _WS_OPEN:
-                return
-            frames = core.frames_to_send()
-            if not frames:
-                return
-            for f in frames:
-                if isinstance(f, str):
-                    proto.send_text(f.encode())
-                else:
-                    proto.send_binary(f)
-            ws.send_data()
-            core.set_buffered_amount(ws.transport.get_write_buffer_size())
-        except (AttributeError, OSError, RuntimeError):
-            log.debug("fast write failed; the writer task takes over", exc_info=True)
+        if self.close_req is None and not self.done:
+            try:
+                proto = ws.protocol
+                if proto.state is _WS_OPEN:
+                    frames = core.frames_to_send()
+                    if frames:
+                        for f in frames:
+                            if isinstance(f, str):
+                                proto.send_text(f.encode())
+                            else:
+                                proto.send_binary(f)
+                        ws.send_data()
+                        core.set_buffered_amount(ws.transport.get_write_buffer_size())
+            except (AttributeError, OSError, RuntimeError):
+                log.debug("fast write failed; the writer task takes over", exc_info=True)
+        # Wake the writer only when it has something to do: frames left, a
+        # close, or a deadline earlier than the one it sleeps until.
+        deadline = core.next_deadline()
+        if (
+            self.close_req is not None
+            or self.done
+            or core.has_frames()
+            or core.write_paused
+            or (deadline is not None and (self._sleep_until is None or deadline < self._sleep_until))
+        ):
+            self.wake_ev.set()
 
     async def _write_loop(self) -> None:
         core, ws = self.core, self.ws
@@ -239,6 +247,7 @@ class _Conn:
                 timeout = None if deadline is None else max(0.0, deadline - time.time())
                 if core.write_paused:  # poll the socket until it drains below the low-water mark
                     timeout = _WRITE_POLL if timeout is None else min(timeout, _WRITE_POLL)
+                self._sleep_until = None if timeout is None else time.time() + timeout
                 try:
                     async with asyncio.timeout(timeout):
                         await self.wake_ev.wait()
