@@ -31,6 +31,11 @@
 // delivered, in order, once one is registered.  After a listener exists,
 // output of a stream nobody listens to (typically stderr) is discarded.
 //
+// Resume after a page reload: the restored channels come back *during*
+// connect() as "channel" events -- register that listener in connect's
+// `on: {channel}` option, or read conn.resumedChannels afterwards.  README.md
+// next to this file lists the whole API.
+//
 // Bytes: output is a fresh Uint8Array per chunk (yours to keep); input may
 // be a Uint8Array (any typed array, ArrayBuffer, Node Buffer) or a string
 // (UTF-8).  Events carry plain objects; errors are NimbusError instances
