@@ -173,6 +173,9 @@ class ServerSession:
         self.config = registry.config
         self.sid = sid
         self._secret = secret
+        #: The secret the client resumed with last, accepted again until the
+        #: client shows it received its replacement (a lost ``hello_ok``).
+        self._prev_secret: str | None = None
         self.principal = principal
         self.ack = ack
         self.channels: dict[int, ServerChannel] = {}
@@ -372,10 +375,17 @@ class SessionRegistry:
         self._sessions[sid] = s
         return s
 
-    def issue_token(self, s: ServerSession) -> str:
-        """A fresh single-use token for ``s`` (the previous one stops working)."""
+    def issue_token(self, s: ServerSession, used: str | None = None) -> str:
+        """A fresh single-use token for ``s``.
+
+        ``used`` is the secret of the token the client just resumed with: it
+        stays valid until the client confirms the new token (its first
+        message after ``hello_ok``), so a ``hello_ok`` lost with the
+        connection does not cost the session.  Every other token stops working.
+        """
         token, _, secret = new_token(self._random_bytes, s.sid)
         s._secret = secret
+        s._prev_secret = used
         return token
 
     def lookup(self, token: str, principal: str, ack: bool, now: float) -> ServerSession:
@@ -388,11 +398,14 @@ class SessionRegistry:
         if s.expires_at is not None and now >= s.expires_at:
             self.resume_failures += 1
             raise ProtocolError(CloseCode.RESUME_FAILED, "resume token expired")
-        if not secrets_equal(parsed[1], s._secret) or s.principal != principal:
+        current = secrets_equal(parsed[1], s._secret)
+        previous = s._prev_secret is not None and secrets_equal(parsed[1], s._prev_secret)
+        if not (current or previous) or s.principal != principal:
             self.resume_failures += 1
             s.failures += 1
             if s.failures >= self.config.max_resume_failures:
                 s._secret = self._fresh_secret()  # revoked: nothing guessable
+                s._prev_secret = None
             raise ProtocolError(CloseCode.RESUME_FAILED, "invalid resume token")
         if s.ack != ack:
             self.resume_failures += 1
@@ -587,7 +600,8 @@ class ServerConnection:
             return
         self.session = s
         s._attach(self)
-        token = self.registry.issue_token(s)
+        used = parse_token(hello.resume.token) if hello.resume is not None else None
+        token = self.registry.issue_token(s, used[1] if used else None)
         self.phase = "ready"
         self._hello_deadline = None
         self._next_ping = now + self.config.ping_interval
@@ -757,6 +771,7 @@ class ServerConnection:
             raise ProtocolError(CloseCode.MALFORMED_FRAME, "clients send stdin as stream 0x01 only")
         s = self.session
         assert s is not None
+        s._prev_secret = None  # the client got hello_ok: its previous token is spent
         ch = s.channels.get(df.id)
         if ch is None or ch.state != ChannelState.OPEN:
             self.stats["ignored"] += 1
@@ -772,6 +787,7 @@ class ServerConnection:
     def _on_ctl(self, m: Ctl, now: float) -> None:
         s = self.session
         assert s is not None
+        s._prev_secret = None  # the client got hello_ok: its previous token is spent
         if not isinstance(m, _CLIENT_ONLY_TYPES):
             if isinstance(m, Hello):
                 raise ProtocolError(CloseCode.BAD_HELLO, "second hello")
