@@ -132,6 +132,7 @@ class Transfer:
             d = c.next_deadline()
             dt = 0.01 if d is None else max(0.0, min(d - p.clock(), 0.05))
             p.advance(dt if dt > 0 else 0.001)  # input acks (50 ms), reconnect backoff
+        assert c.state != ConnState.CLOSED, f"client gave up: {c.error}"
         # memory stays bounded on both sides
         s = p.registry.sessions()[0]
         ch = s.channels.get(cid)
@@ -228,3 +229,24 @@ def test_exit_is_delivered_once_across_drops() -> None:
         assert t.pair.events_of(ChannelExit) == [ChannelExit(t.cid, 0, None)], seed
         assert [c.id for c in t.pair.events_of(ChannelClosed)] == [t.cid]
         assert bytes(t.pair.received[t.cid]) == t.out
+
+
+def test_drop_that_loses_hello_ok_still_resumes_exactly_once() -> None:
+    """The server accepted the resume (and issued a new token) but its hello_ok was
+    lost: the client only has the old token, and must still get its session back."""
+    for seed in range(400, 410):
+        t = Transfer(seed, size=32 * KIB)
+        for _ in range(40):
+            t.tick()
+        t.drop()
+        p = t.pair
+        while p.client.state != ConnState.AUTHENTICATING:  # the reconnect, no frame moved yet
+            p.advance(0.01)
+            p._client_out()
+        assert len(p.c2s) == 1 and not p.s2c
+        p.step()  # deliver hello (and nothing else) to the server
+        p._server_out()  # it authenticates and answers
+        assert p.conn is not None and p.conn.ready and p.s2c  # hello_ok is on its way...
+        t.drop()  # ...and lost
+        t.finish()
+        assert p.registry.resumes >= 2
