@@ -1,0 +1,600 @@
+// nimbus terminal: xterm.js on one nimbus.ssh.v1 WebSocket, run by the
+// Python client inside Pyodide.  All runtime calls go through
+// nimbus_adapter.mjs.
+//
+// URL parameters (all optional):
+//   target=HOST:PORT  user=NAME   -> SSH mode (the server runs --backend ssh);
+//                                    the password or key is asked in the form
+//   token=...                     -> bearer token for the nimbus server
+//   ws=ws://host:port/ws/ssh      -> another server (default: this origin)
+//   connect=0                     -> show the form instead of connecting
+// Passwords and keys are only ever typed into the form: never in the URL,
+// never stored.  A page reload within the resume TTL re-attaches to the same
+// shell (the runtime keeps its resume state in sessionStorage).
+
+import * as nimbus from "./nimbus_adapter.mjs";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const CONFIG_KEY = "nimbus-demo.config";
+const MAX_EVENTS = 200;
+
+// Test and debugging hooks (the e2e tests read these).
+const demo = (window.nimbusDemo = {
+  phase: "loading", // loading | connecting | form | ready | exited | error
+  state: "loading", // the connection's state
+  rx: 0, // payload bytes received on the current channel
+  written: 0, // bytes xterm has parsed (write callbacks run)
+  sessions: 0, // channels opened or attached by this page
+  resumed: false, // the current channel came back through a resume
+  channelId: null,
+  exit: null, // {code, sig} once the shell exited
+  error: null, // last terminal error {code, name, text}
+  pauseReasons: [],
+  events: [], // last MAX_EVENTS {t, type, ...} state/policy/diagnostic events
+  tap: window.__nimbusTap ?? null, // optional (bytes) => void, called for every output chunk
+  term: null,
+  conn: null,
+  channel: null,
+  bootMs: null,
+  screenText() {
+    const buf = this.term.buffer.active;
+    const lines = [];
+    for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i)?.translateToString(true) ?? "");
+    while (lines.length && !lines[lines.length - 1]) lines.pop();
+    return lines.join("\n");
+  },
+  cursorLine() {
+    const buf = this.term.buffer.active;
+    return (buf.getLine(buf.baseY + buf.cursorY)?.translateToString(true) ?? "").trimEnd();
+  },
+});
+
+function record(type, data) {
+  demo.events.push({ t: Math.round(performance.now()), type, ...data });
+  if (demo.events.length > MAX_EVENTS) demo.events.splice(0, demo.events.length - MAX_EVENTS);
+}
+
+// ---------------------------------------------------------------- terminal
+
+const term = new window.Terminal({
+  allowProposedApi: false,
+  cursorBlink: true,
+  fontFamily: '"JetBrains Mono", "Fira Code", "DejaVu Sans Mono", Menlo, Consolas, monospace',
+  fontSize: 14,
+  lineHeight: 1.1,
+  scrollback: 5000,
+  theme: {
+    background: "#0d1117", foreground: "#c9d1d9", cursor: "#58a6ff", cursorAccent: "#0d1117",
+    selectionBackground: "#264f78",
+    black: "#484f58", red: "#ff7b72", green: "#3fb950", yellow: "#d29922",
+    blue: "#58a6ff", magenta: "#bc8cff", cyan: "#39c5cf", white: "#b1bac4",
+    brightBlack: "#6e7681", brightRed: "#ffa198", brightGreen: "#56d364", brightYellow: "#e3b341",
+    brightBlue: "#79c0ff", brightMagenta: "#d2a8ff", brightCyan: "#56d4dd", brightWhite: "#f0f6fc",
+  },
+});
+const fit = new window.FitAddon.FitAddon();
+term.loadAddon(fit);
+term.open($("terminal"));
+demo.term = term;
+fitNow();
+
+term.onTitleChange((t) => (document.title = t ? `${t} — nimbus` : "nimbus terminal"));
+
+// Keystrokes: xterm gives strings (onData) or raw bytes as a latin1 string (onBinary).
+term.onData((d) => {
+  if (demo.phase === "exited" && (d === "\r" || d === "\n")) return void restart();
+  if (current) nimbus.send(current, d).catch?.(reportInputError);
+});
+term.onBinary((d) => {
+  if (current) nimbus.send(current, Uint8Array.from(d, (c) => c.charCodeAt(0))).catch?.(reportInputError);
+});
+term.onResize(({ cols, rows }) => {
+  if (current && demo.phase === "ready") nimbus.resize(current, cols, rows);
+});
+
+function reportInputError(e) {
+  record("input_error", { message: String(e?.message ?? e) });
+}
+
+// Resize follows the window: a ResizeObserver, debounced to one fit per
+// animation frame + 50 ms (the core coalesces resize messages on top).
+let fitTimer = 0;
+new ResizeObserver(() => {
+  clearTimeout(fitTimer);
+  fitTimer = setTimeout(() => requestAnimationFrame(fitNow), 50);
+}).observe($("terminal"));
+
+function fitNow() {
+  try {
+    fit.fit();
+  } catch {
+    /* not laid out yet */
+  }
+}
+
+// ------------------------------------------------------------ status bar
+
+function fmtBytes(n) {
+  if (n == null) return "–";
+  if (n < 1024) return `${n} B`;
+  if (n < 1048576) return `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KiB`;
+  if (n < 1073741824) return `${(n / 1048576).toFixed(1)} MiB`;
+  return `${(n / 1073741824).toFixed(2)} GiB`;
+}
+
+function setPill(state) {
+  const pill = $("st-state");
+  pill.dataset.state = state;
+  pill.querySelector("b").textContent = state;
+}
+
+function setMessage(text, level = "") {
+  const el = $("st-msg");
+  el.textContent = text;
+  el.title = text;
+  el.dataset.level = level;
+}
+
+let conn = null; // the facade connection
+let current = null; // the attached channel
+const windows = new Map(); // channel id -> largest credit grant seen
+
+function refreshStatus() {
+  const s = nimbus.stats(conn);
+  demo.pauseReasons = s.pauseReasons;
+  if (conn) demo.state = s.state;
+  $("st-rtt").textContent = s.rttMs == null ? "RTT –" : `RTT ${s.rttMs < 10 ? s.rttMs.toFixed(1) : Math.round(s.rttMs)} ms`;
+  $("st-buf").textContent = `buf ${fmtBytes(s.bufferedAmount)}`;
+  const win = current ? windows.get(current.id) : null;
+  $("st-win").textContent = `win ${win == null ? "–" : fmtBytes(win)}`;
+  $("st-rx").textContent = `↓ ${fmtBytes(demo.rx)}`;
+  const pause = $("st-pause");
+  pause.hidden = s.pauseReasons.length === 0;
+  pause.textContent = s.pauseReasons.length ? `paused: ${s.pauseReasons.join(", ")}` : "";
+}
+setInterval(refreshStatus, 250);
+// A fresh RTT for the status bar every 10 s while the page is visible.
+setInterval(() => {
+  if (conn && conn.state === "ready" && document.visibilityState === "visible") nimbus.ping(conn);
+}, 10_000);
+
+// ---------------------------------------------------------------- loading
+
+function showLoader(text, fraction = null) {
+  const el = $("loader");
+  el.hidden = false;
+  delete el.dataset.error;
+  $("loader-text").textContent = text;
+  if (fraction == null) el.dataset.indeterminate = "";
+  else {
+    delete el.dataset.indeterminate;
+    $("loader-bar").style.width = `${Math.max(2, Math.min(100, fraction * 100)).toFixed(1)}%`;
+  }
+}
+
+function hideLoader() {
+  $("loader").hidden = true;
+  $("app").dataset.state = "running";
+}
+
+function fatal(text) {
+  demo.phase = "error";
+  setPill("error");
+  const el = $("loader");
+  el.hidden = false;
+  el.dataset.error = "";
+  delete el.dataset.indeterminate;
+  $("loader-text").textContent = text;
+  setMessage(text, "error");
+}
+
+// ------------------------------------------------------------ configuration
+
+// What to connect to: URL parameters, else the last choice of this tab
+// (sessionStorage; never a password), else a local shell on this origin.
+function loadConfig() {
+  let saved = {};
+  try {
+    saved = JSON.parse(sessionStorage.getItem(CONFIG_KEY) || "{}");
+  } catch {
+    saved = {};
+  }
+  const cfg = {
+    mode: saved.mode ?? "local",
+    target: saved.target ?? "",
+    user: saved.user ?? "",
+    token: saved.token ?? "",
+    ws: saved.ws ?? "",
+  };
+  if (params.has("target") || params.has("user")) cfg.mode = "ssh";
+  for (const k of ["target", "user", "token", "ws"]) if (params.has(k)) cfg[k] = params.get(k);
+  return cfg;
+}
+
+function saveConfig(cfg) {
+  const { mode, target, user, token, ws } = cfg;
+  sessionStorage.setItem(CONFIG_KEY, JSON.stringify({ mode, target, user, token, ws }));
+}
+
+function wsURL(cfg) {
+  if (cfg.ws) return cfg.ws;
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws/ssh`;
+}
+
+function parseTarget(text) {
+  const m = /^\s*(\[[^\]]+\]|[^:\s]+)(?::(\d+))?\s*$/.exec(text || "");
+  if (!m) return null;
+  return { host: m[1].replace(/^\[|\]$/g, ""), port: m[2] ? Number(m[2]) : 22 };
+}
+
+// ---------------------------------------------------------------- the form
+
+const form = $("connect-form");
+
+function syncForm() {
+  form.dataset.mode = form.elements.mode.value;
+  form.dataset.auth = form.elements.auth.value;
+}
+form.addEventListener("change", syncForm);
+
+function showForm(cfg, note = "") {
+  formReturnPhase = demo.phase === "form" ? formReturnPhase : demo.phase;
+  demo.phase = "form";
+  $("connect-cancel").hidden = !(current && ["ready", "exited"].includes(formReturnPhase));
+  const f = form.elements;
+  f.mode.value = cfg.mode;
+  f.target.value = cfg.target;
+  f.user.value = cfg.user;
+  f.token.value = cfg.token;
+  f.ws.value = cfg.ws;
+  f.password.value = "";
+  f.passphrase.value = "";
+  if (cfg.token || cfg.ws) form.querySelector("details").open = true;
+  $("connect-note").hidden = !note;
+  $("connect-note").textContent = note;
+  syncForm();
+  hideLoader();
+  $("connect").hidden = false;
+  const first = cfg.mode === "ssh" ? (cfg.target ? (cfg.user ? f.password : f.user) : f.target) : form.querySelector("button");
+  first.focus();
+}
+
+form.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const f = form.elements;
+  const cfg = {
+    mode: f.mode.value,
+    target: f.target.value.trim(),
+    user: f.user.value.trim(),
+    token: f.token.value,
+    ws: f.ws.value.trim(),
+  };
+  let credentials = {};
+  if (cfg.mode === "ssh") {
+    if (!parseTarget(cfg.target)) return showFormNote("Target must be HOST or HOST:PORT");
+    if (!cfg.user) return showFormNote("User is required");
+    credentials =
+      f.auth.value === "key"
+        ? { type: "key", private_key: f.key.value, ...(f.passphrase.value ? { passphrase: f.passphrase.value } : {}) }
+        : { type: "password", password: f.password.value };
+  }
+  f.password.value = "";
+  f.passphrase.value = "";
+  $("connect").hidden = true;
+  start(cfg, credentials).catch(showFatal);
+});
+
+// Cancel (or Escape) goes back to the running terminal.
+let formReturnPhase = "loading";
+function cancelForm() {
+  if ($("connect-cancel").hidden) return;
+  $("connect").hidden = true;
+  demo.phase = formReturnPhase;
+  term.focus();
+}
+$("connect-cancel").addEventListener("click", cancelForm);
+form.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape") cancelForm();
+});
+
+function showFormNote(text) {
+  $("connect-note").hidden = false;
+  $("connect-note").textContent = text;
+}
+
+$("btn-new").addEventListener("click", () => {
+  $("notice").hidden = true;
+  showForm(config);
+});
+$("btn-reconnect").addEventListener("click", () => {
+  $("btn-reconnect").hidden = true;
+  start(config, null).catch(showFatal);
+});
+
+// ------------------------------------------------------------ connection
+
+let config = loadConfig();
+let offChannel = () => {};
+
+function setPhase(phase) {
+  demo.phase = phase;
+  $("app").dataset.phase = phase;
+}
+
+/**
+ * Connect (re-using the open connection when the server and token did not
+ * change), then attach to a resumed channel or open a new session.
+ * `credentials` null: a reconnect -- resume if possible, else ask again.
+ */
+async function start(cfg, credentials) {
+  config = cfg;
+  saveConfig(cfg);
+  $("btn-reconnect").hidden = true;
+  $("notice").hidden = true;
+  setMessage("");
+  const key = `${wsURL(cfg)}|${cfg.token}`;
+  if (!conn || conn.state === "closed" || conn.__key !== key) {
+    await dropConnection();
+    setPhase("connecting");
+    setPill("connecting");
+    showLoader(`Connecting to ${wsURL(cfg)}…`);
+    const gen = ++connGen;
+    const c = await nimbus.connect({ url: wsURL(cfg), token: cfg.token, listeners: connectionListeners(gen) });
+    if (gen !== connGen) return void nimbus.closeConnection(c).catch(() => {}); // superseded meanwhile
+    conn = c;
+    conn.__key = key;
+    demo.conn = conn;
+    demo.state = conn.state;
+  }
+  const resumed = nimbus.resumedChannels(conn);
+  if (resumed.length) {
+    resetCounters();
+    attach(resumed[0], { resumed: true });
+    setMessage("Session resumed", "ok");
+    return;
+  }
+  if (cfg.mode === "ssh" && !credentials) {
+    showForm(cfg);
+    return;
+  }
+  await openNew(cfg, credentials ?? {});
+}
+
+async function openNew(cfg, credentials) {
+  if (current) {
+    // A new session replaces the one on screen (which ends on the server).
+    const old = current;
+    offChannel();
+    current = null;
+    nimbus.closeChannel(old).catch(() => {});
+  }
+  setPhase("connecting");
+  showLoader(cfg.mode === "ssh" ? `Opening ${cfg.user}@${cfg.target}…` : "Opening a shell…");
+  fitNow();
+  resetCounters();
+  term.reset();
+  const target = cfg.mode === "ssh" ? parseTarget(cfg.target) : { host: "localhost", port: 0 };
+  const user = cfg.mode === "ssh" ? { username: cfg.user, auth: credentials } : { username: "", auth: {} };
+  let ch;
+  try {
+    ch = await nimbus.openSession(conn, { target, user, cols: term.cols, rows: term.rows });
+  } catch (e) {
+    const err = nimbus.describeError(e);
+    record("open_error", { message: err.text });
+    if (conn?.state === "closed") return onTerminalError(e);
+    const local = cfg.mode === "local";
+    showForm(
+      { ...cfg, mode: local ? "ssh" : cfg.mode },
+      local
+        ? `A local shell could not be opened (${err.detail || err.text}). This server may run the SSH backend: choose a target.`
+        : `Could not open ${cfg.user}@${cfg.target}: ${err.detail || err.text}`,
+    );
+    return;
+  }
+  attach(ch, { resumed: false });
+}
+
+// Output of the attached channel -> xterm.  `done` is called from xterm's
+// write callback, once it has parsed the chunk: only then does the runtime
+// count the bytes as consumed and grant the server more credit, so a slow
+// renderer slows the server down instead of growing memory (xterm.js's
+// flow-control guidance).
+function output(bytes, done) {
+  demo.rx += bytes.length;
+  if (demo.tap) demo.tap(bytes);
+  term.write(bytes, () => {
+    demo.written += bytes.length;
+    done();
+  });
+}
+
+function resetCounters() {
+  demo.rx = 0;
+  demo.written = 0;
+}
+
+function attach(ch, { resumed }) {
+  offChannel();
+  current = ch;
+  demo.channel = ch;
+  demo.channelId = ch.id ?? null;
+  demo.sessions += 1;
+  demo.resumed = resumed;
+  demo.exit = null;
+  const offs = [nimbus.pipeOutput(ch, output)];
+  offs.push(
+    nimbus.on(ch, "exit", (ev) => {
+      const code = ev?.code ?? null;
+      const sig = ev?.sig ?? ev?.signal ?? null;
+      demo.exit = { code, sig };
+      record("exit", demo.exit);
+      const what = sig ? `killed by SIG${sig}` : `exited with code ${code ?? "?"}`;
+      term.write(`\r\n\x1b[2m[process ${what} — press Enter for a new session]\x1b[0m\r\n`);
+      setPhase("exited");
+      setPill("exited");
+      setMessage(`Shell ${what}`, code === 0 ? "" : "warn");
+    }),
+  );
+  offs.push(
+    nimbus.on(ch, "close", () => {
+      record("channel_close", { id: ch.id ?? null });
+      if (current === ch && demo.phase === "ready") {
+        setPhase("exited");
+        setPill("exited");
+        setMessage("Session closed — press Enter for a new session");
+      }
+    }),
+  );
+  offs.push(
+    nimbus.on(ch, "error", (e) => {
+      const err = nimbus.describeError(e);
+      record("channel_error", err);
+      setMessage(`Session error: ${err.detail || err.text}`, "error");
+    }),
+  );
+  offChannel = () => offs.forEach((off) => off());
+  $("st-target").textContent = config.mode === "ssh" ? `${config.user}@${config.target}` : "local shell";
+  setPhase("ready");
+  setPill(conn.state);
+  hideLoader();
+  $("connect").hidden = true;
+  fitNow();
+  if (resumed) nimbus.resize(ch, term.cols, term.rows); // the window may differ from before the reload
+  nimbus.ping(conn);
+  term.focus();
+  refreshStatus();
+}
+
+// Connection listeners, registered with connect() so that no event of the
+// handshake is missed; `gen` retires them once another connection replaced it.
+let connGen = 0;
+
+function connectionListeners(gen) {
+  const live = () => gen === connGen;
+  return {
+    statechange: (ev) => {
+      if (!live()) return;
+      const state = nimbus.stateOf(ev);
+      demo.state = state;
+      record("state", { state });
+      if (demo.phase !== "exited" && demo.phase !== "error") setPill(state);
+      if (state === "reconnecting") setMessage("Connection lost — reconnecting…", "warn");
+      else if (state === "ready" && $("st-msg").dataset.level === "warn") setMessage("Reconnected", "ok");
+      refreshStatus();
+    },
+    policy: (p) => {
+      if (!live()) return;
+      if (p.kind === "credit_grant") {
+        // The largest grant seen approximates the channel's current window
+        // (the first grant is the whole window; later ones refill it).
+        windows.set(p.channel, Math.max(windows.get(p.channel) ?? 0, p.value ?? 0));
+        return; // frequent: not recorded
+      }
+      record("policy", { kind: p.kind, reason: p.reason ?? null, channel: p.channel ?? null, value: p.value ?? null });
+      refreshStatus();
+    },
+    diagnostic: (ev) => {
+      if (live()) record("diagnostic", { code: ev?.code ?? "", phase: ev?.phase ?? "" });
+    },
+    error: (e) => {
+      if (live()) onTerminalError(e);
+    },
+  };
+}
+
+function onTerminalError(e) {
+  const err = nimbus.describeError(e);
+  demo.error = err;
+  record("error", err);
+  setPhase("error");
+  setPill("closed");
+  const code = err.code != null ? ` (${err.code}${err.name ? " " + err.name : ""})` : "";
+  setMessage(`Disconnected: ${err.text}${code}${err.detail && err.detail !== err.text ? " — " + err.detail : ""}`, "error");
+  $("btn-reconnect").hidden = false;
+  hideLoader();
+  $("connect").hidden = true;
+  if (current) term.write(`\r\n\x1b[31m[disconnected: ${err.text}${code}]\x1b[0m\r\n`);
+  else showNotice("Disconnected", `${err.text}${code}${err.detail && err.detail !== err.text ? ". " + err.detail : ""}`);
+}
+
+function showNotice(title, text) {
+  $("notice-title").textContent = title;
+  $("notice-text").textContent = text;
+  $("notice").hidden = false;
+  $("notice-reconnect").focus();
+}
+
+$("notice-reconnect").addEventListener("click", () => {
+  $("notice").hidden = true;
+  $("btn-reconnect").click();
+});
+$("notice-settings").addEventListener("click", () => {
+  $("notice").hidden = true;
+  showForm(config);
+});
+
+async function dropConnection() {
+  offChannel();
+  connGen++;
+  const old = conn;
+  conn = null;
+  current = null;
+  if (old && old.state !== "closed") {
+    try {
+      await nimbus.closeConnection(old);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+async function restart() {
+  if (current) {
+    try {
+      await nimbus.closeChannel(current);
+    } catch {
+      /* already closed */
+    }
+  }
+  offChannel();
+  current = null;
+  if (config.mode === "ssh") return showForm(config);
+  start(config, {}).catch(showFatal);
+}
+
+function showFatal(e) {
+  if (demo.phase === "error" && !$("btn-reconnect").hidden) return; // already reported
+  const err = nimbus.describeError(e);
+  if (err.code != null) return onTerminalError(e);
+  console.error(e);
+  fatal(`Could not start: ${e?.message ?? e}`);
+  $("btn-reconnect").hidden = false;
+}
+
+// ------------------------------------------------------------------- boot
+
+async function boot() {
+  const t0 = performance.now();
+  setPill("loading");
+  showLoader("Loading the Python runtime…");
+  let site = {};
+  try {
+    site = await (await fetch("site.json", { cache: "no-cache" })).json();
+  } catch {
+    site = {};
+  }
+  await nimbus.loadRuntime({
+    indexURL: new URL("pyodide/", location.href).href,
+    wheelURL: site.wheel ? new URL(site.wheel, location.href).href : undefined,
+    bootBytes: site.bootBytes ?? null,
+    onProgress: ({ text, fraction }) => showLoader(text || "Loading the Python runtime…", fraction),
+  });
+  demo.bootMs = Math.round(performance.now() - t0);
+  record("booted", { ms: demo.bootMs });
+  if (params.get("connect") === "0") return showForm(config);
+  await start(config, config.mode === "ssh" ? null : {});
+}
+
+boot().catch(showFatal);

@@ -1,0 +1,184 @@
+// The one place where the demo page meets the nimbus runtime facade
+// (web_runtime/js/nimbus.mjs, served as nimbus/nimbus.mjs).  app.mjs only
+// talks to the functions below; if the facade's API moves, this file moves.
+
+const FACADE_URL = new URL("./nimbus/nimbus.mjs", import.meta.url).href;
+
+// WebSocket / nimbus close codes (PROTOCOL.md section 8; mirrors
+// core.errors.describe_close_code for when the facade does not expose it).
+const CLOSE_CODES = {
+  1000: ["NORMAL", "normal closure"],
+  1001: ["GOING_AWAY", "going away (server shutdown or page unload)"],
+  1002: ["PROTOCOL_ERROR", "WebSocket protocol error"],
+  1003: ["UNSUPPORTED_DATA", "unsupported data"],
+  1005: ["NO_STATUS", "no status code"],
+  1006: ["ABNORMAL", "connection lost"],
+  1007: ["INVALID_DATA", "invalid frame payload (not UTF-8)"],
+  1008: ["POLICY_VIOLATION", "policy violation"],
+  1009: ["MESSAGE_TOO_BIG", "message too big"],
+  1011: ["INTERNAL_ERROR_WS", "server internal error"],
+  1012: ["SERVICE_RESTART", "service restart"],
+  1013: ["TRY_AGAIN_LATER", "try again later"],
+  1015: ["TLS_HANDSHAKE", "TLS handshake failure"],
+  4000: ["CANCELLED", "cancelled or superseded by a newer connection"],
+  4001: ["UNSUPPORTED_PROFILE", "wire profile not supported by the server"],
+  4002: ["BAD_HELLO", "bad hello"],
+  4003: ["AUTH_FAILED", "authentication failed"],
+  4004: ["POLICY_DENIED", "denied by policy (rate limit or forbidden target)"],
+  4005: ["TARGET_UNREACHABLE", "target unreachable"],
+  4006: ["CHANNEL_LIMIT", "too many channels on this connection"],
+  4007: ["FLOW_VIOLATION", "flow-control violation"],
+  4008: ["FRAME_TOO_LARGE", "frame too large"],
+  4009: ["UNSUPPORTED_MESSAGE", "unsupported message type"],
+  4010: ["SERVER_OVERLOAD", "server overloaded"],
+  4011: ["RESUME_FAILED", "resume failed (token invalid, expired or already used)"],
+  4012: ["TIMEOUT", "idle timeout"],
+  4013: ["DUPLICATE_CHANNEL_ID", "duplicate channel id"],
+  4014: ["MALFORMED_FRAME", "malformed frame"],
+  4015: ["INTERNAL_ERROR", "server internal error"],
+};
+
+let facade = null; // the imported module
+let runtime = null; // what loadNimbus() returned
+
+/**
+ * Import the facade and boot Pyodide + the wheel.
+ * onProgress({text, fraction|null}); `bootBytes` (from site.json) is what
+ * the boot downloads with fetch(), for a byte-accurate progress bar.
+ */
+export async function loadRuntime({ indexURL, wheelURL, bootBytes, onProgress }) {
+  try {
+    facade = await import(FACADE_URL);
+  } catch (e) {
+    throw new Error(`the nimbus runtime (nimbus/nimbus.mjs) could not be loaded: ${e.message}`);
+  }
+  let phase = "Loading the Python runtime";
+  let loaded = 0;
+  const report = () =>
+    onProgress?.({
+      text: loaded ? `${phase} · ${fmtMB(loaded)}${bootBytes ? ` / ${fmtMB(bootBytes)}` : ""}` : `${phase}…`,
+      fraction: bootBytes && loaded ? Math.min(0.98, loaded / bootBytes) : null,
+    });
+  const untrack = trackDownloads((n) => {
+    loaded = n;
+    report();
+  });
+  try {
+    runtime = await facade.loadNimbus({
+      indexURL,
+      wheelURL,
+      onProgress: (ev) => {
+        if (ev?.phase === "package") phase = "Installing nimbus-websocket";
+        else if (ev?.phase === "ready") phase = "Starting";
+        report();
+      },
+    });
+  } finally {
+    untrack();
+  }
+  return runtime;
+}
+
+// Count the bytes of every fetch() while Pyodide boots (the wasm, the
+// stdlib, the lock file, the wheel): Pyodide itself reports only phases.
+// The bodies are passed through unchanged (headers, status; integrity was
+// already checked by the real fetch).
+function trackDownloads(onBytes) {
+  const orig = globalThis.fetch;
+  if (typeof ReadableStream !== "function") return () => {};
+  let total = 0;
+  globalThis.fetch = async (...args) => {
+    const res = await orig(...args);
+    if (!res.ok || !res.body) return res;
+    const reader = res.body.getReader();
+    const body = new ReadableStream({
+      async pull(ctrl) {
+        const { done, value } = await reader.read();
+        if (done) return ctrl.close();
+        total += value.byteLength;
+        onBytes(total);
+        ctrl.enqueue(value);
+      },
+      cancel: (reason) => reader.cancel(reason),
+    });
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+  return () => {
+    globalThis.fetch = orig;
+  };
+}
+
+const fmtMB = (n) => `${(n / 1048576).toFixed(1)} MB`;
+
+/** Connect; resolves when ready.  `token` empty -> auth scheme "none". */
+export async function connect({ url, token, listeners }) {
+  return runtime.connect({
+    url,
+    auth: token ? { scheme: "bearer", token } : { scheme: "none" },
+    clientInfo: { app: "nimbus-demo" },
+    on: listeners,
+  });
+}
+
+/** Subscribe; returns an unsubscribe function. */
+export function on(target, event, cb) {
+  return target.on(event, cb);
+}
+
+/** Open a terminal channel (the facade keeps its output until a data listener exists). */
+export function openSession(conn, { target, user, cols, rows }) {
+  return conn.openSession({
+    target,
+    user,
+    term: { cols, rows, env: { TERM: "xterm-256color", COLORTERM: "truecolor" } },
+  });
+}
+
+/** Channels the runtime brought back from sessionStorage on connect (page reload). */
+export function resumedChannels(conn) {
+  return conn.resumedChannels.filter((ch) => ch.state !== "closed");
+}
+
+/**
+ * Route a channel's output (stdout and stderr: one screen, like a terminal)
+ * to `write(bytes, done)`.  The runtime counts a chunk as consumed -- and
+ * only then grants the server more credit -- when `done` is called, which
+ * xterm does from term.write's callback once it has parsed the chunk: a slow
+ * renderer slows the server down instead of growing memory.
+ */
+export function pipeOutput(ch, write) {
+  const sink = (bytes, done) => write(bytes, done);
+  const offs = [ch.on("data", sink), ch.on("stderr", sink)];
+  return () => offs.forEach((off) => off());
+}
+
+export const send = (ch, data) => ch.send(data);
+export const resize = (ch, cols, rows) => ch.resize(cols, rows);
+export const closeChannel = (ch) => ch.close();
+export const closeConnection = (conn) => conn.close();
+/** Measure RTT now (the runtime's own heartbeat only pings every 20 s). */
+export const ping = (conn) => conn?.ping();
+
+/** Live numbers for the status bar (one snapshot of the connection). */
+export function stats(conn) {
+  const info = conn ? conn.info : { state: "closed" };
+  return {
+    state: info.state ?? "closed",
+    rttMs: info.rttMs ?? null,
+    bufferedAmount: info.bufferedAmount ?? 0,
+    pauseReasons: info.pauseReasons ?? [],
+  };
+}
+
+/** The new state of a statechange event. */
+export const stateOf = (ev) => ev?.new ?? ev?.state ?? "";
+
+/** `{code, name, text, detail}` of a NimbusError (code: the close code, if any). */
+export function describeError(err) {
+  if (err == null) return { code: null, name: "", text: "connection closed", detail: "" };
+  const code = err.appCode ?? err.wsCode ?? null;
+  const name = (typeof err.code === "string" ? err.code : "") || (code != null ? CLOSE_CODES[code]?.[0] ?? "" : "");
+  const text = code != null ? CLOSE_CODES[code]?.[1] ?? `close code ${code}` : err.message ?? String(err);
+  const detail = err.message && err.message !== text ? err.message : "";
+  return { code, name, text, detail };
+}
