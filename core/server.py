@@ -505,6 +505,10 @@ class ServerConnection:
         """True when :meth:`frames_to_send` would return something."""
         return bool(self._frames)
 
+    def has_events(self) -> bool:
+        """True when :meth:`events` would return something."""
+        return bool(self._events) or (self.session is not None and bool(self.session._events))
+
     def events(self) -> list[ServerEvent]:
         """Connection events then session events (drains both queues)."""
         out, self._events = self._events, []

@@ -743,13 +743,20 @@ async def resume_garbage_token(ctx: Ctx) -> str:
 
 @case("resume.token_single_use")
 async def resume_token_single_use(ctx: Ctx) -> str:
-    """A token that was used once is refused (4011) and does not disturb the resumed connection."""
+    """A used token is refused (4011) once the client confirmed its replacement,
+    and the refusal does not disturb the resumed connection.
+
+    Until the resumed connection carries a first message, a server may still
+    accept the token it was resumed with (a ``hello_ok`` lost in a drop must
+    not cost the session), so the case confirms with a ping first.
+    """
     _need_resume(ctx)
     w1, ok1 = await ctx.ready()
     assert ok1.resume is not None
     token = ok1.resume.token
     w1.abort()
     w2, ok2 = await ctx.ready(resume=ResumeRequest(token))
+    await w2.roundtrip("the resumed connection confirms its new token")
     w3 = await ctx.connect()
     await w3.send(ctx.hello_msg(resume=ResumeRequest(token)))
     code = await w3.expect_close({CloseCode.RESUME_FAILED}, "a second resume with the same token")

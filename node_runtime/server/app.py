@@ -222,6 +222,7 @@ class _Conn:
             self.close_req is not None
             or self.done
             or core.has_frames()
+            or core.has_events()
             or core.write_paused
             or (deadline is not None and (self._sleep_until is None or deadline < self._sleep_until))
         ):
