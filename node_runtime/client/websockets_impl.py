@@ -48,6 +48,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State as _WsState
 
 from ...core.profiles import DEFAULT_MAX_FRAME
@@ -309,7 +310,7 @@ class WebsocketsImpl:
 
     async def _run(self, kwargs: dict[str, Any]) -> None:
         try:
-            conn = await ws_connect(self.url, **kwargs)
+            conn = await ws_connect(self.url, create_connection=_PushConnection, **kwargs)
         except asyncio.CancelledError:
             self._report_close(1006, "connection abandoned", False)
             return
@@ -329,6 +330,8 @@ class WebsocketsImpl:
         self._extensions = ", ".join(_ext_name(e) for e in conn.protocol.extensions)
         self._writer = self._loop.create_task(self._write_loop(conn))
         self._fire("onopen", Event("open"))
+        if isinstance(conn, _PushConnection):
+            conn.push = lambda msg: self._fire("onmessage", MessageEvent(msg))
         try:
             async for message in conn:
                 self._fire("onmessage", MessageEvent(message))
@@ -371,6 +374,40 @@ class WebsocketsImpl:
         except Exception:
             log.exception("WebSocket writer failed")
             conn.transport.abort()
+
+
+class _PushConnection(ClientConnection):
+    """A ``websockets`` client connection that hands each complete message to
+    ``push`` as soon as its frame is parsed, as a browser's ``onmessage`` does,
+    instead of queueing it for a reader task: one task switch less per message.
+
+    Fragmented messages (which nimbus servers do not send) make it fall back,
+    for good, to the library's queue -- so message order is kept either way.
+    """
+
+    push: Any = None
+    _queued = False
+
+    def process_event(self, event: Any) -> None:
+        push = self.push
+        if push is not None and not self._queued and isinstance(event, Frame):
+            op = event.opcode
+            if op is Opcode.BINARY or op is Opcode.TEXT:
+                if event.fin:
+                    if op is Opcode.BINARY:
+                        push(bytes(event.data))
+                        return
+                    try:
+                        text = bytes(event.data).decode()
+                    except UnicodeDecodeError:
+                        self.protocol.fail(1007, "invalid UTF-8 in a text message")
+                        return
+                    push(text)
+                    return
+                self._queued = True
+            elif op is Opcode.CONT:
+                self._queued = True
+        super().process_event(event)
 
 
 def _ext_name(ext: Any) -> str:

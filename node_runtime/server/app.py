@@ -245,10 +245,11 @@ class _Conn:
                 if self.wake_ev.is_set():
                     continue
                 deadline = core.next_deadline()
-                timeout = None if deadline is None else max(0.0, deadline - time.time())
                 if core.write_paused:  # poll the socket until it drains below the low-water mark
-                    timeout = _WRITE_POLL if timeout is None else min(timeout, _WRITE_POLL)
-                self._sleep_until = None if timeout is None else time.time() + timeout
+                    poll = time.time() + _WRITE_POLL
+                    deadline = poll if deadline is None else min(deadline, poll)
+                self._sleep_until = deadline
+                timeout = None if deadline is None else max(0.0, deadline - time.time())
                 try:
                     async with asyncio.timeout(timeout):
                         await self.wake_ev.wait()
