@@ -1,9 +1,10 @@
 """Fixtures for the conformance-kit tests: reference and example servers, the kit's CLI.
 
-Servers listen on 127.0.0.1 port 0.  The example servers are standalone
-scripts (``node_runtime/server/examples``): they run as subprocesses that
-print ``listening ws://HOST:PORT/``, or are loaded as modules when a test
-needs a deliberately broken variant.
+Servers listen on 127.0.0.1 port 0.  The example server is a standalone
+script (``node_runtime/server/examples/minimal_server.py``, one wire profile
+per process): it runs as a subprocess that prints ``listening
+ws://HOST:PORT/``, or is loaded as a module when a test needs a deliberately
+broken variant.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from kithelpers import EXAMPLES, SHELL, stderr_text
+from kithelpers import EXAMPLE_SERVER, SHELL, stderr_text
 from nimbus_websocket.node_runtime.server import Server, ServerOptions
 
 
@@ -43,13 +44,15 @@ async def reference() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
 
 @pytest.fixture
 async def example_process() -> AsyncIterator[Callable[..., Awaitable[str]]]:
-    """Run an example server script as a subprocess; returns its ws:// URL."""
+    """Run the example server for ``profile`` as a subprocess; returns its ws:// URL."""
     procs: list[asyncio.subprocess.Process] = []
 
-    async def start(script: str, *args: str) -> str:
+    async def start(profile: str, *args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(EXAMPLES / script),
+            str(EXAMPLE_SERVER),
+            "--profile",
+            profile,
             "--host",
             "127.0.0.1",
             "--port",
@@ -66,7 +69,7 @@ async def example_process() -> AsyncIterator[Callable[..., Awaitable[str]]]:
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), 15)
         except TimeoutError:
-            pytest.fail(f"{script} did not report its address within 15 s")
+            pytest.fail(f"{EXAMPLE_SERVER.name} --profile {profile} did not report its address within 15 s")
         text = line.decode().strip()
         assert text.startswith("listening ws://127.0.0.1:"), (text, await stderr_text(proc))
         return text.split()[1]
@@ -84,7 +87,7 @@ async def example_process() -> AsyncIterator[Callable[..., Awaitable[str]]]:
 
 @pytest.fixture
 async def in_process_example() -> AsyncIterator[Callable[..., Awaitable[str]]]:
-    """Serve an example module's ``start_server`` in this event loop; returns its URL."""
+    """Serve an example module's ``start_server`` in this event loop (``profile=`` etc. in ``kw``); returns its URL."""
     servers: list[Any] = []
 
     async def start(mod: ModuleType, **kw: Any) -> str:

@@ -13,6 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "node_runtime" / "server" / "examples"
+#: The reference server for other languages (``--profile json-base64.v1|lenpfx.v1``).
+EXAMPLE_SERVER = EXAMPLES / "minimal_server.py"
 #: The shell every test channel runs: bash without rc files (fast, predictable).
 SHELL = "bash --norc --noprofile -i"
 
@@ -26,7 +28,7 @@ async def stderr_text(proc: asyncio.subprocess.Process) -> str:
     return ""
 
 
-def load_example(script: str) -> ModuleType:
+def load_example(script: str = EXAMPLE_SERVER.name) -> ModuleType:
     """Import an example script as a module (to subclass its Connection)."""
     name = "nimbus_example_" + Path(script).stem
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / script)

@@ -3,9 +3,11 @@
 * a server that sends output without credit (a core patch on the reference
   server: channels start with 1 MiB of credit instead of 0);
 * a server that answers an unknown message type with nothing (a subclass of
-  the json-base64 example that ignores 4009 errors);
+  the example server's Connection, json-base64 profile, that ignores 4009
+  errors);
 * a server that closes malformed frames with the wrong code (a subclass of
-  the lenpfx example that closes 1008 instead of 4014);
+  the example server's Connection, lenpfx profile, that closes 1008 instead
+  of 4014);
 * a server that resumes an exactly-once channel from the wrong offset (a
   core patch: it ignores the client's ``rx`` and continues after what it sent).
 
@@ -56,7 +58,7 @@ async def test_server_ignoring_credit(reference: Callable[..., Awaitable[Server]
 
 
 async def test_server_silent_on_unknown_type(in_process_example: Callable[..., Awaitable[str]]) -> None:
-    mod = load_example("minimal_json_base64.py")
+    mod = load_example()
 
     class Silent(mod.Connection):  # type: ignore[name-defined,misc]
         def fail(self, code: int, reason: str) -> None:
@@ -64,7 +66,7 @@ async def test_server_silent_on_unknown_type(in_process_example: Callable[..., A
                 return  # the bug: an unknown type is dropped, the connection stays open
             super().fail(code, reason)
 
-    url = await in_process_example(mod, connection_class=Silent)
+    url = await in_process_example(mod, profile="json-base64.v1", connection_class=Silent)
     rc, out = await run_cli(url, "--profile", "json-base64.v1", "--only", "error.*", "--timeout", "1.5", "--skip-slow")
     assert rc == 1, out
     status = _status(out, "json-base64.v1/error.unknown_type")
@@ -75,14 +77,14 @@ async def test_server_silent_on_unknown_type(in_process_example: Callable[..., A
 
 
 async def test_server_wrong_code_for_malformed_frames(in_process_example: Callable[..., Awaitable[str]]) -> None:
-    mod = load_example("minimal_lenpfx.py")
+    mod = load_example()
 
     class WrongCode(mod.Connection):  # type: ignore[name-defined,misc]
         def fail(self, code: int, reason: str) -> None:
             # the bug: malformed frames close with 1008 instead of 4014
             super().fail(1008 if code == mod.MALFORMED_FRAME else code, reason)
 
-    url = await in_process_example(mod, connection_class=WrongCode)
+    url = await in_process_example(mod, profile="lenpfx.v1", connection_class=WrongCode)
     rc, out = await run_cli(url, "--profile", "lenpfx.v1", "--only", "error.*", "--only", "data.echo", "--timeout", "2")
     assert rc == 1, out
     for name in ("truncated_frame", "reserved_stream", "stderr_from_client", "bad_json", "length_mismatch", "missing_field"):
@@ -90,8 +92,6 @@ async def test_server_wrong_code_for_malformed_frames(in_process_example: Callab
         assert status.startswith("FAIL") and "closed with 1008" in status and "4014" in status, status
     for name in ("data.echo", "error.unknown_type", "error.duplicate_id", "error.credit_overflow"):
         assert _status(out, f"lenpfx.v1/{name}").startswith("PASS")
-
-
 
 
 async def test_server_resuming_from_the_wrong_offset(

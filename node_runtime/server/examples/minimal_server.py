@@ -1,35 +1,48 @@
 #!/usr/bin/env python3
-"""A minimal nimbus.ssh.v1 server speaking the ``lenpfx.v1`` wire profile.
+"""A minimal nimbus.ssh.v1 server for the ``json-base64.v1`` and ``lenpfx.v1`` wire profiles.
 
 A reference for implementers in other languages: one file, ``websockets``
 and the standard library only, every rule spelled out by hand (it does not
 import ``nimbus_websocket``).  Each channel is a local command on a PTY.
+One process speaks one profile, chosen with ``--profile`` (default
+``json-base64.v1``).
 
 Run it and test it with the conformance kit::
 
-    python minimal_lenpfx.py --port 8767 --command "bash --norc -i"
+    python minimal_server.py --port 8766 --command "bash --norc -i"
+    nimbus-ws conformance ws://127.0.0.1:8766/ --profile json-base64.v1 --denied-target 192.0.2.1:22
+
+    python minimal_server.py --profile lenpfx.v1 --port 8767 --command "bash --norc -i"
     nimbus-ws conformance ws://127.0.0.1:8767/ --profile lenpfx.v1 --denied-target 192.0.2.1:22
 
 It prints ``listening ws://HOST:PORT/`` on stdout once bound (``--port 0``
 picks a free port).
 
-Wire profile (section 5 of the contract): every WebSocket message is one
-binary envelope ``[length u32 BE][kind u8][id u32 BE][payload]``.  The
-length field counts the bytes after itself (kind + id + payload), so it is
-always the message length minus 4.  Kind ``0x10`` carries a control message
-as UTF-8 JSON (id field 0), ``0x01`` stdout (client input travels as
-``0x01`` too), ``0x02`` stderr; every other kind is reserved (4014).
+Wire profiles (section 5 of the contract) differ only in how a message
+becomes a WebSocket frame; that is the "Framing" section below, one class
+per profile.  Everything else -- the control messages of section 2 and the
+rules around them -- is the same for both:
 
-Implemented: subprotocol ``nimbus.ssh.lenpfx.v1``; ``hello``/``hello_ok``
-with bearer tokens (``--token``; none configured: anyone may connect, so bind
-to loopback only); Origin allow-list (loopback origins and ``--allow-origin``);
-loopback-only targets (others get ``open_err POLICY_DENIED``); credit flow
-control with initial credit 0 -- the PTY is only read while the channel has
-credit, so memory stays bounded; ``resize``, ``signal`` (to the PTY's
-foreground process group), ``exit`` after all output, ``close``;
-``ping``/``pong``; the limits of section 9 (1 MiB frames, 4 channels,
-50 control messages/s, 16 MiB outstanding credit) and every close code of
-section 8 that applies.
+* ``json-base64.v1`` (subprotocol ``nimbus.ssh.json-base64.v1``): every
+  WebSocket message is a JSON text frame.  Control messages are the JSON
+  objects of section 2; data is
+  ``{"t": "data", "id": N, "stream": "stdout"|"stderr", "data": "<base64>"}``.
+* ``lenpfx.v1`` (subprotocol ``nimbus.ssh.lenpfx.v1``): every WebSocket
+  message is one binary envelope ``[length u32 BE][kind u8][id u32 BE][payload]``.
+  The length field counts the bytes after itself (kind + id + payload), so it
+  is always the message length minus 4.  Kind ``0x10`` carries a control
+  message as UTF-8 JSON (id field 0), ``0x01`` stdout (client input travels
+  as ``0x01`` too), ``0x02`` stderr; every other kind is reserved (4014).
+
+Implemented: ``hello``/``hello_ok`` with bearer tokens (``--token``; none
+configured: anyone may connect, so bind to loopback only); Origin allow-list
+(loopback origins and ``--allow-origin``); loopback-only targets (others get
+``open_err POLICY_DENIED``); credit flow control with initial credit 0 -- the
+PTY is only read while the channel has credit, so memory stays bounded;
+``resize``, ``signal`` (to the PTY's foreground process group), ``exit``
+after all output, ``close``; ``ping``/``pong``; the limits of section 9
+(1 MiB frames, 4 channels, 50 control messages/s, 16 MiB outstanding credit)
+and every close code of section 8 that applies.
 
 Left out (the kit reports these cases as SKIP): resume tokens and
 exactly-once resume (``caps.ack``) -- ``hello_ok`` carries no ``resume``,
@@ -41,6 +54,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import fcntl
 import hmac
@@ -58,15 +73,13 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-PROFILE = "lenpfx.v1"
-SUBPROTOCOL = "nimbus.ssh.lenpfx.v1"
-SERVER_NAME = "minimal-lenpfx/1"
+SERVER_NAME = "minimal-server/1"
 
 MAX_FRAME = 1 << 20  # bytes per WebSocket message, envelope included
 MAX_CHANNELS = 4
 MAX_CREDIT = 16 << 20  # outstanding credit per channel
 MAX_INPUT = 4 << 20  # input waiting for the PTY per channel
-READ_CHUNK = 64 << 10  # one PTY read; its envelope stays far below MAX_FRAME
+READ_CHUNK = 64 << 10  # one PTY read; its data frame stays far below MAX_FRAME
 RATE, BURST = 50.0, 50.0  # control messages per second (all but flow and pong)
 HELLO_TIMEOUT, IDLE_TIMEOUT = 10.0, 60.0
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -87,49 +100,8 @@ class Fail(Exception):
         self.reason = reason
 
 
-# --------------------------------------------------------------------------
-# Framing: the only part that differs between wire profiles.
-
-HEADER = struct.Struct(">IBI")  # length, kind, channel id
-KIND_CTL, KIND_STDOUT, KIND_STDERR = 0x10, 0x01, 0x02
-
-
-def decode(frame: str | bytes) -> tuple[str, Any]:
-    """Return ``("ctl", dict)`` or ``("data", (stream, id, payload))``; raise 4014 if malformed."""
-    if not isinstance(frame, bytes):
-        raise Fail(MALFORMED_FRAME, "lenpfx.v1 uses binary frames only")
-    if len(frame) < HEADER.size:
-        raise Fail(MALFORMED_FRAME, "envelope shorter than its 9-byte header")
-    length, kind, cid = HEADER.unpack_from(frame)
-    if length != len(frame) - 4:
-        raise Fail(MALFORMED_FRAME, f"length field {length} but {len(frame) - 4} bytes follow it")
-    body = frame[HEADER.size :]
-    if kind == KIND_CTL:
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Fail(MALFORMED_FRAME, "control envelope is not UTF-8") from None
-        return "ctl", parse_json(text)
-    if kind not in (KIND_STDOUT, KIND_STDERR):
-        raise Fail(MALFORMED_FRAME, f"reserved kind 0x{kind:02x}")
-    if not 1 <= cid <= 2**32 - 1:
-        raise Fail(MALFORMED_FRAME, "channel id 0")
-    return "data", ("stdout" if kind == KIND_STDOUT else "stderr", cid, body)
-
-
-def encode_ctl(msg: dict[str, Any]) -> bytes:
-    """A control message in a kind-0x10 envelope."""
-    body = json.dumps(msg, separators=(",", ":")).encode()
-    return HEADER.pack(5 + len(body), KIND_CTL, 0) + body
-
-
-def encode_data(cid: int, payload: bytes) -> bytes:
-    """Output in a kind-0x01 envelope (payloads here are at most READ_CHUNK bytes)."""
-    return HEADER.pack(5 + len(payload), KIND_STDOUT, cid) + payload
-
-
 def parse_json(text: str) -> dict[str, Any]:
-    """Parse one JSON object (no NaN/Infinity, bounded nesting)."""
+    """Parse one JSON object (no NaN/Infinity, bounded nesting); 4014 if it is not one."""
     try:
         obj = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError):
@@ -141,6 +113,110 @@ def parse_json(text: str) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(name)
+
+
+def to_json(msg: dict[str, Any]) -> str:
+    """A control message as compact JSON."""
+    return json.dumps(msg, separators=(",", ":"))
+
+
+# ==========================================================================
+# Framing: the only part that differs between wire profiles.
+#
+# A profile has a name (what ``hello.caps.profile`` asks for), a WebSocket
+# subprotocol, and three functions:
+#
+#   decode(frame)             -> ("ctl", dict) or ("data", (stream, id, payload));
+#                                raises Fail(4014) for a malformed frame
+#   encode_ctl(msg)           -> the frame carrying control message ``msg``
+#   encode_data(id, payload)  -> the frame carrying stdout bytes of channel ``id``
+#
+# The control dict is only checked for being a JSON object here; its fields
+# are validated once, for every profile, in the next section.
+
+
+class JsonBase64:
+    """``json-base64.v1``: JSON text frames; data is base64 in a ``t: data`` object."""
+
+    name = "json-base64.v1"
+    subprotocol = "nimbus.ssh.json-base64.v1"
+
+    @staticmethod
+    def decode(frame: str | bytes) -> tuple[str, Any]:
+        if not isinstance(frame, str):
+            raise Fail(MALFORMED_FRAME, "json-base64.v1 uses text frames only")
+        obj = parse_json(frame)
+        if obj.get("t") != "data":
+            return "ctl", obj
+        cid, stream, data = obj.get("id"), obj.get("stream"), obj.get("data")
+        if not is_int(cid, 1, 2**32 - 1):
+            raise Fail(MALFORMED_FRAME, "data.id must be an integer in 1..2^32-1")
+        if stream not in ("stdout", "stderr"):
+            raise Fail(MALFORMED_FRAME, "data.stream must be stdout or stderr")
+        if not isinstance(data, str):
+            raise Fail(MALFORMED_FRAME, "data.data must be a base64 string")
+        try:
+            payload = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise Fail(MALFORMED_FRAME, "data.data is not valid base64") from None
+        return "data", (stream, cid, payload)
+
+    @staticmethod
+    def encode_ctl(msg: dict[str, Any]) -> str:
+        return to_json(msg)
+
+    @staticmethod
+    def encode_data(cid: int, payload: bytes) -> str:
+        return to_json({"t": "data", "id": cid, "stream": "stdout", "data": base64.b64encode(payload).decode()})
+
+
+class Lenpfx:
+    """``lenpfx.v1``: binary envelopes ``[length u32 BE][kind u8][id u32 BE][payload]``."""
+
+    name = "lenpfx.v1"
+    subprotocol = "nimbus.ssh.lenpfx.v1"
+
+    HEADER = struct.Struct(">IBI")  # length, kind, channel id
+    KIND_CTL, KIND_STDOUT, KIND_STDERR = 0x10, 0x01, 0x02
+
+    @staticmethod
+    def decode(frame: str | bytes) -> tuple[str, Any]:
+        if not isinstance(frame, bytes):
+            raise Fail(MALFORMED_FRAME, "lenpfx.v1 uses binary frames only")
+        if len(frame) < Lenpfx.HEADER.size:
+            raise Fail(MALFORMED_FRAME, "envelope shorter than its 9-byte header")
+        length, kind, cid = Lenpfx.HEADER.unpack_from(frame)
+        if length != len(frame) - 4:
+            raise Fail(MALFORMED_FRAME, f"length field {length} but {len(frame) - 4} bytes follow it")
+        body = frame[Lenpfx.HEADER.size :]
+        if kind == Lenpfx.KIND_CTL:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Fail(MALFORMED_FRAME, "control envelope is not UTF-8") from None
+            return "ctl", parse_json(text)
+        if kind not in (Lenpfx.KIND_STDOUT, Lenpfx.KIND_STDERR):
+            raise Fail(MALFORMED_FRAME, f"reserved kind 0x{kind:02x}")
+        if not 1 <= cid <= 2**32 - 1:
+            raise Fail(MALFORMED_FRAME, "channel id 0")
+        return "data", ("stdout" if kind == Lenpfx.KIND_STDOUT else "stderr", cid, body)
+
+    @staticmethod
+    def encode_ctl(msg: dict[str, Any]) -> bytes:
+        body = to_json(msg).encode()
+        return Lenpfx.HEADER.pack(5 + len(body), Lenpfx.KIND_CTL, 0) + body
+
+    @staticmethod
+    def encode_data(cid: int, payload: bytes) -> bytes:
+        return Lenpfx.HEADER.pack(5 + len(payload), Lenpfx.KIND_STDOUT, cid) + payload
+
+
+Framing = type[JsonBase64] | type[Lenpfx]
+PROFILES: dict[str, Framing] = {JsonBase64.name: JsonBase64, Lenpfx.name: Lenpfx}
+DEFAULT_PROFILE = JsonBase64.name
+
+# End of framing: everything below is the same for every profile.
+# ==========================================================================
 
 
 # --------------------------------------------------------------------------
@@ -212,6 +288,11 @@ def check_flow(m: dict[str, Any]) -> None:
     need(m, "credit", is_int(m.get("credit"), 0, 2**31), "an integer in 0..2^31")
 
 
+def check_resize(m: dict[str, Any]) -> None:
+    check_id(m)
+    check_size(m)
+
+
 def check_ts(m: dict[str, Any]) -> None:
     need(m, "ts", is_num(m.get("ts")), "a number")
 
@@ -219,7 +300,7 @@ def check_ts(m: dict[str, Any]) -> None:
 CLIENT_MESSAGES = {
     "hello": check_hello,
     "open": check_open,
-    "resize": lambda m: (check_id(m), check_size(m)),
+    "resize": check_resize,
     "signal": check_signal,
     "close": check_id,
     "flow": check_flow,
@@ -321,7 +402,7 @@ class Channel:
             data = b""
         if data:
             self.credit -= len(data)  # never beyond credit
-            self.conn.send_frame(encode_data(self.id, data))
+            self.conn.send_frame(self.conn.framing.encode_data(self.id, data))
         else:
             self.eof = True
         self.update()
@@ -437,8 +518,9 @@ class Connection:
 
     channel_class = Channel
 
-    def __init__(self, ws: ServerConnection, argv: list[str], tokens: tuple[str, ...]) -> None:
+    def __init__(self, ws: ServerConnection, framing: Framing, argv: list[str], tokens: tuple[str, ...]) -> None:
         self.ws = ws
+        self.framing = framing
         self.argv = argv
         self.tokens = tokens
         self.ready = False
@@ -452,7 +534,7 @@ class Connection:
 
     def send(self, msg: dict[str, Any]) -> None:
         """Queue a control message."""
-        self.send_frame(encode_ctl(msg))
+        self.send_frame(self.framing.encode_ctl(msg))
 
     def send_frame(self, frame: str | bytes) -> None:
         """Queue a frame; one writer task keeps them in order."""
@@ -521,7 +603,7 @@ class Connection:
 
     async def handle(self, frame: str | bytes) -> None:
         """One message from the client."""
-        kind, body = decode(frame)
+        kind, body = self.framing.decode(frame)
         if not self.ready:
             if kind != "ctl" or body.get("t") != "hello":
                 raise Fail(BAD_HELLO, "the first message must be hello")
@@ -561,7 +643,7 @@ class Connection:
     def on_hello(self, m: dict[str, Any]) -> None:
         """Profile negotiation, authentication, ``hello_ok``."""
         profile = (m.get("caps") or {}).get("profile") or "nimbus.v1"
-        if profile != PROFILE:
+        if profile != self.framing.name:
             raise Fail(UNSUPPORTED_PROFILE, f"profile {profile[:64]!r} not supported")
         if self.tokens:
             auth = m.get("auth") or {}
@@ -577,7 +659,7 @@ class Connection:
         self.send({
             "t": "hello_ok",
             "server": SERVER_NAME,
-            "caps": {"flow": "credit", "maxFrame": MAX_FRAME, "profileAccepted": PROFILE},
+            "caps": {"flow": "credit", "maxFrame": MAX_FRAME, "profileAccepted": self.framing.name},
         })
 
     async def on_open(self, m: dict[str, Any]) -> None:
@@ -625,13 +707,15 @@ async def start_server(
     command: str,
     tokens: tuple[str, ...] = (),
     allow_origins: tuple[str, ...] = (),
+    profile: str = DEFAULT_PROFILE,
     connection_class: type[Connection] = Connection,
 ) -> Any:
-    """Listen on ``host:port`` (0: any free port); returns the ``websockets`` server."""
+    """Listen on ``host:port`` (0: any free port) for ``profile``; returns the ``websockets`` server."""
+    framing = PROFILES[profile]
     argv = shlex.split(command)
 
     async def handler(ws: ServerConnection) -> None:
-        await connection_class(ws, argv, tokens).run()
+        await connection_class(ws, framing, argv, tokens).run()
 
     def check_origin(conn: ServerConnection, request: Any) -> Any:
         if origin_allowed(request.headers.get("Origin"), allow_origins):
@@ -642,7 +726,7 @@ async def start_server(
         handler,
         host,
         port,
-        subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+        subprotocols=[framing.subprotocol],  # type: ignore[list-item]
         process_request=check_origin,
         max_size=MAX_FRAME,  # larger messages close with 1009
         compression=None,
@@ -654,7 +738,8 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: serve until SIGINT/SIGTERM."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8767)
+    p.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="wire profile")
+    p.add_argument("--port", type=int, default=8766)
     p.add_argument("--command", default=os.environ.get("SHELL", "/bin/sh") + " -i", help="run on each channel's PTY")
     p.add_argument("--token", action="append", default=[], help="accepted bearer token (repeatable)")
     p.add_argument("--allow-origin", action="append", default=[], help="allowed browser Origin (repeatable)")
@@ -662,7 +747,12 @@ def main(argv: list[str] | None = None) -> None:
 
     async def run() -> None:
         server = await start_server(
-            args.host, args.port, command=args.command, tokens=tuple(args.token), allow_origins=tuple(args.allow_origin)
+            args.host,
+            args.port,
+            command=args.command,
+            tokens=tuple(args.token),
+            allow_origins=tuple(args.allow_origin),
+            profile=args.profile,
         )
         port = server.sockets[0].getsockname()[1]
         print(f"listening ws://{args.host}:{port}/", flush=True)
