@@ -83,7 +83,8 @@ term.onTitleChange((t) => (document.title = t ? `${t} — nimbus` : "nimbus term
 
 // Keystrokes: xterm gives strings (onData) or raw bytes as a latin1 string (onBinary).
 term.onData((d) => {
-  if (demo.phase === "exited" && (d === "\r" || d === "\n")) return void restart();
+  if (d === "\r" && demo.phase === "exited") return void restart();
+  if (d === "\r" && demo.phase === "error" && !$("btn-reconnect").hidden) return void $("btn-reconnect").click();
   if (current) nimbus.send(current, d).catch?.(reportInputError);
 });
 term.onBinary((d) => {
@@ -515,7 +516,7 @@ function onTerminalError(e) {
   $("btn-reconnect").hidden = false;
   hideLoader();
   $("connect").hidden = true;
-  if (current) term.write(`\r\n\x1b[31m[disconnected: ${err.text}${code}]\x1b[0m\r\n`);
+  if (current) term.write(`\r\n\x1b[31m[disconnected: ${err.text}${code}]\x1b[0m \x1b[2m— press Enter to reconnect\x1b[0m\r\n`);
   else showNotice("Disconnected", `${err.text}${code}${err.detail && err.detail !== err.text ? ". " + err.detail : ""}`);
 }
 

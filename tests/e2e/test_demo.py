@@ -307,8 +307,7 @@ def test_hidden_tab_pauses_stream(open_demo: Callable[..., Demo], served: Served
     demo.set_hidden(False)
     demo.wait("(n) => window.nimbusDemo.rx > n + 1048576", stopped, what="the stream to continue")
     demo.wait("() => window.nimbusDemo.pauseReasons.length === 0", what="the pause to end")
-    demo.page.keyboard.press("Control+C")
-    demo.wait_prompt()
+    # (the flood ends with the session: the context fixture closes it with 1000)
 
 
 def test_ctrl_c_under_flood(open_demo: Callable[..., Demo], served: Served, shots: Any) -> None:
@@ -356,6 +355,33 @@ def test_auth_failure_shows_reason_and_reconnect(context: Any, site_dir: Path, s
         demo.run("echo token-$((1+1))", r"^token-2$")
     finally:
         st.stop()
+
+
+def test_server_restart_reconnecting_then_resume_failed(context: Any, site_dir: Path, shots: Any) -> None:
+    """Server gone: "reconnecting"; back without the session: 4011 and a working Reconnect."""
+    st = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND).start()
+    port = st.server.port
+    st2: ServerThread | None = None
+    try:
+        demo = Demo(context.new_page()).open(st.http_url)
+        demo.wait_ready()
+        demo.run("echo before-$((2+3))", r"^before-5$")
+        st.stop()
+        demo.wait("() => window.nimbusDemo.state === 'reconnecting'", what="reconnecting")
+        assert "reconnecting" in demo.page.inner_text("#st-state")
+        shots(demo.page, "reconnecting")
+        st2 = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND, port=port).start()
+        demo.wait("() => window.nimbusDemo.phase === 'error'", timeout=30_000, what="the resume to fail")
+        msg = demo.page.inner_text("#st-msg")
+        assert "4011" in msg and "resume failed" in msg, msg
+        demo.wait_screen(r"\[disconnected: resume failed")
+        shots(demo.page, "resume-failed")
+        demo.page.keyboard.press("Enter")  # = the Reconnect button
+        demo.wait_ready()
+        demo.run("echo after-$((3+4))", r"^after-7$")
+    finally:
+        if st2 is not None:
+            st2.stop()
 
 
 def test_ssh_password_login(context: Any, site_dir: Path, sshd: Any, shots: Any) -> None:
