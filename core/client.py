@@ -509,6 +509,10 @@ class ClientSession:
             for ch in list(self._channels.values()):
                 if ch.open_sent and ch.id in back:
                     self._resume_channel(ch, back[ch.id], now)
+                elif ch.open_sent and ch.state == ChannelState.CLOSING:
+                    # Our close reached the server (it forgot the channel); its reply was lost.
+                    self._chan(ch, ChanEvent.PEER_CLOSE)
+                    self._forget(ch, "closed", None)
                 elif ch.open_sent:
                     self._chan(ch, ChanEvent.LOST)
                     self._lose(ch)
