@@ -547,6 +547,7 @@ class ClientSession:
                 return  # open_ok still to come (the server repeats it after a resume)
             self._chan(ch, ChanEvent.OPEN_OK)  # restored from storage
         self._events.append(ChannelOpened(ch.id, resumed=True))
+        ch.eof_sent = False  # an eof in flight at the drop may be lost: repeat it after the input
         self._flush_input(ch)
         if ch.size is not None and ch.state == ChannelState.OPEN:
             ch.size_sent = None
