@@ -44,6 +44,7 @@ const demo = (window.nimbusDemo = {
     while (lines.length && !lines[lines.length - 1]) lines.pop();
     return lines.join("\n");
   },
+  wasmBytes: () => nimbus.wasmMemoryBytes(), // Pyodide's linear memory (not in the JS heap)
   cursorLine() {
     const buf = this.term.buffer.active;
     return (buf.getLine(buf.baseY + buf.cursorY)?.translateToString(true) ?? "").trimEnd();

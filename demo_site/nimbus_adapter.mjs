@@ -159,6 +159,15 @@ export const closeConnection = (conn) => conn.close();
 /** Measure RTT now (the runtime's own heartbeat only pings every 20 s). */
 export const ping = (conn) => conn?.ping();
 
+/** Size of Pyodide's WebAssembly memory (the Python heap), or null. */
+export function wasmMemoryBytes() {
+  try {
+    return runtime?.pyodide?._module?.HEAP8?.buffer?.byteLength ?? null;
+  } catch {
+    return null;
+  }
+}
+
 /** Live numbers for the status bar (one snapshot of the connection). */
 export function stats(conn) {
   const info = conn ? conn.info : { state: "closed" };

@@ -256,6 +256,7 @@ def test_large_stream_exact_and_bounded(
     )
     cdp.send("HeapProfiler.collectGarbage")
     idle = cdp.send("Runtime.getHeapUsage")["usedSize"]
+    wasm0 = demo.js("() => window.nimbusDemo.wasmBytes()")
     t0 = time.monotonic()
     # '\170' is 'x': the typed command itself contains no 'x'
     demo.type(f"head -c {total} /dev/zero | tr '\\0' '\\170' | fold -w 100; echo; echo stream-$((6*7))-end")
@@ -271,6 +272,7 @@ def test_large_stream_exact_and_bounded(
         except Exception:
             assert time.monotonic() < deadline, f"stream did not finish: rx={demo.demo('rx')}"
     secs = time.monotonic() - t0
+    wasm1 = demo.js("() => window.nimbusDemo.wasmBytes()")
     shots(page, "stream-done")
     demo.wait_screen(r"^stream-42-end$")
     assert demo.demo("xs") == total
@@ -279,9 +281,12 @@ def test_large_stream_exact_and_bounded(
     assert rx >= total + total // 100  # + a CR LF per 100 x
     print(
         f"\n{served.backend}: {rx / MiB:.1f} MiB in {secs:.1f} s ({rx / MiB / secs:.1f} MiB/s); "
-        f"JS heap idle {idle / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB"
+        f"JS heap idle {idle / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB; "
+        f"Pyodide memory {wasm0 / MiB:.0f} -> {wasm1 / MiB:.0f} MiB"
     )
     assert peak - idle < 64 * MiB, f"JS heap grew {(peak - idle) / MiB:.1f} MiB"
+    # The Python side (WebAssembly memory, which never shrinks) stays bounded too.
+    assert wasm1 - wasm0 < 64 * MiB, f"Pyodide memory grew {(wasm1 - wasm0) / MiB:.0f} MiB"
 
 
 def test_hidden_tab_pauses_stream(open_demo: Callable[..., Demo], served: Served, shots: Any) -> None:
