@@ -27,6 +27,12 @@ __all__ = ["SshBackend", "SshOptions"]
 
 log = logging.getLogger("nimbus_websocket.server.ssh")
 
+#: The SSH channel window: what the remote may send ahead of our reads.  It
+#: is what is in flight when Ctrl-C is pressed under a flood (asyncssh's
+#: default 2 MiB made the prompt take seconds; 256 KiB keeps it well under
+#: one and streams faster), and it matches the protocol's default credit.
+SSH_WINDOW = 256 * 1024
+
 _PTY_CHARS = {"INT": b"\x03", "QUIT": b"\x1c", "TSTP": b"\x1a"}
 
 
@@ -143,7 +149,7 @@ class SshBackend:
                     "env": {k: v for k, v in self.term.env.items() if k != "TERM"},
                 }
             self._chan, _ = await self._conn.create_session(
-                lambda: _Session(self), self.command, encoding=None, **pty
+                lambda: _Session(self), self.command, encoding=None, window=SSH_WINDOW, **pty
             )
         except (OSError, asyncssh.Error) as exc:
             self._conn.close()
