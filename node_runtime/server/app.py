@@ -325,7 +325,7 @@ class Server:
         self.registry = SessionRegistry(opts.config)
         loopback = is_loopback(opts.host)
         self.auth = AuthPolicy(opts.tokens, opts.auth_hook, loopback)
-        self.origins = OriginPolicy(opts.allow_origins)
+        self.origins = OriginPolicy(opts.allow_origins, loopback_host_only=loopback)
         self.targets = TargetPolicy(opts.allow_targets, default_loopback_only=opts.backend == "ssh")
         self.metrics = Metrics() if opts.metrics else None
         self._backends: dict[tuple[str, int], Backend] = {}

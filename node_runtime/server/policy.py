@@ -5,7 +5,9 @@
   token configured, scheme ``none`` is accepted only when the server is bound
   to loopback.
 * **Origin** -- an allow-list checked at the WebSocket upgrade (HTTP 403).
-  With no list, a browser Origin must name the same host as the request.
+  With no list, a browser Origin must name the same host as the request,
+  and a server bound to loopback also wants a loopback ``Host`` (so a
+  DNS-rebinding page, whose own name is in both headers, is refused).
   Requests without Origin (non-browser clients) pass.
 * **Targets** -- ``HOST:PORT`` allow-list for ``open.target`` (``*`` for any
   host or port).  The SSH backend defaults to loopback targets only.
@@ -75,8 +77,11 @@ class AuthPolicy:
 class OriginPolicy:
     """Origin allow-list for the upgrade request."""
 
-    def __init__(self, allowed: Sequence[str] = ()) -> None:
+    def __init__(self, allowed: Sequence[str] = (), *, loopback_host_only: bool = False) -> None:
         self._allowed = {o.rstrip("/").lower() for o in allowed}
+        #: Without a list, also require a loopback ``Host`` (a server bound to
+        #: loopback): a DNS-rebinding page has its own name in both headers.
+        self._loopback_host_only = loopback_host_only
 
     def check(self, origin: str | None, host_header: str | None) -> bool:
         """True if a request with ``Origin: origin`` and ``Host: host_header`` may upgrade."""
@@ -89,6 +94,8 @@ class OriginPolicy:
             return False
         ohost = urlsplit(o).hostname or ""
         hhost = urlsplit("//" + (host_header or "")).hostname or ""
+        if self._loopback_host_only and not is_loopback(hhost):
+            return False
         return bool(ohost) and (ohost == hhost or (is_loopback(ohost) and is_loopback(hhost)))
 
 
