@@ -496,6 +496,11 @@ class ServerConnection:
         """True between ``hello_ok`` and the close."""
         return self.phase == "ready"
 
+    @property
+    def resuming(self) -> bool:
+        """True once a ``hello`` asking to resume a session arrived on this connection."""
+        return self._hello is not None and self._hello.resume is not None
+
     def frames_to_send(self) -> list[Frame]:
         """Frames to write, in order (drains the queue)."""
         out, self._frames = self._frames, []

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import mimetypes
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
@@ -106,6 +107,10 @@ class ServerOptions:
     allow_client_command: bool | None = None
     #: Factory ``(sink, open_event) -> Backend`` replacing the built-in backends.
     backend_factory: Callable[[Any, BackendOpen], Backend] | None = None
+    #: Failed resumes (4011) tolerated per client IP within ``resume_failure_window``
+    #: seconds; past that, resume attempts from that IP are refused with 4004.
+    resume_failure_limit: int = 20
+    resume_failure_window: float = 60.0
 
 
 class _Sink:
@@ -153,6 +158,7 @@ class _Conn:
         self.ws = ws
         peer = ws.remote_address
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.ip = str(peer[0]) if peer else "?"
         self.wake_ev = asyncio.Event()
         self.core = ServerConnection(
             server.registry, now=time.time(), subprotocol=ws.subprotocol, wake=self.flush, peer=self.peer
@@ -278,6 +284,13 @@ class _Conn:
         self._count()
 
     async def _auth(self, ev: AuthRequested) -> None:
+        resuming = self.core.resuming
+        if resuming and self.server._resume_blocked(self.ip):
+            log.warning("resume refused", extra={"event": "resume_rate_limited", "peer": self.peer})
+            self.core.close(CloseCode.POLICY_DENIED, "too many failed resume attempts", time.time())
+            self.process()
+            self.wake_ev.set()
+            return
         try:
             principal = await self.server.auth.authenticate(ev.scheme, ev.token)
         except Exception:  # a broken hook refuses, it does not crash the server
@@ -285,6 +298,8 @@ class _Conn:
             principal = None
         log.info("auth", extra={"event": "auth", "peer": self.peer, "ok": principal is not None, "scheme": ev.scheme})
         self.core.auth_result(principal, time.time())
+        if resuming and self.core.close_code == CloseCode.RESUME_FAILED:
+            self.server._resume_failed(self.ip)
         self.process()
         self.wake_ev.set()
 
@@ -330,6 +345,8 @@ class Server:
         self.metrics = Metrics() if opts.metrics else None
         self._backends: dict[tuple[str, int], Backend] = {}
         self._closing: set[Backend] = set()  # closed, not yet reaped
+        #: Times of recent failed resumes per client IP (brute-force budget).
+        self._resume_failures: dict[str, deque[float]] = {}
         self._sinks: dict[tuple[str, int], _Sink] = {}
         self._ws: WsServer | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -414,6 +431,25 @@ class Server:
         """Run until cancelled."""
         assert self._ws is not None
         await self._ws.serve_forever()
+
+    def _resume_blocked(self, ip: str) -> bool:
+        """True while ``ip`` has used up its failed-resume budget."""
+        times = self._resume_failures.get(ip)
+        if not times:
+            return False
+        horizon = time.monotonic() - self.options.resume_failure_window
+        while times and times[0] < horizon:
+            times.popleft()
+        if not times:
+            del self._resume_failures[ip]
+            return False
+        return len(times) >= self.options.resume_failure_limit
+
+    def _resume_failed(self, ip: str) -> None:
+        times = self._resume_failures.setdefault(ip, deque(maxlen=max(1, self.options.resume_failure_limit)))
+        times.append(time.monotonic())
+        if len(self._resume_failures) > 10_000:  # bounded: forget the oldest peer
+            del self._resume_failures[next(iter(self._resume_failures))]
 
     # ------------------------------------------------------------- plumbing
     async def _handler(self, ws: WsConnection) -> None:
