@@ -55,10 +55,6 @@ log = logging.getLogger("nimbus_websocket.web")
 
 STDOUT = 1
 STDERR = 2
-#: Largest envelope before a payload that may be handed out as a view (nimbus.v1: 5, lenpfx.v1: 9).
-_MAX_HEADER = 64
-#: Bytes compared at each end of a payload before it is handed out as a view.
-_SAMPLE = 32
 
 
 # ------------------------------------------------------------- conversions
@@ -185,13 +181,6 @@ def _auth_provider(static: Any, js_fn: Any) -> Callable[[], Any] | None:
         return None
     value = _auth_value(static)
     return lambda: value
-
-
-def _ends_match(raw: bytes, data: bytes, offset: int) -> bool:
-    """``data`` looks like ``raw[offset:]``: both ends (or all of a short payload) compared."""
-    if len(data) <= 2 * _SAMPLE:
-        return raw[offset:] == data
-    return raw[offset : offset + _SAMPLE] == data[:_SAMPLE] and raw[-_SAMPLE:] == data[-_SAMPLE:]
 
 
 def _state_dict(ev: StateChanged) -> dict[str, Any]:
@@ -370,22 +359,14 @@ class ChannelHandle:
         no copy back from Python.  Nothing else ever writes to that buffer,
         so the view is the listener's to keep.  Otherwise ``to_js`` (a copy).
 
-        Output is only ever dispatched while the message it was decoded from
-        is being handled (the connection layer pumps synchronously), so the
-        check is structural -- the header is at most 64 bytes and the
-        payload's ends match the message's tail -- rather than a comparison
-        of every byte (``bytes.endswith`` of 64 KiB costs ~20 us in Pyodide).
+        See :meth:`~.socket.BrowserWebSocket.payload_view`.
         """
         owner = self._owner
         conn = None if owner is None else owner.conn
-        sock = None if conn is None else conn.socket
-        current = getattr(sock, "current_message", None)
-        if current is not None:
-            raw, buffer = current
-            n = len(data)
-            offset = len(raw) - n
-            if 0 <= offset <= _MAX_HEADER and _ends_match(raw, data, offset):
-                return _ffi.js.Uint8Array.new(buffer, offset, n)
+        if conn is not None:
+            view = conn.payload_view(data)
+            if view is not None:
+                return view
         return _ffi.to_js(data)
 
     def _on_close(self, ch: Channel) -> None:

@@ -203,6 +203,15 @@ class WebConnection(Connection):
         self._verify_timer = self._loop.call_later(self.verify_timeout, timed_out)
         self.ping()
 
+    def payload_view(self, payload: bytes) -> Any:
+        """A ``Uint8Array`` view of ``payload`` in the message being received, or ``None``.
+
+        See :meth:`~.socket.BrowserWebSocket.payload_view` (used by the JS
+        facade to hand out output without copying it back from Python).
+        """
+        view = getattr(self._socket, "payload_view", None)
+        return None if view is None else view(payload)
+
     def runtime_diagnostic(self, phase: str, code: str, **extras: Any) -> None:
         """Emit a ``diagnostic`` of this runtime (same shape as the core's: with bufferedAmount and RTT)."""
         extras.setdefault("bufferedAmount", self.buffered_amount)

@@ -279,3 +279,126 @@ def test_bridge_error_dicts_and_static_auth() -> None:
     provider = bridge._auth_provider({"scheme": "none"}, None)
     assert provider is not None and provider() == {"scheme": "none"}
     assert bridge._auth_provider(None, None) is None
+
+
+class FakeJsSocket:
+    """The JavaScript WebSocket as BrowserWebSocket sees it."""
+
+    def __init__(self, url: str, protocols: Any = None) -> None:
+        self.url = url
+        self.protocols = protocols
+        self.binaryType = "blob"
+        self.bufferedAmount = 0
+        self.readyState = 1
+        self.protocol = "nimbus.ssh.v1"
+        self.sent: list[Any] = []
+        self.closed: list[tuple[int, str]] = []
+        self.onopen = self.onmessage = self.onclose = self.onerror = None
+        self.amount_reads = 0
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "bufferedAmount":
+            object.__setattr__(
+                self, "amount_reads", object.__getattribute__(self, "amount_reads") + 1
+            )
+        return object.__getattribute__(self, name)
+
+    def send(self, data: Any) -> None:
+        self.sent.append(data)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+
+
+class FakeArrayBuffer:
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def to_bytes(self) -> bytes:
+        return self.raw
+
+
+@pytest.fixture
+def fake_js(monkeypatch: pytest.MonkeyPatch, fake_proxies: None) -> Any:
+    class Js:
+        class WebSocket:
+            @staticmethod
+            def new(url: str, protocols: Any = None) -> FakeJsSocket:
+                return FakeJsSocket(url, protocols)
+
+        class Function:
+            @staticmethod
+            def new(_arg: str, _body: str) -> Any:
+                return lambda f: lambda ev: f(ev.data)
+
+        class Uint8Array:
+            @staticmethod
+            def new(buffer: FakeArrayBuffer, offset: int, n: int) -> tuple[str, bytes]:
+                return ("view", buffer.raw[offset : offset + n])
+
+    monkeypatch.setattr(_ffi, "js", Js)
+    monkeypatch.setattr(_ffi, "to_js", lambda x: x)
+    return Js
+
+
+def test_browser_websocket_messages_views_buffered_amount_and_proxies(fake_js: Any) -> None:
+    from nimbus_websocket.web_runtime.socket import BrowserWebSocket
+
+    sock = BrowserWebSocket("ws://h/ws/ssh", ["nimbus.ssh.v1"], js_class=fake_js.WebSocket)
+    js_ws = sock.js_socket
+    assert js_ws.binaryType == "arraybuffer" and sock.live_proxies == 4
+    got: list[Any] = []
+    views: list[Any] = []
+
+    def on_message(ev: Any) -> None:
+        got.append(ev.data)
+        if isinstance(ev.data, bytes):
+            views.append(sock.payload_view(ev.data[5:]))
+            views.append(sock.payload_view(b"x" * (len(ev.data) - 5)))  # same length, other bytes
+
+    sock.onmessage = on_message
+    frame = b"\x01\x00\x00\x00\x01" + bytes(range(256)) * 300
+    js_ws.onmessage(type("Ev", (), {"data": FakeArrayBuffer(frame)})())
+    js_ws.onmessage(type("Ev", (), {"data": '{"t":"pong","ts":1}'})())
+    assert got == [frame, '{"t":"pong","ts":1}']
+    assert views == [("view", frame[5:]), None]
+    assert (
+        sock.current_message is None and sock.payload_view(frame[5:]) is None
+    )  # only during onmessage
+    assert (sock.messages_received, sock.bytes_received) == (2, len(frame))
+
+    # bufferedAmount is read from JavaScript only after a send, until it is seen at 0 again.
+    reads = js_ws.amount_reads
+    assert sock.bufferedAmount == 0 and js_ws.amount_reads == reads
+    sock.send(b"abc")
+    js_ws.bufferedAmount = 3
+    assert sock.bufferedAmount == 3
+    js_ws.bufferedAmount = 0
+    assert sock.bufferedAmount == 0 and sock.bufferedAmount == 0
+    assert js_ws.amount_reads == reads + 2
+    assert js_ws.sent == [b"abc"]
+
+    # The JS close event finishes the socket: listeners detached, proxies destroyed.
+    closes: list[Any] = []
+    sock.onclose = closes.append
+    finished: list[bool] = []
+    sock.notify_finished(lambda: finished.append(True))
+    js_ws.onclose(type("Ev", (), {"code": 1001, "reason": "bye", "wasClean": True})())
+    assert [(c.code, c.reason) for c in closes] == [(1001, "bye")] and finished == [True]
+    assert sock.live_proxies == 0 and FakeProxy.live == 0 and js_ws.onmessage is None
+    assert sock.readyState == 3
+
+
+def test_browser_websocket_abort_reports_a_drop(fake_js: Any) -> None:
+    from nimbus_websocket.web_runtime.socket import BrowserWebSocket
+
+    sock = BrowserWebSocket("ws://h/ws/ssh", js_class=fake_js.WebSocket)
+    closes: list[Any] = []
+    sock.onclose = closes.append
+    sock.abort(1006, "no answer")
+    sock.abort()  # once only
+    assert [(c.code, c.reason) for c in closes] == [(1006, "no answer")]
+    assert sock.js_socket.closed == [(4000, "no answer")]  # 4000: the server keeps the session
+    assert sock.live_proxies == 0 and FakeProxy.live == 0
+    with pytest.raises(ValueError):
+        sock.binaryType = "blob"
