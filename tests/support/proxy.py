@@ -56,8 +56,10 @@ class _Pair:
         #: Chunks (reads) forwarded so far in each direction.
         self.chunks_up = 0
         self.chunks_down = 0
+        self.dead = False
 
     def abort(self) -> None:
+        self.dead = True
         self.flowing.set()  # wake a stalled pipe so its task ends
         for w in (self.down, self.up):
             with contextlib.suppress(Exception):
@@ -182,11 +184,13 @@ class TcpProxy:
                     return
                 if self.delay:
                     await asyncio.sleep(self.delay)
+                if pair.dead:
+                    return  # cut while this chunk was in hand: it must not fire a fault either
                 if self._trigger is not None and self._fire(pair, len(data)) == "cut":
                     return
                 await self._flowing.wait()
                 await pair.flowing.wait()
-                if writer.transport.is_closing():
+                if pair.dead or writer.transport.is_closing():
                     return
                 verdict = self.intercept(pair, up, data) if self.intercept is not None else None
                 if verdict == "cut":
