@@ -251,7 +251,9 @@ async def run(args: argparse.Namespace) -> int:
         synthetic,
         "127.0.0.1",
         0,
-        select_subprotocol=lambda _ws, offered: "nimbus.ssh.v1" if "nimbus.ssh.v1" in offered else None,
+        select_subprotocol=lambda _ws, offered: (
+            "nimbus.ssh.v1" if "nimbus.ssh.v1" in offered else None
+        ),
         compression=None,
         max_size=None,
         ping_interval=None,
@@ -277,6 +279,7 @@ async def run(args: argparse.Namespace) -> int:
         "runs": args.runs,
         "echo": args.echo,
         "profile": args.profile,
+        "profileSort": args.profile_sort,
         "plain": f"ws://127.0.0.1:{plain_port}",
         "reference": {str(s): srv.url for s, srv in refs.items()},
         "echoServer": echo.url,
@@ -326,6 +329,10 @@ async def run(args: argparse.Namespace) -> int:
             await srv.stop()
         shutil.rmtree(profile_dir, ignore_errors=True)
     report(results, args)
+    if args.json:  # raw results for bench/run.py
+        Path(args.json).write_text(
+            json.dumps({"chromium": chromium_version(), "status": status, "results": results})
+        )
     return status
 
 
@@ -354,7 +361,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"{b['totalMs']:.0f} ms  (target <= 3000 ms: {verdict})"
         )
         files = ", ".join(
-            f"{f['file']} {f['bytes'] / 1e6:.1f} MB @{f['startMs']:.0f}+{f['ms']:.0f} ms" for f in b.get("fetched", [])
+            f"{f['file']} {f['bytes'] / 1e6:.1f} MB @{f['startMs']:.0f}+{f['ms']:.0f} ms"
+            for f in b.get("fetched", [])
         )
         print(f"  fetched from the local server: {files}")
     streams = [r for r in results if r["kind"] == "stream"]
@@ -443,7 +451,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per frame size (median reported)")
     ap.add_argument("--echo", type=int, default=300, help="echo round trips")
     ap.add_argument("--profile", action="store_true", help="cProfile the Pyodide receive path")
+    ap.add_argument(
+        "--profile-sort", default="tottime", help="pstats sort key (tottime, cumulative)"
+    )
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for the page")
+    ap.add_argument(
+        "--json", metavar="PATH", help="also write the raw page results as JSON to PATH"
+    )
     return asyncio.run(run(ap.parse_args()))
 
 

@@ -139,25 +139,27 @@ async function main() {
   if (cfg.profile) {
     // Where the Pyodide client spends its time (64 KiB frames, synthetic sender).
     const size = cfg.sizes[cfg.sizes.length - 1];
-    const prof = await profile(nimbus, `${cfg.plain}/nimbus?size=${size}&total=${cfg.total}`, cfg.total);
+    const prof = await profile(nimbus, `${cfg.plain}/nimbus?size=${size}&total=${cfg.total}`, cfg.total, cfg.profileSort);
     await post("profile", prof);
   }
   await post("done", {});
 }
 
 // Wall time split of the receive path: JS listener vs everything else.
-async function profile(nimbus, url, total) {
+async function profile(nimbus, url, total, sort = "tottime") {
   const py = nimbus.pyodide;
   py.runPython(`
 import cProfile, pstats, io
 _nimbus_prof = cProfile.Profile()
+_NIMBUS_SORT = "${sort}"
+_NIMBUS_N = 22
 `);
   py.runPython("_nimbus_prof.enable()");
   const r = await nimbusStream(nimbus, url, total);
   const text = py.runPython(`
 _nimbus_prof.disable()
 _s = io.StringIO()
-pstats.Stats(_nimbus_prof, stream=_s).sort_stats("tottime").print_stats(18)
+pstats.Stats(_nimbus_prof, stream=_s).sort_stats(_NIMBUS_SORT).print_stats(_NIMBUS_N)
 _s.getvalue()
 `);
   return { ...r, text };
