@@ -128,6 +128,25 @@ test("PTY channel: resize, signal, Buffer and string input", async () => {
   await conn.close();
 });
 
+test("ch.close() ends a running channel; conn.close() ends the rest", async () => {
+  const conn = await nimbus.connect({ url });
+  const a = await conn.openSession({ target: TARGET, user: USER });
+  const b = await conn.openSession({ target: TARGET, user: USER });
+  assert.notEqual(a.id, b.id);
+  assert.equal(conn.channels.length, 2);
+  await a.close("done with it");
+  assert.equal(a.state, "closed");
+  assert.equal((await a.closed).id, a.id);
+  assert.equal(conn.channels.length, 1);
+  await assert.rejects(a.send("x"), (e) => e.code === "CLOSED");
+  const closing = b.closed;
+  await conn.close();
+  const info = await closing;
+  assert.equal(info.id, b.id);
+  assert.equal(conn.channels.length, 0);
+  assert.equal(await conn.closed, null); // a clean close: no error
+});
+
 test("consumption is signalled by done(): credit waits for it", async () => {
   const conn = await nimbus.connect({ url });
   const grants = [];
