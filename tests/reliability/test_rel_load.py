@@ -121,7 +121,7 @@ def _check_streaming(fig: dict[str, Any]) -> None:
 
 
 async def test_50_streaming_connections_fair_and_bounded() -> None:
-    fig = await _streaming(50, window=3.0)
+    fig = await _streaming(50, window=4.0)
     figure("load_streaming", run="fast", **fig)
     _check_streaming(fig)
 
