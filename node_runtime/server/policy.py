@@ -105,9 +105,12 @@ class TargetPolicy:
     def __init__(self, allowed: Sequence[str] = (), default_loopback_only: bool = False) -> None:
         self._rules: list[tuple[str, str]] = []
         for item in allowed:
-            host, _, port = item.rpartition(":")
-            if not host:
-                host, port = item, "*"
+            if item.count(":") > 1 and not item.startswith("["):
+                host, port = item, "*"  # a bare IPv6 address: any port
+            else:
+                host, _, port = item.rpartition(":")
+                if not host:
+                    host, port = item, "*"
             self._rules.append((host.strip("[]").lower(), port or "*"))
         self._loopback_only = default_loopback_only and not self._rules
 

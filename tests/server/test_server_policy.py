@@ -212,3 +212,14 @@ async def test_logs_never_contain_payload_or_tokens(make_server, caplog: pytest.
     assert "connect" in text and "open" in text
     for secret in ("tok-XYZZY-123", "PAYLOAD-SECRET", ok.resume.token if ok.resume else "x"):
         assert secret not in text
+
+
+def test_target_rules_accept_bare_ipv6() -> None:
+    from nimbus_websocket.core import Target
+    from nimbus_websocket.node_runtime.server import TargetPolicy
+
+    p = TargetPolicy(["::1", "[::2]:22", "db1:22"])
+    assert p.allows(Target("::1", 5)) and p.allows(Target("[::1]", 2222))
+    assert p.allows(Target("::2", 22)) and not p.allows(Target("::2", 23))
+    assert p.allows(Target("db1", 22)) and not p.allows(Target("db1", 23))
+    assert not p.allows(Target(":", 1))
