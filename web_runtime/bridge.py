@@ -10,8 +10,9 @@ halves is deliberately narrow and cheap to cross:
 * results of async calls are JSON envelopes ``{"ok": true, "value": ...}``
   or ``{"ok": false, "error": {"name", "code", "message", "wsCode",
   "appCode"}}``, turned into values or a thrown ``NimbusError`` by the facade;
-* channel output goes to JavaScript as ``deliver(stream, Uint8Array)`` with
-  ``stream`` 1 (stdout) or 2 (stderr).
+* channel output goes to JavaScript as ``deliver(stream, Uint8Array)`` or,
+  when it can be a view of the received message, ``deliver(stream,
+  ArrayBuffer, offset, length)``; ``stream`` is 1 (stdout) or 2 (stderr).
 
 Consumption (what earns credit).  ``deliver`` returns ``undefined`` when the
 JavaScript listeners consumed the chunk synchronously; otherwise it returns
@@ -219,7 +220,7 @@ class ChannelHandle:
     # ---------------------------------------------------------- JS-facing
 
     def attach(self, deliver: Any, dispatch: Any) -> None:
-        """Install ``deliver(stream, Uint8Array)`` and ``dispatch(name, json)``; flush early output."""
+        """Install ``deliver(stream, data[, offset, length])`` and ``dispatch(name, json)``; flush early output."""
         self._deliver = deliver
         self._dispatch = dispatch
         early, self._early = self._early, []
@@ -343,31 +344,27 @@ class ChannelHandle:
         return fut
 
     def _hand(self, code: int, data: bytes) -> int | None:
+        """Call ``deliver``; the payload goes out as a view of the received buffer when it can.
+
+        ``deliver(stream, buffer, offset, length)`` when the payload is the
+        tail of the binary message being handled (``nimbus.v1``/``lenpfx.v1``
+        data frames; see :meth:`~.socket.BrowserWebSocket.payload_location`):
+        JavaScript makes the ``Uint8Array`` view, nothing is copied back from
+        Python.  Otherwise ``deliver(stream, Uint8Array)`` with a ``to_js``
+        copy.  Either way the listener gets a ``Uint8Array`` of its own.
+        """
+        owner = self._owner
+        conn = None if owner is None else owner.conn
+        where = None if conn is None else conn.payload_location(data)
         try:
-            token = self._deliver(code, self._to_uint8array(data))
+            if where is None:
+                token = self._deliver(code, _ffi.to_js(data))
+            else:
+                token = self._deliver(code, *where)
         except Exception:
             log.exception("channel output listener failed")
             return None
         return None if token is None else int(token)
-
-    def _to_uint8array(self, data: bytes) -> Any:
-        """``data`` as a fresh ``Uint8Array``.
-
-        Fast path: while the socket handles the binary message this payload
-        came from and the payload is that message's tail (``nimbus.v1`` and
-        ``lenpfx.v1`` data frames), a view of the received ``ArrayBuffer`` --
-        no copy back from Python.  Nothing else ever writes to that buffer,
-        so the view is the listener's to keep.  Otherwise ``to_js`` (a copy).
-
-        See :meth:`~.socket.BrowserWebSocket.payload_view`.
-        """
-        owner = self._owner
-        conn = None if owner is None else owner.conn
-        if conn is not None:
-            view = conn.payload_view(data)
-            if view is not None:
-                return view
-        return _ffi.to_js(data)
 
     def _on_close(self, ch: Channel) -> None:
         self._closed = True

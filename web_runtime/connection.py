@@ -212,6 +212,11 @@ class WebConnection(Connection):
         view = getattr(self._socket, "payload_view", None)
         return None if view is None else view(payload)
 
+    def payload_location(self, payload: bytes) -> tuple[Any, int, int] | None:
+        """``(ArrayBuffer, offset, length)`` of ``payload`` in the message being received, or ``None``."""
+        where = getattr(self._socket, "payload_location", None)
+        return None if where is None else where(payload)
+
     def runtime_diagnostic(self, phase: str, code: str, **extras: Any) -> None:
         """Emit a ``diagnostic`` of this runtime (same shape as the core's: with bufferedAmount and RTT)."""
         extras.setdefault("bufferedAmount", self.buffered_amount)

@@ -210,6 +210,15 @@ class BrowserWebSocket:
         Pyodide).  Nothing else writes to a received ``ArrayBuffer``: the view
         is the caller's to keep, and saves copying the payload back.
         """
+        where = self.payload_location(payload)
+        return None if where is None else _ffi.js.Uint8Array.new(*where)
+
+    def payload_location(self, payload: bytes) -> tuple[Any, int, int] | None:
+        """``(ArrayBuffer, offset, length)`` of ``payload`` in the message being handled, or ``None``.
+
+        What :meth:`payload_view` checks, without creating the view (the
+        facade builds it in JavaScript: one FFI call fewer per chunk).
+        """
         current = self.current_message
         if current is None or not payload:
             return None
@@ -217,7 +226,7 @@ class BrowserWebSocket:
         n = len(payload)
         offset = len(raw) - n
         if 0 <= offset <= 64 and raw[offset] == payload[0] and raw[-1] == payload[-1]:
-            return _ffi.js.Uint8Array.new(buffer, offset, n)
+            return buffer, offset, n
         return None
 
     def notify_next_message(self, callback: Callable[[], None]) -> None:

@@ -149,7 +149,9 @@ export class Channel {
     this._closedInfo = null;
     /** Resolves with {id, reason, exitStatus, exitSignal, error} once the channel is closed. */
     this.closed = new Promise((resolve) => (this._resolveClosed = resolve));
-    this._deliverFn = (code, bytes) => this._deliver(code, bytes);
+    // deliver(stream, Uint8Array) or deliver(stream, ArrayBuffer, offset, length): a view, no copy
+    this._deliverFn = (code, data, offset, length) =>
+      this._deliver(code, offset === undefined ? data : new Uint8Array(data, offset, length));
     this._dispatchFn = (name, json) => this._dispatch(name, json);
     this._release = py.release; // cached method proxies (hot paths)
     this._send = py.send;
