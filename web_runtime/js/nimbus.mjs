@@ -227,13 +227,33 @@ export class Channel {
   // finished synchronously, else a token that is released once they did.
   // `token` is given for a buffered chunk (already pending in Python).
   _run(name, bytes, token) {
-    const listeners = this._events.listeners(name);
+    const listeners = this._events._ls[name];
+    if (listeners.length === 1 && listeners[0].length < 2) {
+      // The common case (one plain listener): no closures unless it returns a promise.
+      let r;
+      try {
+        r = listeners[0](bytes);
+      } catch (e) {
+        this._conn._report(e, `channel ${name}`);
+      }
+      if (!(r && typeof r.then === "function")) {
+        this._releaseToken(token);
+        return undefined;
+      }
+      const tok = token === undefined ? ++this._token : token;
+      const release = () => this._releaseToken(tok);
+      r.then(release, (e) => {
+        this._conn._report(e, `channel ${name}`);
+        release();
+      });
+      return tok;
+    }
     let pending = 1; // guard: nothing completes before the loop is over
     let tok = token;
     const finish = () => {
       if (--pending === 0) this._releaseToken(tok);
     };
-    for (const cb of listeners) {
+    for (const cb of listeners.slice()) {
       let once = false;
       const done = () => {
         if (!once) {
