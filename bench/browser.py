@@ -39,6 +39,7 @@ import contextlib
 import json
 import mimetypes
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -288,7 +289,8 @@ async def run(args: argparse.Namespace) -> int:
     http_port = page.start()
     profile_dir = tempfile.mkdtemp(prefix="nimbus-bench-chromium-")
     url = f"http://127.0.0.1:{http_port}/bench/browser_bench.html"
-    print(f"machine: {machine()}; Chromium {chromium_version()}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {machine()}; Chromium {chromium_version()}; load average {load}")
     print(f"page: {url} (Chromium launched directly, no driver attached)")
     browser = subprocess.Popen(
         [CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={profile_dir}", url],
@@ -343,7 +345,8 @@ def chromium_version() -> str:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return "?"
-    return out.strip().split()[-1] if out.strip() else "?"
+    m = re.search(r"\d+\.\d+\.\d+\.\d+", out)
+    return m.group(0) if m else (out.strip() or "?")
 
 
 def mbps(r: dict[str, Any]) -> float:
@@ -351,7 +354,7 @@ def mbps(r: dict[str, Any]) -> float:
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    print()
+    print(f"\nload average after the run: {', '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores are shared)")
     boot = [r for r in results if r["kind"] == "boot"]
     if boot:
         b = boot[0]
