@@ -20,6 +20,8 @@ Measured, in this order, on one fresh page:
   (``head -c N /dev/zero`` on pipes, no PTY; ``max_read`` = frame size);
   (b') the same client from a **synthetic nimbus sender** (pre-built data
   frames, honouring credit) -- isolates the client from the server's cost;
+  (c) the plain stream into a bare Python handler (``ev.data.to_bytes()``
+  and a counter, one run): the ceiling of any Python on the receive path;
   target: (b) >= 0.7 x (a) at 64 KiB;
 * **echo**: one byte, round trip, ``--echo`` times: (a) plain WebSocket to a
   bare echo server; (b) the Pyodide client to the reference server running
@@ -354,7 +356,9 @@ def mbps(r: dict[str, Any]) -> float:
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    print(f"\nload average after the run: {', '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores are shared)")
+    print(
+        f"\nload average after the run: {', '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores are shared)"
+    )
     boot = [r for r in results if r["kind"] == "boot"]
     if boot:
         b = boot[0]
@@ -377,6 +381,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             return statistics.median(xs) if xs else None
 
         a, b, c = med("plain"), med("nimbus-reference"), med("nimbus-synthetic")
+        bare = med("bare-python")
         if a is None:
             continue
         ratio_b = None if b is None else b / a
@@ -392,6 +397,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
                 "-" if ratio_b is None else f"{ratio_b:.2f}x",
                 "-" if c is None else f"{c:.0f}",
                 "-" if ratio_c is None else f"{ratio_c:.2f}x",
+                "-" if bare is None else f"{bare:.0f} ({bare / a:.2f}x)",
                 target,
             ]
         )
@@ -408,6 +414,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
                     "(b)/(a)",
                     "(b') Pyodide<-synthetic",
                     "(b')/(a)",
+                    "(c) bare Python handler",
                     "target (b)>=0.7x @64K",
                 ],
                 rows,

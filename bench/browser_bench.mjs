@@ -65,6 +65,35 @@ function plainEcho(url, rounds) {
   });
 }
 
+// A ceiling: the same plain stream into a bare Python handler (ev.data.to_bytes() and a
+// counter) -- what any Python on the receive path costs before the protocol does anything.
+function bareStream(pyodide, url, total) {
+  const handler = pyodide.runPython(`
+from pyodide.ffi import create_proxy
+_bare = {"n": 0}
+def _bare_on_message(data):
+    _bare["n"] += len(data.to_bytes())
+    return _bare["n"]
+create_proxy(_bare_on_message)
+`);
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    let first = 0;
+    ws.onopen = () => ws.send("go");
+    ws.onmessage = (ev) => {
+      if (!first) first = now();
+      if (handler(ev.data) >= total) {
+        const end = now();
+        ws.close();
+        handler.destroy();
+        resolve({ bytes: total, ms: end - first });
+      }
+    };
+    ws.onerror = () => reject(new Error("bare stream failed"));
+  });
+}
+
 // --------------------------------------------------------- (b) Pyodide
 
 const TARGET = { host: "127.0.0.1", port: 22 };
@@ -133,6 +162,10 @@ async function main() {
       await log(`run ${run} size ${size}: plain ${(a.bytes / a.ms / 1e3).toFixed(0)} MB/s, ` +
         `reference ${(b.bytes / b.ms / 1e3).toFixed(0)} MB/s, synthetic ${(c.bytes / c.ms / 1e3).toFixed(0)} MB/s`);
     }
+  }
+  for (const size of cfg.sizes) {
+    const r = await bareStream(nimbus.pyodide, `${cfg.plain}/stream?size=${size}&total=${cfg.total}`, cfg.total);
+    await post("stream", { who: "bare-python", size, run: 0, ...r });
   }
   await post("echo", { who: "plain", rtts: await plainEcho(`${cfg.plain}/echo`, cfg.echo) });
   await post("echo", { who: "nimbus", rtts: await nimbusEcho(nimbus, cfg.echoServer, cfg.echo) });
