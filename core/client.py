@@ -219,6 +219,10 @@ class ClientSession:
         out, self._frames = self._frames, []
         return out
 
+    def has_output(self) -> bool:
+        """True when :meth:`frames_to_send` or :meth:`events` has something."""
+        return bool(self._frames) or bool(self._events)
+
     def events(self) -> list[ClientEvent]:
         """Events since the last call, in order (drains the queue)."""
         out, self._events = self._events, []

@@ -208,7 +208,7 @@ class _Emitter:
             except Exception:
                 log.exception("%s %r listener %r raised", self._owner, name, cb)
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 pending.append(result)
         return pending
 
@@ -720,7 +720,7 @@ class Connection:
                         self._dispatch(ev)
                     except Exception:
                         log.exception("error while dispatching %r", ev)
-                if not frames and not events and not self._repump:
+                if not self._repump and not self._session.has_output():
                     break
         finally:
             self._pumping = False
