@@ -114,6 +114,10 @@ class ClientOptions:
     resize_interval: float = 0.05
     #: Seconds a persisted resume state stays usable.
     resume_ttl: float = 60.0
+    #: Ping right after ``hello_ok``: RTT is known at once (status bars, the
+    #: adaptive window) instead of after the first heartbeat.  The runtimes
+    #: turn it on; off by default so the bare machine sends only what it must.
+    ping_on_ready: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -529,6 +533,8 @@ class ClientSession:
         self._next_ping = now + self.options.heartbeat_interval
         self._ping_ts = None
         self._missed = 0
+        if self.options.ping_on_ready:
+            self.ping(now)
         for ch in list(self._channels.values()):
             if not ch.open_sent and ch.state == ChannelState.OPENING:
                 self._send_open(ch)

@@ -58,6 +58,7 @@ _CODE_STREAM: dict[int, Stream] = {0x01: "stdout", 0x02: "stderr"}
 _HDR = struct.Struct(">BI")
 _LHDR = struct.Struct(">IBI")
 _KIND_CTL = 0x10
+_NO_LIMIT = 1 << 62
 
 
 @runtime_checkable
@@ -237,7 +238,7 @@ class JsonBase64Profile:
 
     def decode_ctl(self, frame: Frame) -> Ctl:
         """A text frame holding a control message (not ``t: data``)."""
-        m = self.decode(frame)
+        m = self.decode(frame, _NO_LIMIT)  # size is the caller's check (decode with max_frame)
         if isinstance(m, DataFrame):
             raise ProtocolError(CloseCode.MALFORMED_FRAME, "expected a control message, got data")
         return m
@@ -255,7 +256,7 @@ class JsonBase64Profile:
 
     def decode_data(self, frame: Frame) -> DataFrame:
         """A ``t: data`` JSON frame."""
-        m = self.decode(frame)
+        m = self.decode(frame, _NO_LIMIT)  # size is the caller's check (decode with max_frame)
         if not isinstance(m, DataFrame):
             raise ProtocolError(CloseCode.MALFORMED_FRAME, "expected data, got a control message")
         return m
@@ -310,7 +311,7 @@ class LenPfxProfile:
 
     def decode_ctl(self, frame: Frame) -> Ctl:
         """An envelope of kind 0x10."""
-        m = self.decode(frame)
+        m = self.decode(frame, _NO_LIMIT)  # size is the caller's check (decode with max_frame)
         if isinstance(m, DataFrame):
             raise ProtocolError(CloseCode.MALFORMED_FRAME, "expected a control envelope, got data")
         return m
@@ -325,7 +326,7 @@ class LenPfxProfile:
 
     def decode_data(self, frame: Frame) -> DataFrame:
         """An envelope of kind 0x01 or 0x02."""
-        m = self.decode(frame)
+        m = self.decode(frame, _NO_LIMIT)  # size is the caller's check (decode with max_frame)
         if not isinstance(m, DataFrame):
             raise ProtocolError(CloseCode.MALFORMED_FRAME, "expected data, got a control envelope")
         return m

@@ -131,17 +131,14 @@ class WebConnection(Connection):
     # ---------------------------------------------------------------- public
 
     async def start(self) -> None:
-        """Attach the page lifecycle, connect (see the base class), then probe the RTT.
+        """Attach the page lifecycle, then connect (see the base class).
 
-        The first heartbeat is 20 s away; one ping right after ``hello_ok``
-        gives :attr:`rtt_ms` (and the diagnostics' ``rttMs``) at once, and
-        lets the core's adaptive credit window grow from the start (it
-        doubles when grants come faster than twice the RTT).
+        The RTT is probed right after ``hello_ok`` by the core
+        (``ClientOptions.ping_on_ready``, set by the shared connection layer).
         """
         if self.lifecycle is not None and not self.lifecycle.attached and self.state == "idle":
             self.lifecycle.attach()
         await super().start()
-        self.ping()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close (see the base class); waits at most :attr:`close_timeout` s for the closing handshake."""

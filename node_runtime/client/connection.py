@@ -1069,6 +1069,7 @@ def make_options(
         low_water_mark=low_water_mark,
         input_buffer_limit=input_buffer_limit,
         resume_ttl=resume.ttl_ms / 1000,
+        ping_on_ready=True,
     )
     return options, resume.make_store()
 
