@@ -4,40 +4,6 @@
 
 const FACADE_URL = new URL("./nimbus/nimbus.mjs", import.meta.url).href;
 
-// WebSocket / nimbus close codes (PROTOCOL.md section 8; mirrors
-// core.errors.describe_close_code for when the facade does not expose it).
-const CLOSE_CODES = {
-  1000: ["NORMAL", "normal closure"],
-  1001: ["GOING_AWAY", "going away (server shutdown or page unload)"],
-  1002: ["PROTOCOL_ERROR", "WebSocket protocol error"],
-  1003: ["UNSUPPORTED_DATA", "unsupported data"],
-  1005: ["NO_STATUS", "no status code"],
-  1006: ["ABNORMAL", "connection lost"],
-  1007: ["INVALID_DATA", "invalid frame payload (not UTF-8)"],
-  1008: ["POLICY_VIOLATION", "policy violation"],
-  1009: ["MESSAGE_TOO_BIG", "message too big"],
-  1011: ["INTERNAL_ERROR_WS", "server internal error"],
-  1012: ["SERVICE_RESTART", "service restart"],
-  1013: ["TRY_AGAIN_LATER", "try again later"],
-  1015: ["TLS_HANDSHAKE", "TLS handshake failure"],
-  4000: ["CANCELLED", "cancelled or superseded by a newer connection"],
-  4001: ["UNSUPPORTED_PROFILE", "wire profile not supported by the server"],
-  4002: ["BAD_HELLO", "bad hello"],
-  4003: ["AUTH_FAILED", "authentication failed"],
-  4004: ["POLICY_DENIED", "denied by policy (rate limit or forbidden target)"],
-  4005: ["TARGET_UNREACHABLE", "target unreachable"],
-  4006: ["CHANNEL_LIMIT", "too many channels on this connection"],
-  4007: ["FLOW_VIOLATION", "flow-control violation"],
-  4008: ["FRAME_TOO_LARGE", "frame too large"],
-  4009: ["UNSUPPORTED_MESSAGE", "unsupported message type"],
-  4010: ["SERVER_OVERLOAD", "server overloaded"],
-  4011: ["RESUME_FAILED", "resume failed (token invalid, expired or already used)"],
-  4012: ["TIMEOUT", "idle timeout"],
-  4013: ["DUPLICATE_CHANNEL_ID", "duplicate channel id"],
-  4014: ["MALFORMED_FRAME", "malformed frame"],
-  4015: ["INTERNAL_ERROR", "server internal error"],
-};
-
 let facade = null; // the imported module
 let runtime = null; // what loadNimbus() returned
 
@@ -186,8 +152,10 @@ export const stateOf = (ev) => ev?.new ?? ev?.state ?? "";
 export function describeError(err) {
   if (err == null) return { code: null, name: "", text: "connection closed", detail: "" };
   const code = err.appCode ?? err.wsCode ?? null;
-  const name = (typeof err.code === "string" ? err.code : "") || (code != null ? CLOSE_CODES[code]?.[0] ?? "" : "");
-  const text = code != null ? CLOSE_CODES[code]?.[1] ?? `close code ${code}` : err.message ?? String(err);
+  // The meaning of a close code comes from the core (core.errors), via the facade.
+  const described = code != null && runtime?.describeCloseCode ? runtime.describeCloseCode(code) : null;
+  const name = (typeof err.code === "string" ? err.code : "") || (described?.name ?? "");
+  const text = code != null ? described?.text ?? `close code ${code}` : err.message ?? String(err);
   const detail = err.message && err.message !== text ? err.message : "";
   return { code, name, text, detail };
 }

@@ -552,12 +552,18 @@ function mergeOptions(defaults, options) {
 export function createNimbus(pyodide, { WebSocket, defaults = {}, onListenerError } = {}) {
   const bridge = pyodide.pyimport(BRIDGE);
   const version = pyodide.runPython("import nimbus_websocket; nimbus_websocket.__version__");
+  const closeCodes = pyodide.pyimport("nimbus_websocket.core.errors");
   const nimbus = {
     version,
     pyodide,
     timings: null,
     NimbusError,
     _report: onListenerError ?? defaultReport,
+
+    /** `{name, text}` of a WebSocket/nimbus close code, e.g. 4003 -> {name: "AUTH_FAILED", text: "authentication failed"}. */
+    describeCloseCode(code) {
+      return { name: closeCodes.close_code_name(code), text: closeCodes.describe_close_code(code) };
+    },
 
     /**
      * Connect and resolve when ready.  Options (all optional but url):
