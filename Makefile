@@ -49,11 +49,11 @@ demo: setup
 stress: setup
 	@bash scripts/stress.sh $(PYODIDE_OPTS) $(PYTEST_ARGS)
 
-# Placeholder: each bench/bench_*.py prints its comparison table.
+# Every benchmark (bench/run.py): writes docs/benchmarks.md + docs/benchmarks.json
+# (~6 min on 2 cores). BENCH_ARGS=--quick for a smoke run (build/bench-quick.*).
+BENCH_ARGS ?=
 bench: setup
-	@shopt -s nullglob; benches=(bench/bench_*.py); \
-	if (( $${#benches[@]} == 0 )); then echo "no benchmarks yet (bench/bench_*.py)"; exit 0; fi; \
-	for b in "$${benches[@]}"; do echo "== $$b"; $(PY) "$$b"; done
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build

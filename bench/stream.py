@@ -2,6 +2,8 @@
 
 Prints, from one run on this machine:
 
+* (0) **raw PTY read** -- no network, no asyncio: this process reads a PTY
+  running ``cat FILE`` (select + 64 KiB reads) -- the ceiling;
 * (a) **baseline bridge** -- no protocol: a PTY running ``cat FILE`` is read
   (same 64 KiB coalescing as the server) and each read is sent as one binary
   WebSocket message by a bare ``websockets`` server to a bare client;
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import select
 import sys
 import tempfile
 import time
@@ -37,6 +40,36 @@ from websockets.asyncio.server import ServerConnection, serve
 TARGET = {"host": "localhost", "port": 22}
 USER = {"username": "bench"}
 TERM = {"cols": 80, "rows": 24, "env": {"TERM": "xterm"}}
+
+
+# ----------------------------------------------------------------- raw PTY
+def raw_pty_read(path: str, size: int, timeout: float = 600.0) -> float:
+    """MB/s of reading a PTY running ``cat path`` (spawn to EOF), no network."""
+    t0 = time.perf_counter()
+    proc, fd = spawn_pty(["cat", path])
+    n = 0
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 1.0)
+            if not r:
+                continue
+            try:
+                d = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:  # EIO: cat exited and the slave side is closed
+                break
+            if not d:
+                break
+            n += len(d)
+        dt = time.perf_counter() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(fd)
+    assert n >= size, (n, size)
+    return size / dt / 1e6
 
 
 # ----------------------------------------------------------------- baseline
@@ -191,15 +224,18 @@ async def main() -> None:
         for _ in range(size // len(block) + 1):
             f.write(block)
         f.flush()
-        base, ours = [], []
+        raw, base, ours = [], [], []
         for _ in range(args.runs):  # interleaved, so drift hits both alike
+            raw.append(raw_pty_read(f.name, size))
             base.append(await bridge_stream(f.name, size))
             ours.append(await nimbus_stream(f.name, size))
     be = await bridge_echo(args.echo)
     ne = await nimbus_echo(args.echo)
     bm, bmin, bmax = median_range(base)
     om, omin, omax = median_range(ours)
+    rm, rmin, rmax = median_range(raw)
     print(f"# PTY stream and echo ({machine()}); cat of {args.mb} MB, {args.runs} runs, {args.echo} echoes")
+    print(f"raw PTY read (no network): {rm:.1f} ({rmin:.1f}-{rmax:.1f}) MB/s")
     print(
         table(
             ["figure", "baseline bridge", "nimbus (server -> CPython client)", "ratio", "target", "met"],

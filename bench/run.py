@@ -1,0 +1,1030 @@
+"""Every benchmark, one command: writes ``docs/benchmarks.md`` and ``docs/benchmarks.json``.
+
+    .venv/bin/python bench/run.py            # full run (``make bench``), ~10-15 min on 2 cores
+    .venv/bin/python bench/run.py --quick    # smoke run: small sizes, 2 runs -> build/bench-quick.*
+
+Each figure is the median and min-max of ``--runs`` runs (>= 5 in a full
+run), with its baseline measured in the same invocation, interleaved with it
+run by run (baseline, measured, baseline, measured, ...) so that drift and
+the load of other processes hit both alike; a ratio is the median of the
+per-run ratios (each measured run against the baseline run next to it).
+
+Sections (their own scripts print tables too):
+
+* codec (``bench/codec.py``): encode/decode MB/s per wire profile vs a bare
+  ``struct`` baseline;
+* PTY ``cat`` stream (``bench/stream.py``): raw PTY read, bare websockets
+  bridge, this server -> CPython client; in Chromium
+  (``bench/browser_pty.py``): plain JS ``WebSocket`` <- the bridge vs the
+  Pyodide client <- this server, same PTY and file;
+* 64 KiB stream without a PTY (``bench/synthetic.py``, ``bench/browser.py``);
+* keystroke echo (``bench/stream.py``, ``bench/synthetic.py``, browser);
+* interrupt latency under a ``yes`` flood (``bench/interrupt.py``);
+* Pyodide boot + wheel install (every Chromium launch, fresh profile) and
+  the demo page's bytes (raw, gzipped);
+* memory (``bench/memory.py``): server RSS per idle / streaming connection,
+  client heap during a stream.
+
+For a CPython figure that misses its target, one extra run under cProfile
+goes into the document (its top functions), with notes on what limits it.
+Browsers run without Playwright or DevTools attached (``bench/browser.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import datetime as dt
+import gzip
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import codec
+import interrupt
+import memory
+import pty_split
+import stream
+import synthetic
+from common import percentile
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CHROMIUM = os.environ.get("NIMBUS_CHROMIUM", "/usr/bin/chromium")
+SITE = ROOT / "build" / "site"
+DIST = ROOT / "build" / "pyodide-dist"
+#: The "tried" row of the 64 KiB stream: a wider credit window than the client's defaults.
+WIDE_WINDOW = 2 << 20
+WIDE_MAX_WINDOW = 16 << 20
+
+
+# ------------------------------------------------------------ parameters
+def params(quick: bool, runs: int | None) -> dict[str, Any]:
+    if quick:
+        p = {
+            "runs": 2, "codec_runs": 2, "browser_runs": 2, "codec_seconds": 0.05, "pty_mb": 20,
+            "synthetic_mb": 20, "echo": 100, "browser_echo": 100, "interrupt_samples": 3, "mem_runs": 1,
+            "mem_idle": 50, "mem_streams": 4, "mem_stream_seconds": 1.5, "mem_mb": 20, "browser_mb": 10,
+            "browser_launches": 2,
+        }
+    else:
+        p = {
+            # CPython stream/echo figures vary run to run on this VM (process placement on the
+            # 2 cores): 7 runs; codec and browser figures are steadier (and dearer): 5.
+            "runs": 7, "codec_runs": 5, "browser_runs": 5, "codec_seconds": 0.2, "pty_mb": 200,
+            "synthetic_mb": 200, "echo": 1000, "browser_echo": 300, "interrupt_samples": 10, "mem_runs": 5,
+            "mem_idle": 200, "mem_streams": 10, "mem_stream_seconds": 3.0, "mem_mb": 100, "browser_mb": 200,
+            "browser_launches": 5,
+        }
+    if runs is not None:
+        p["runs"] = p["mem_runs"] = p["codec_runs"] = p["browser_runs"] = runs
+        p["browser_launches"] = max(2, runs)
+    p["quick"] = quick
+    return p
+
+
+# --------------------------------------------------------------- figures
+def stat(xs: Sequence[float]) -> dict[str, Any]:
+    xs = [float(x) for x in xs]
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs), "samples": xs}
+
+
+class Figures:
+    """Rows of the document (and the JSON): measured, baseline, ratio, target."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.errors: dict[str, str] = {}
+        self.notes: dict[str, list[str]] = {}
+        self.profiles: dict[str, str] = {}
+
+    def add(
+        self,
+        section: str,
+        fid: str,
+        label: str,
+        unit: str,
+        measured: Sequence[float],
+        *,
+        baseline: Sequence[float] | None = None,
+        baseline_label: str = "",
+        target: tuple[str, float] | None = None,
+        digits: int = 1,
+        note: str = "",
+    ) -> dict[str, Any]:
+        """``target``: ("ratio>=", x), ("ratio<=", x) or ("<=", x) on the measured median."""
+        row: dict[str, Any] = {
+            "section": section, "id": fid, "label": label, "unit": unit, "digits": digits,
+            "measured": stat(measured), "baseline": None, "baseline_label": baseline_label,
+            "ratio": None, "target": None, "met": None, "note": note,
+        }
+        if baseline:
+            row["baseline"] = stat(baseline)
+            if len(baseline) == len(measured):
+                ratios = [m / b for m, b in zip(measured, baseline, strict=True) if b]
+            else:  # not paired run by run: ratio of the medians
+                ratios = [row["measured"]["median"] / row["baseline"]["median"]]
+            row["ratio"] = stat(ratios)
+        if target is not None:
+            kind, value = target
+            row["target"] = {"kind": kind, "value": value}
+            if kind.startswith("ratio"):
+                r = row["ratio"]["median"] if row["ratio"] else None
+                row["met"] = None if r is None else (r >= value if kind == "ratio>=" else r <= value)
+            else:
+                row["met"] = row["measured"]["median"] <= value
+        self.rows.append(row)
+        return row
+
+    def misses(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["met"] is False]
+
+
+def fmt(x: float, digits: int) -> str:
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def cell(s: dict[str, Any] | None, digits: int) -> str:
+    if not s:
+        return "–"
+    if digits == 2 and s["median"] < 0.1:  # ratios like 0.004x
+        digits = 3
+    if s["n"] == 1:
+        return fmt(s["median"], digits)
+    return f"{fmt(s['median'], digits)} ({fmt(s['min'], digits)}–{fmt(s['max'], digits)})"
+
+
+def one_line(text: str) -> str:
+    """An error message fit for a table cell."""
+    return text.strip().splitlines()[0][:240].replace("|", "/") if text.strip() else "?"
+
+
+def target_text(row: dict[str, Any]) -> str:
+    t = row["target"]
+    if not t:
+        return ""
+    if t["kind"] == "ratio>=":
+        return f"≥ {t['value']:g}×"
+    if t["kind"] == "ratio<=":
+        return f"≤ {t['value']:g}×"
+    return f"≤ {t['value']:g} {row['unit']}"
+
+
+def ratio_cell(row: dict[str, Any]) -> str:
+    """The ratio cell; 3 decimals where 2 would round a miss up to its target."""
+    r = row["ratio"]
+    if not r:
+        return ""
+    t = row["target"]
+    if row["met"] is False and t and t["kind"].startswith("ratio") and f"{r['median']:.2f}" == f"{t['value']:.2f}":
+        return f"{r['median']:.3f} ({r['min']:.3f}–{r['max']:.3f})×"
+    return cell(r, 2) + "×"
+
+
+def met_text(row: dict[str, Any]) -> str:
+    return {True: "yes", False: "**MISSED**", None: ""}[row["met"]]
+
+
+# --------------------------------------------------------------- machine
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def chromium_version() -> str:
+    try:
+        out = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "not found"
+    m = re.search(r"(\d+\.\d+\.\d+\.\d+)", out)
+    return m.group(1) if m else out.strip() or "?"
+
+
+#: Per section: 1-min load average when it started, and the CPU (in cores) that
+#: processes outside this benchmark used meanwhile.
+LOAD_SAMPLES: list[dict[str, Any]] = []
+
+
+@contextlib.contextmanager
+def section_load(name: str) -> Any:
+    """Record the load average at the start of ``name`` and, from a sampling monitor
+    (``bench/cpumon.py``), the CPU this benchmark and everything else used during it."""
+    la = loadavg()[0]
+    mon = subprocess.Popen([sys.executable, str(HERE / "cpumon.py"), str(os.getpid())],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield
+    finally:
+        sample: dict[str, Any] = {"section": name, "load1": la}
+        try:
+            out, _ = mon.communicate("", timeout=30)
+            sample.update(json.loads(out))
+        except (subprocess.TimeoutExpired, ValueError):
+            mon.kill()
+            mon.wait()
+        LOAD_SAMPLES.append(sample)
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def git_commit() -> str:
+    """HEAD, plus the measured code's folders that differ from it (uncommitted edits)."""
+    code = ["core", "node_runtime", "web_runtime", "nimbus_websocket", "demo_site", "pyproject.toml"]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=ROOT, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *code], capture_output=True,
+                               text=True, cwd=ROOT, timeout=30).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    folders = sorted({line[3:].split("/")[0] for line in dirty if line.strip()})
+    return (head or "?") + (f" + uncommitted changes in {', '.join(folders)}" if folders else "")
+
+
+def machine_info() -> dict[str, Any]:
+    import websockets
+
+    site: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        site = json.loads((SITE / "site.json").read_text())
+    mem_kib = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "websockets": websockets.__version__,
+        "chromium": chromium_version(),
+        "pyodide": site.get("pyodide", "?"),
+        "pyodide_python": site.get("python", "?"),
+        "xterm": site.get("xterm", "?"),
+    }
+
+
+def wait_quiet(threshold: float, max_wait: float) -> tuple[float, list[float]]:
+    """Poll the 1-minute load average until below ``threshold`` or ``max_wait`` s passed."""
+    t0 = time.monotonic()
+    while True:
+        la = loadavg()
+        if la[0] < threshold or time.monotonic() - t0 >= max_wait:
+            return time.monotonic() - t0, la
+        print(f"  load {la[0]:.2f} >= {threshold}: waiting ({time.monotonic() - t0:.0f}/{max_wait:.0f} s)", flush=True)
+        time.sleep(min(30.0, max(1.0, max_wait - (time.monotonic() - t0))))
+
+
+# -------------------------------------------------------------- sections
+def section_codec(f: Figures, p: dict[str, Any]) -> None:
+    runs: list[list[dict[str, Any]]] = []
+    for i in range(p["codec_runs"]):
+        runs.append(codec.measure(p["codec_seconds"]))
+        print(f"  codec run {i + 1}/{p['codec_runs']}", flush=True)
+    for label, _size in codec.SIZES:
+        for prof in codec.PROFILES:
+            for way, name in (("enc", "encode"), ("dec", "decode")):
+                meas = [next(r[way] for r in run if r["size"] == label and r["codec"] == prof) for run in runs]
+                base = [next(r[way] for r in run if r["size"] == label and r["codec"] == "baseline struct") for run in runs]
+                tgt = ("ratio>=", codec.TARGET_RATIO) if prof == "nimbus.v1" and label == "64 KiB" else None
+                f.add("codec", f"codec.{prof}.{label}.{way}", f"{prof} {name}, {label}", "MB/s", meas,
+                      baseline=base, baseline_label="struct", target=tgt, digits=0)
+
+
+def make_file(mb: int) -> str:
+    fd, path = tempfile.mkstemp(prefix="nimbus-bench-", suffix=".bin")
+    size = mb * 1_000_000
+    block = os.urandom(1 << 20)
+    with os.fdopen(fd, "wb") as fh:
+        left = size
+        while left > 0:
+            fh.write(block[: min(left, len(block))])
+            left -= len(block)
+    return path
+
+
+async def section_pty(f: Figures, p: dict[str, Any], path: str) -> None:
+    size = p["pty_mb"] * 1_000_000
+    raw: list[float] = []
+    base: list[float] = []
+    ours: list[float] = []
+    base2: list[float] = []
+    ours2: list[float] = []
+    for i in range(p["runs"]):  # interleaved
+        raw.append(stream.raw_pty_read(path, size))
+        base.append(await stream.bridge_stream(path, size))
+        ours.append(await stream.nimbus_stream(path, size))
+        base2.append(await pty_split.split_stream("bridge", path))
+        ours2.append(await pty_split.split_stream("nimbus", path))
+        print(f"  PTY run {i + 1}: raw {raw[-1]:.1f}, bridge {base[-1]:.1f}, nimbus {ours[-1]:.1f}; two processes: "
+              f"bridge {base2[-1]:.1f}, nimbus {ours2[-1]:.1f} MB/s", flush=True)
+    sec = "pty"
+    f.add(sec, "pty.raw", "raw PTY read (no network, no asyncio)", "MB/s", raw)
+    f.add(sec, "pty.bridge", "baseline bridge (bare websockets, no protocol) → websockets client, one process", "MB/s",
+          base, baseline=raw, baseline_label="raw PTY")
+    f.add(sec, "pty.cpython", "this server → CPython client, one process", "MB/s", ours,
+          baseline=base, baseline_label="bridge", target=("ratio>=", 0.95))
+    f.add(sec, "pty.bridge2", "baseline bridge → websockets client, server in its own process", "MB/s", base2,
+          baseline=raw, baseline_label="raw PTY")
+    f.add(sec, "pty.cpython2", "this server → CPython client, server in its own process", "MB/s", ours2,
+          baseline=base2, baseline_label="bridge (own process)", target=("ratio>=", 0.95))
+
+
+async def section_synthetic(f: Figures, p: dict[str, Any]) -> None:
+    total = p["synthetic_mb"] * 1_000_000
+    frame = 65536
+    raw: list[float] = []
+    syn: list[float] = []
+    pipes: list[float] = []
+    wide: list[float] = []
+    for i in range(p["runs"]):
+        raw.append(await synthetic.raw_stream(total, frame))
+        syn.append(await synthetic.nimbus_synthetic(total, frame))
+        pipes.append(await synthetic.nimbus_pipes(total, frame))
+        wide.append(await synthetic.nimbus_synthetic(total, frame, window=WIDE_WINDOW, max_window=WIDE_MAX_WINDOW))
+        print(f"  64K run {i + 1}: raw {raw[-1]:.0f}, synthetic {syn[-1]:.0f}, pipes {pipes[-1]:.0f}, "
+              f"wide window {wide[-1]:.0f} MB/s", flush=True)
+    sec = "stream64"
+    f.add(sec, "s64.raw", "raw websockets loopback (CPython both ends)", "MB/s", raw, digits=0)
+    f.add(sec, "s64.cpython", "this server (backend_factory, no process) → CPython client", "MB/s", syn,
+          baseline=raw, baseline_label="raw websockets", target=("ratio>=", 0.6), digits=0)
+    f.add(sec, "s64.cpython_pipes", "this server (`head -c` on pipes) → CPython client", "MB/s", pipes,
+          baseline=raw, baseline_label="raw websockets", digits=0)
+    f.add(sec, "s64.cpython_wide", f"tried: as the backend_factory row, client `window={WIDE_WINDOW >> 20} MiB, "
+          f"max_window={WIDE_MAX_WINDOW >> 20} MiB` (defaults 256 KiB / 2 MiB)", "MB/s", wide,
+          baseline=raw, baseline_label="raw websockets", digits=0)
+
+
+async def section_echo(f: Figures, p: dict[str, Any]) -> None:
+    n = p["echo"]
+    res: dict[str, list[list[float]]] = {"bridge": [], "nimbus": [], "raw": []}
+    for i in range(p["runs"]):
+        res["bridge"].append(await stream.bridge_echo(n))
+        res["nimbus"].append(await stream.nimbus_echo(n))
+        res["raw"].append(await synthetic.raw_echo(n))
+        print(f"  echo run {i + 1}: p50 bridge {percentile(res['bridge'][-1], 50) * 1e3:.3f}, "
+              f"nimbus {percentile(res['nimbus'][-1], 50) * 1e3:.3f}, raw {percentile(res['raw'][-1], 50) * 1e3:.3f} ms",
+              flush=True)
+
+    def q(key: str, pct: float) -> list[float]:
+        return [percentile(xs, pct) * 1e3 for xs in res[key]]
+
+    sec = "echo"
+    f.add(sec, "echo.raw.p50", "raw websockets echo (no PTY), p50", "ms", q("raw", 50), digits=3)
+    f.add(sec, "echo.raw.p99", "raw websockets echo (no PTY), p99", "ms", q("raw", 99), digits=3)
+    f.add(sec, "echo.bridge.p50", "baseline bridge (PTY `cat`), p50", "ms", q("bridge", 50), digits=3)
+    f.add(sec, "echo.bridge.p99", "baseline bridge (PTY `cat`), p99", "ms", q("bridge", 99), digits=3)
+    f.add(sec, "echo.cpython.p50", "this server (PTY `cat`) → CPython client, p50", "ms", q("nimbus", 50),
+          baseline=q("bridge", 50), baseline_label="bridge p50", target=("ratio<=", 1.3), digits=3)
+    f.add(sec, "echo.cpython.p99", "this server (PTY `cat`) → CPython client, p99", "ms", q("nimbus", 99),
+          baseline=q("bridge", 99), baseline_label="bridge p99", digits=3)
+
+
+async def section_interrupt(f: Figures, p: dict[str, Any]) -> None:
+    res: dict[str, list[float]] = {"raw": [], "input": [], "signal": []}
+    drained: dict[str, list[int]] = {"raw": [], "input": [], "signal": []}
+    for i in range(p["interrupt_samples"]):  # interleaved, a fresh shell per sample
+        lat, dr = interrupt.raw_pty(1, 1 << 20)
+        res["raw"] += lat
+        drained["raw"] += dr
+        for via in ("input", "signal"):
+            lat, dr = await interrupt.nimbus(1, 1 << 20, via)
+            res[via] += lat
+            drained[via] += dr
+        print(f"  interrupt {i + 1}: raw {res['raw'][-1] * 1e3:.1f}, \\x03 {res['input'][-1] * 1e3:.1f}, "
+              f"signal {res['signal'][-1] * 1e3:.1f} ms", flush=True)
+    sec = "interrupt"
+
+    def ms(key: str) -> list[float]:
+        return [x * 1e3 for x in res[key]]
+
+    def kib(key: str) -> str:
+        n = statistics.median(drained[key])
+        size = f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n:.0f} B"
+        return f"median {size} arrived after the interrupt"
+
+    f.add(sec, "int.raw", "raw PTY, `\\x03` written to the master (no network)", "ms", ms("raw"), digits=1, note=kib("raw"))
+    f.add(sec, "int.input", "this server → CPython client, `\\x03` as input (a terminal's Ctrl-C)", "ms", ms("input"),
+          target=("<=", 100.0), digits=1, note=kib("input"))
+    f.add(sec, "int.signal", "this server → CPython client, `ch.signal(\"INT\")`", "ms", ms("signal"),
+          target=("<=", 100.0), digits=1, note=kib("signal"))
+
+
+async def section_memory(f: Figures, p: dict[str, Any]) -> None:
+    res = await memory.measure(p["mem_runs"], p["mem_idle"], p["mem_streams"], p["mem_stream_seconds"], p["mem_mb"])
+    sec = "memory"
+    n, s, mb = p["mem_idle"], p["mem_streams"], p["mem_mb"]
+    f.add(sec, "mem.idle.raw", f"server RSS per idle connection, bare websockets server (N={n})", "KiB",
+          res["idle_kib"]["raw"])
+    f.add(sec, "mem.idle", f"server RSS per idle connection, this server (N={n}, ready, no channel)", "KiB",
+          res["idle_kib"]["nimbus"], baseline=res["idle_kib"]["raw"], baseline_label="bare websockets",
+          target=("<=", 64.0))
+    f.add(sec, "mem.stream.raw", f"server RSS per streaming connection, bare websockets sender (N={s})", "KiB",
+          res["stream_kib"]["raw"], digits=0)
+    f.add(sec, "mem.stream", f"server RSS per streaming connection, this server (N={s}, `cat /dev/zero` on pipes)", "KiB",
+          res["stream_kib"]["nimbus"], baseline=res["stream_kib"]["raw"], baseline_label="bare websockets", digits=0,
+          note="bounded by design: up to `write_high_water` (1 MiB) unsent per connection before backends pause, "
+               "plus one 64 KiB read")
+    f.add(sec, "mem.heap.raw", f"client tracemalloc peak, bare websockets client, {mb} MB stream", "KiB",
+          res["heap_peak_kib"]["raw"], digits=0)
+    f.add(sec, "mem.heap", f"client tracemalloc peak, CPython nimbus client, {mb} MB stream", "KiB",
+          res["heap_peak_kib"]["nimbus"], baseline=res["heap_peak_kib"]["raw"], baseline_label="bare websockets", digits=0)
+    f.add(sec, "mem.rss.raw", f"client RSS growth (VmHWM − RSS before), bare websockets client, {mb} MB", "KiB",
+          res["heap_rss_kib"]["raw"], digits=0)
+    f.add(sec, "mem.rss", f"client RSS growth (VmHWM − RSS before), CPython nimbus client, {mb} MB", "KiB",
+          res["heap_rss_kib"]["nimbus"], baseline=res["heap_rss_kib"]["raw"], baseline_label="bare websockets", digits=0)
+    f.raw_memory = res  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- browser
+def run_json(cmd: list[str], out: Path, timeout: float, tries: int = 2) -> dict[str, Any]:
+    """Run a browser benchmark with ``--json out`` (once more if it fails: a
+    page that failed to load counts nothing, so a retry biases nothing)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return _run_json(cmd, out, timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            if attempt == tries:
+                raise
+            print(f"    failed ({str(exc)[:200]}); retrying once", flush=True)
+    raise AssertionError("unreachable")
+
+
+def _run_json(cmd: list[str], out: Path, timeout: float) -> dict[str, Any]:
+    print("  $ " + " ".join(cmd[1:]), flush=True)
+    out.unlink(missing_ok=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.strip().startswith("[page]") or "error" in line.lower():
+            print("    " + line.strip(), flush=True)
+    if not out.is_file():
+        raise RuntimeError(f"{cmd[1]} exited {proc.returncode} without results: {proc.stderr[-1500:]}")
+    data = json.loads(out.read_text())
+    if data.get("status"):
+        raise RuntimeError(f"{cmd[1]} reported status {data['status']}: {proc.stderr[-1500:]}")
+    return data
+
+
+def section_browser(f: Figures, p: dict[str, Any], path: str, tmp: Path) -> dict[str, Any]:
+    """Chromium launches (each a fresh profile, no driver attached); a failed
+    launch is reported and the figures of the others are kept."""
+    if not (DIST / "pyodide.mjs").is_file():
+        raise RuntimeError(f"{DIST} missing (make setup)")
+    if not os.access(CHROMIUM, os.X_OK):
+        raise RuntimeError(f"Chromium not found at {CHROMIUM}")
+    py = sys.executable
+    runs, echo = p["browser_runs"], p["browser_echo"]
+
+    def launch(name: str, cmd: list[str], timeout: float) -> dict[str, Any] | None:
+        out = tmp / f"{name}.json"
+        try:
+            return run_json([py, *cmd, "--json", str(out)], out, timeout)
+        except Exception as exc:
+            traceback.print_exc()
+            f.errors[f"browser ({name})"] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    # 1. PTY: plain JS <- bridge vs Pyodide <- this server, same file (+ echo, boot).
+    pty_run = launch("browser_pty", ["bench/browser_pty.py", path, "--runs", str(runs), "--echo", str(echo)], 1800)
+    # 2. bench/browser.py: 4/64 KiB streams without a PTY (+ its own echo, boot).
+    # --profile: one more 64 KiB stream under cProfile inside Pyodide, after the measured runs.
+    main_run = launch("browser", ["bench/browser.py", "--mb", str(p["browser_mb"]), "--runs", str(runs),
+                                  "--echo", str(echo), "--profile"], 1800)
+    # 3. More launches for boot and PTY echo samples (no streams).
+    echo_runs = [pty_run]
+    for i in range(1, p["browser_launches"]):
+        echo_runs.append(launch(f"browser_pty_echo{i}", ["bench/browser_pty.py", path, "--runs", "0",
+                                                         "--echo", str(echo)], 600))
+
+    def mbps(r: dict[str, Any]) -> float:
+        return float(r["bytes"]) / (float(r["ms"]) / 1000) / 1e6
+
+    def series(run: dict[str, Any] | None, who: str, size: int | None = None) -> list[float]:
+        rs = [r for r in (run or {}).get("results", [])
+              if r["kind"] == "stream" and r["who"] == who and (size is None or r["size"] == size)]
+        return [mbps(r) for r in sorted(rs, key=lambda r: r["run"])]
+
+    if pty_run:
+        plain = series(pty_run, "plain")
+        f.add("pty", "pty.plainjs", "plain-JS WebSocket in Chromium ← the bridge", "MB/s", plain)
+        f.add("pty", "pty.pyodide", "this server → Pyodide client in Chromium (JS facade)", "MB/s",
+              series(pty_run, "nimbus-reference"), baseline=plain, baseline_label="plain JS ← bridge")
+    if main_run:
+        for size in (65536, 4096):
+            k = f"{size // 1024} KiB"
+            plain = series(main_run, "plain", size)
+            f.add("stream64", f"s64.plainjs.{size}", f"plain-JS WebSocket in Chromium ← bare websockets, {k} frames",
+                  "MB/s", plain, digits=0)
+            f.add("stream64", f"s64.pyodide.{size}", f"this server (`head -c` on pipes) → Pyodide client, {k} reads",
+                  "MB/s", series(main_run, "nimbus-reference", size), baseline=plain, baseline_label="plain JS",
+                  target=("ratio>=", 0.7) if size == 65536 else None, digits=0)
+            f.add("stream64", f"s64.pyodide_syn.{size}", f"synthetic nimbus sender → Pyodide client, {k} frames",
+                  "MB/s", series(main_run, "nimbus-synthetic", size), baseline=plain, baseline_label="plain JS",
+                  digits=0)
+
+    def echo_q(who: str, pct: float) -> list[float]:
+        return [percentile(e["rtts"], pct) for run in echo_runs if run for e in run["results"]
+                if e["kind"] == "echo" and e["who"] == who]
+
+    if echo_q("plain", 50):
+        f.add("echo", "echo.plainjs.p50", "plain-JS WebSocket in Chromium ← bridge (PTY `cat`), p50", "ms",
+              echo_q("plain", 50), digits=2)
+        f.add("echo", "echo.plainjs.p99", "plain-JS WebSocket in Chromium ← bridge (PTY `cat`), p99", "ms",
+              echo_q("plain", 99), digits=2)
+        f.add("echo", "echo.pyodide.p50", "this server (PTY `cat`) → Pyodide client in Chromium, p50", "ms",
+              echo_q("nimbus", 50), baseline=echo_q("plain", 50), baseline_label="plain JS p50", digits=2)
+        f.add("echo", "echo.pyodide.p99", "this server (PTY `cat`) → Pyodide client in Chromium, p99", "ms",
+              echo_q("nimbus", 99), baseline=echo_q("plain", 99), baseline_label="plain JS p99", digits=2)
+
+    prof = [r for r in (main_run or {}).get("results", []) if r["kind"] == "profile"]
+    if prof:
+        f.browser_profile = (  # type: ignore[attr-defined]
+            f"cProfile inside Pyodide of one {p['browser_mb']} MB stream, 64 KiB frames, synthetic sender "
+            f"({mbps(prof[0]):.0f} MB/s under the profiler), from `bench/browser.py --profile`:\n\n"
+            + prof[0]["text"].strip()
+        )
+    boots = [r for run in [*echo_runs, main_run] if run for r in run["results"] if r["kind"] == "boot"]
+    if boots:
+        f.add("boot", "boot.total", "Pyodide boot + wheel install (`loadNimbus`), cold profile", "ms",
+              [b["totalMs"] for b in boots], target=("<=", 3000.0), digits=0)
+        f.add("boot", "boot.boot", "… of which Pyodide boot (`loadPyodide`)", "ms", [b["bootMs"] for b in boots],
+              digits=0)
+        f.add("boot", "boot.install", "… of which wheel install", "ms", [b["installMs"] for b in boots], digits=0)
+    return {"pty": pty_run, "browser_py": main_run, "echo_launches": echo_runs[1:]}
+
+
+def page_bytes() -> dict[str, Any]:
+    """What the demo page loads from build/site: the page, xterm, facade, Pyodide, the wheel."""
+    site: dict[str, Any] = json.loads((SITE / "site.json").read_text())
+    files = [
+        "index.html", "style.css", "favicon.svg", "vendor/xterm/xterm.css", "vendor/xterm/xterm.js",
+        "vendor/xterm/addon-fit.js", "app.mjs", "nimbus_adapter.mjs", site.get("facade") or "nimbus/nimbus.mjs",
+        "site.json", "pyodide/pyodide.mjs", "pyodide/pyodide.asm.mjs", "pyodide/pyodide.asm.wasm",
+        "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json", site["wheel"],
+    ]
+    rows = []
+    for rel in files:
+        data = (SITE / rel).read_bytes()
+        rows.append({"file": rel, "bytes": len(data), "gzip": len(gzip.compress(data, 6, mtime=0))})
+    return {
+        "files": rows,
+        "raw": sum(r["bytes"] for r in rows),
+        "gzip": sum(r["gzip"] for r in rows),
+        "wheel": next(r for r in rows if r["file"] == site["wheel"]),
+    }
+
+
+# ---------------------------------------------------------------- profiles
+def profile_text(fn: Callable[[], Any], top: int = 14) -> str:
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        fn()
+    finally:
+        prof.disable()
+    s = io.StringIO()
+    st = pstats.Stats(prof, stream=s)
+    st.sort_stats("tottime").print_stats(top)
+    text = s.getvalue()
+    # Keep the table: from the header line on, paths shortened.
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if "function calls" in line), 0)
+    out = []
+    for line in lines[start:]:
+        line = re.sub(r"/[^ ]*/site-packages/", "", line)
+        line = line.replace(str(ROOT) + "/", "").replace(sys.base_prefix + "/lib/python3.11/", "")
+        if line.strip():
+            out.append(line.rstrip())
+    return "\n".join(out)
+
+
+def profile_misses(f: Figures, p: dict[str, Any], path: str) -> None:
+    missed = {r["id"] for r in f.misses()}
+    if "s64.pyodide.65536" in missed and getattr(f, "browser_profile", None):
+        f.profiles["s64.pyodide.65536"] = f.browser_profile  # type: ignore[attr-defined]
+    size = p["pty_mb"] * 1_000_000
+    jobs: dict[str, tuple[str, Callable[[], Any]]] = {
+        "pty.cpython": (f"one `cat` of {p['pty_mb']} MB through this server → CPython client (server and client share the process)",
+                        lambda: asyncio.run(stream.nimbus_stream(path, size))),
+        "echo.cpython.p50": (f"{p['echo'] * 3} echoes through this server → CPython client",
+                             lambda: asyncio.run(stream.nimbus_echo(p["echo"] * 3))),
+        "s64.cpython": (f"{p['synthetic_mb']} MB, 64 KiB reads, synthetic backend → CPython client",
+                        lambda: asyncio.run(synthetic.nimbus_synthetic(p["synthetic_mb"] * 1_000_000, 65536))),
+        "int.input": ("one interrupt under flood", lambda: asyncio.run(interrupt.nimbus(1, 1 << 20, "input"))),
+    }
+    for fid, (what, job) in jobs.items():
+        if fid in missed:
+            print(f"  cProfile: {fid}", flush=True)
+            try:
+                f.profiles[fid] = f"cProfile of {what}, top functions by own time:\n\n" + profile_text(job)
+            except Exception as exc:  # a profile is an extra; never lose the run for it
+                f.profiles[fid] = f"(profile failed: {exc!r})"
+
+
+# ------------------------------------------------------------------- notes
+#: What limits a figure when it misses, and what was tried (written from the
+#: investigation; shown only for figures that missed in this run).
+_PTY_NOTE = """
+**What limits it.** A PTY hands out at most ~4 KiB per `read()` (the kernel's n_tty buffer) and a read of
+the master waits for the tty layer's flush work, so the stream is bounded by the kernel for the bridge
+and this server alike: in cProfile (server in its own process, 100 MB) ~1.0–1.1 s of the ~1.2–1.5 s is
+inside `posix.read` for both (~26 000 reads, ~17 per readiness callback, coalesced into ~64 KiB frames).
+`cat` stops once the PTY's ~64 KiB of buffering is full, so the work a server does between two
+callbacks is not overlapped with reading: the bridge spends ~0.1 ms per 64 KiB frame (queue +
+`ws.send`), this server ~0.2–0.25 ms (CPU user time 0.14 s vs 0.08 s per 100 MB; core
+`backend_output` → credit accounting → `encode_data` → `_flush`, runtime `flush`/`_write_loop` → socket
+send, with `read_budget`/`next_deadline` called several times per frame). With server and client in one
+process the client's receive path (parse, decode, credit, channel queue, consumer wake-up) is
+serialised with the reads as well, which is why that row is further from its bridge.
+
+**What was tried.** Server in its own process (the second pair of rows): the gap narrows; whether it
+clears 0.95× varies from run to run on this 2-core machine (0.86–0.96× over the development runs).
+Reading once per readiness instead of until `EAGAIN` (raw PTY, 100 MB): slower (78–84 vs 90–99 MB/s),
+so the coalescing loop is right. A bigger `max_read` cannot help: the PTY never holds more than ~64 KiB.
+What would: fewer Python calls per output frame on the server (budget and deadline computed once per
+callback rather than per call), or reading the PTY off the event-loop thread so that reads overlap
+the protocol work -- changes to `node_runtime/server` and `core`, not made by this benchmark.
+"""
+
+NOTES: dict[str, str] = {
+    "pty.cpython": _PTY_NOTE,
+    "pty.cpython2": _PTY_NOTE,
+    "s64.cpython": """
+**What limits it: per-frame Python work, and the credit window while it is small.** A 64 KiB frame
+costs raw websockets ~50 µs for both ends in one process (serialize, send, recv, parse); this server
+and client add the core and runtime around it: ~470 Python calls per frame across server core
+(`backend_output`, `_flush`, `read_budget`, `next_deadline`), runtime (`flush`, `_write_loop`) and client
+(`_pump`, `decode_data`, `_on_data`, channel queue, credit) -- see the profile below. The window
+matters too: before commit 76e80d3 (the client pings as soon as it is ready, so the adaptive window
+has an RTT from the start) the CPython client's window stayed at 256 KiB for a whole 100 MB stream
+(763 grants; the backend paused and resumed after every second frame) and this row was 0.40×;
+with a 2 MiB start / 16 MiB cap (the **tried** row) it was ~0.70×. Since 76e80d3 the window grows
+to 2 MiB within the first megabytes (5 pauses per 100 MB), and the wider window adds nothing more.
+
+**What was tried** (before 76e80d3; 100 MB, 3 runs each, ratio to raw websockets in the same batch):
+wider client window 0.40× → ~0.70×; `ack=False` (no exactly-once acknowledgements): 0.42×, no change;
+server `write_high_water` 4 MiB: 0.41×, no change; `max_read` 256 KiB (against 256 KiB raw frames):
+0.45–0.65×, noisy.
+""",
+    "echo.cpython.p50": """
+**What limits it: per-message Python work.** The bridge and this server take the same six event-loop
+turns per round trip and the same system calls (two socket sends, one PTY write, two PTY reads); the
+difference is the protocol work on those turns -- client `send` → core encode → socket; server parse
+→ `BackendInput` → PTY write; PTY read → `backend_output` → `_flush` → encode → socket; client parse →
+decode → `_on_data` → channel queue → consumer wake-up: about 20–40 µs of CPython per round trip on a
+base of ~0.13 ms. cProfile shows no single hot spot (`_run_once`, `flush`, `_pump`, `read_budget`,
+`next_deadline`). Input acknowledgements are timer-driven (16 KiB or 50 ms) and stay off the echo's
+path. Nothing a caller can configure changes it.
+""",
+    "boot.total": """
+**What limits it: Pyodide's own start-up.** `loadPyodide` -- compiling and instantiating the 9.6 MB
+`pyodide.asm.wasm` (a fresh profile has no V8 code cache), unpacking the 2.5 MB stdlib and initialising
+CPython 3.14 -- is ~90% of the figure (see the boot / install rows); installing the ~150 kB wheel is a
+few hundred ms. On this 2-core machine the WebAssembly compile competes with everything else running;
+the figure moves by seconds with the load average (2.5–3 s quiet, 5–9 s at load 7–10 during
+development). Nothing in this project's wheel or facade can shorten the runtime boot; a returning visitor
+with a warm HTTP and code cache is faster, but that is not what this row measures.
+""",
+    "s64.pyodide.65536": """
+**What limits it: the client's per-message work inside Pyodide, then the 2 cores.** Plain JS does
+nothing per message but count bytes; the Pyodide client runs ~70 Python calls per 64 KiB message in
+WebAssembly (`_js_message` → core `receive_frame`/`decode_data`/`_on_data` → `_pump`/`_dispatch` → the
+facade's `_hand` → the JS `data` listener, then credit: `consumed`, `_maybe_grant`), ~150–230 µs per
+message under the profiler (profile below). Even from the synthetic sender,
+which costs nothing per frame, the client reaches only ~0.65–0.7× plain JS (the `synthetic nimbus
+sender` row); from this server it is lower because the server (`head -c` on pipes, 64 KiB reads, in
+the Python process of `bench/browser.py`) competes with Chromium's renderer and network processes for
+the machine's 2 cores. With 4 KiB frames the per-message cost dominates (0.35×).
+
+**What was tried** (in the web runtime, see `git log web_runtime/`): `onmessage` passes only `ev.data`;
+output is handed to JS as (buffer, offset, length) and viewed there -- one FFI call per chunk, no copy
+back from Python; a fast path for a single plain `data` listener; events are dispatched to JS only when
+listened to. What remains is the
+JS↔Python crossing and the core's per-frame bookkeeping, the same Python work as the CPython client's.
+""",
+    "mem.idle": """
+**What limits it.** One `websockets` connection with its buffers plus the session object, core machines
+and their timers; compare the bare websockets row.
+""",
+    "int.input": """
+**What limits it.** Output already in flight (the credit window and socket buffers) has to be drained
+before the prompt arrives; see the "arrived after the interrupt" figure of the row.
+""",
+}
+
+
+# --------------------------------------------------------------- document
+SECTIONS = [
+    ("codec", "Codec: payload MB/s per wire profile vs a bare `struct` baseline",
+     "`bench/codec.py`: `profile.encode_data` / `profile.decode` of one data frame (max_frame 2 MiB) against "
+     "`struct.pack('>BI') + payload` / `struct.unpack_from` + slice. Each run: best of 4 interleaved batches "
+     "of ~{codec_seconds} s per cell. Target (bench/codec.py): nimbus.v1 ≥ 0.5× at 64 KiB, both ways."),
+    ("pty", "PTY `cat` stream: {pty_mb} MB of random bytes, MB/s (spawn/connect to last byte)",
+     "Same file, same PTY settings (80×24) for every row. CPython rows: server and client share one process "
+     "and one event loop (`bench/stream.py`). Chromium rows: `bench/browser_pty.py` — Chromium launched "
+     "directly (no Playwright/DevTools attached), the page's plain `WebSocket` reads the same bare bridge, the "
+     "Pyodide client reads this server whose backend is a PTY running the same `cat` (timed first byte to last byte)."),
+    ("stream64", "Stream without a PTY, MB/s",
+     "CPython rows (`bench/synthetic.py`, {synthetic_mb} MB, 64 KiB frames, one process): a bare `websockets` "
+     "server sending pre-built frames vs this server whose backend produces the same bytes from memory "
+     "(`backend_factory`) or runs `head -c` on pipes. Chromium rows (`bench/browser.py`, {browser_mb} MB): plain JS "
+     "`WebSocket` from a bare sender vs the Pyodide client from this server (`head -c N /dev/zero`, pipes, "
+     "`max_read` = frame size) and from a synthetic credit-honouring nimbus sender."),
+    ("echo", "Keystroke echo: one byte round trip, ms",
+     "Per run {echo} round trips (CPython rows) or {browser_echo} (Chromium rows); each run's p50/p99, then median "
+     "(min–max) over runs. PTY rows type into `cat` on a "
+     "PTY (the terminal driver echoes). Chromium rows: one page launch per run (`bench/browser_pty.py`); the page's "
+     "`performance.now()` is coarsened to 0.1 ms (no cross-origin isolation), so those figures are multiples of 0.1 ms."),
+    ("interrupt", "Interrupt under a `yes` flood: interrupt → prompt back, ms",
+     "`bench/interrupt.py`: PTY running `bash --norc --noprofile -i` with a prompt marker; `yes` floods until "
+     "≥ 1 MiB arrived, then the clock starts, the interrupt is sent, and the client reads (draining the flood) "
+     "until the prompt marker. One fresh shell/connection per sample, {interrupt_samples} samples, interleaved."),
+    ("boot", "Pyodide boot + wheel install",
+     "`nimbus.timings` from `loadNimbus()` in every Chromium launch of this run (each a fresh profile: no HTTP "
+     "or V8 code cache; files from a local HTTP server with `Cache-Control: no-store`)."),
+    ("memory", "Memory",
+     "`bench/memory.py`: server in a subprocess, its `VmRSS` read from /proc; idle: one warm-up connection, then "
+     "(RSS after N connections − RSS before) / N; streaming: peak RSS over {mem_stream_seconds} s with N "
+     "connections streaming, minus before, / N; client: a fresh process receiving {mem_mb} MB (tracemalloc "
+     "started before `connect`; RSS growth measured in a separate run without tracemalloc). "
+     "{mem_runs} runs, bare websockets and this server interleaved."),
+]
+
+
+def render(f: Figures, meta: dict[str, Any]) -> str:
+    p = meta["params"]
+    m = meta["machine"]
+    out: list[str] = []
+    w = out.append
+    w("# Benchmarks")
+    w("")
+    w(f"Generated by `make bench` (`python bench/run.py{' --quick' if p['quick'] else ''}`) on {meta['started']} UTC; "
+      f"took {meta['duration_s'] / 60:.1f} min; code at `{meta.get('commit', '?')}`. Raw samples: [`{meta.get('json_name', 'benchmarks.json')}`]({meta.get('json_name', 'benchmarks.json')}). "
+      "Do not edit by hand: the text comes from `bench/run.py`.")
+    w("")
+    w("## Machine")
+    w("")
+    w(f"- {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB RAM, Linux {m['kernel']}")
+    w(f"- CPython {m['python']}, websockets {m['websockets']}; Chromium {m['chromium']} (headless, launched "
+      f"directly); Pyodide {m['pyodide']} (Python {m['pyodide_python']}); xterm.js {m['xterm']}")
+    la0, la1 = meta["load_start"], meta["load_end"]
+    w(f"- load average (1/5/15 min) at start: {la0[0]:.2f} / {la0[1]:.2f} / {la0[2]:.2f}; at end: "
+      f"{la1[0]:.2f} / {la1[1]:.2f} / {la1[2]:.2f}" + (f" (waited {meta['waited_s']:.0f} s for a quiet machine first)"
+                                                       if meta.get("waited_s") else ""))
+    if meta.get("load_samples"):
+        w("- per section: 1-min load average at its start; mean CPU (cores, of 2) used by this benchmark's "
+          "processes / by other processes while it ran (sampled every 0.25 s by `bench/cpumon.py`; kernel "
+          "threads not counted):")
+        w("")
+        w("| section | load at start | this benchmark | other processes | busiest others (CPU s) |")
+        w("|---|---:|---:|---:|---|")
+        for x in meta["load_samples"]:
+            top = ", ".join(f"`{n}` {t:g}" for n, t in x.get("top_others", []) if t >= 0.5) or "–"
+            w(f"| {x['section']} | {x['load1']:.2f} | {x.get('ours_cores', float('nan')):.2f} | "
+              f"{x.get('other_cores', float('nan')):.2f} | {top} |")
+        w("")
+    if meta.get("load_note"):
+        w(f"- {meta['load_note']}")
+    w(f"- every figure: median (min–max) over runs -- the `n` column of each table says how many (CPython streams and "
+      f"echo {p['runs']}, codec {p.get('codec_runs', p['runs'])}, Chromium {p.get('browser_runs', p['runs'])}, memory "
+      f"{p['mem_runs']}); everything on 127.0.0.1, all figures from this one machine and this one invocation")
+    w("")
+    w("## Targets")
+    w("")
+    w("| figure | baseline (same run) | measured | ratio | target | met |")
+    w("|---|---|---|---|---|---|")
+    for r in f.rows:
+        if r["target"] is None:
+            continue
+        base = f"{r['baseline_label']}: {cell(r['baseline'], r['digits'])}" if r["baseline"] else "–"
+        w(f"| {r['label']} | {base} | {cell(r['measured'], r['digits'])} {r['unit']} | "
+          f"{ratio_cell(r) or '–'} | {target_text(r)} | {met_text(r)} |")
+    for sec, err in f.errors.items():
+        w(f"| {sec} | – | not measured: {one_line(err)} | – | – | **ERROR** |")
+    w("")
+    misses = f.misses()
+    if misses:
+        w("Missed: " + "; ".join(f"{r['label']} ({target_text(r)})" for r in misses) + ". See "
+          "[what limits them](#where-targets-are-missed).")
+        w("")
+    for key, title, desc in SECTIONS:
+        rows = [r for r in f.rows if r["section"] == key]
+        extra = key == "boot" and meta.get("page_bytes")
+        if not rows and key not in f.errors and not extra:
+            continue
+        w(f"## {title.format(**p)}")
+        w("")
+        w(desc.format(**p))
+        w("")
+        for sec, err in f.errors.items():
+            if sec == key or (key == "boot" and sec.startswith("browser")):
+                w(f"**Not measured ({sec})**: {one_line(err)}")
+                w("")
+        if rows:
+            w("| | median (min–max) | unit | baseline | ratio | target | met | n |")
+            w("|---|---|---|---|---|---|---|---|")
+            for r in rows:
+                base = f"{r['baseline_label']}" if r["baseline"] else ""
+                label = r["label"] + (f" — {r['note']}" if r["note"] else "")
+                w(f"| {label} | {cell(r['measured'], r['digits'])} | {r['unit']} | {base} | "
+                  f"{ratio_cell(r)} | {target_text(r)} | {met_text(r)} | "
+                  f"{r['measured']['n']} |")
+            w("")
+        if key == "boot" and meta.get("page_bytes"):
+            pb = meta["page_bytes"]
+            w(f"Demo page bytes (what `build/site/index.html` loads: page, xterm.js, facade, Pyodide runtime, "
+              f"stdlib, lock file, the wheel): **{pb['raw'] / 1e6:.2f} MB raw, {pb['gzip'] / 1e6:.2f} MB gzipped** "
+              f"(gzip level 6 per file); the wheel alone {pb['wheel']['bytes'] / 1e3:.1f} kB "
+              f"({pb['wheel']['gzip'] / 1e3:.1f} kB gzipped).")
+            w("")
+            w("| file | bytes | gzipped |")
+            w("|---|---:|---:|")
+            for r in pb["files"]:
+                w(f"| `{r['file']}` | {r['bytes']:,} | {r['gzip']:,} |")
+            w("")
+    w("## Where targets are missed")
+    w("")
+    if not misses:
+        w("Every target was met in this run.")
+        w("")
+    for r in misses:
+        w(f"### {r['label']}: {cell(r['measured'], r['digits'])} {r['unit']}"
+          + (f", {ratio_cell(r)} {r['baseline_label']}" if r["ratio"] else "")
+          + f" (target {target_text(r)})")
+        w("")
+        note = NOTES.get(r["id"])
+        if note:
+            w(note.strip())
+            w("")
+        if r["id"] in f.profiles:
+            w("```")
+            w(f.profiles[r["id"]])
+            w("```")
+            w("")
+        if not note and r["id"] not in f.profiles:
+            w("No analysis recorded for this figure yet.")
+            w("")
+    w("## Method notes")
+    w("")
+    w("- Baselines are measured in the same invocation, interleaved with what they are compared to (run *i* of "
+      "the baseline right before run *i* of the measured path); a ratio is the median of the per-run ratios.")
+    w("- Nothing is warmed up and then reported as cold: Pyodide boots in a fresh Chromium profile each launch; "
+      "each stream starts a new server, connection and process. Memory figures take one warm-up connection "
+      "first (imports), then measure the first batch of N connections.")
+    w("- Chromium runs with no Playwright/DevTools attached while measuring (an attached driver slows WebSocket "
+      "delivery several-fold); the page reports results over HTTP POST.")
+    w("- CPython stream/echo rows run server and client in one process and event loop, for the baseline and "
+      "for this implementation alike; the machine has 2 cores.")
+    w("")
+    return "\n".join(out)
+
+
+# -------------------------------------------------------------------- main
+async def run_async(f: Figures, p: dict[str, Any], path: str, only: set[str] | None) -> None:
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("pty", lambda: section_pty(f, p, path)),
+        ("stream64", lambda: section_synthetic(f, p)),
+        ("echo", lambda: section_echo(f, p)),
+        ("interrupt", lambda: section_interrupt(f, p)),
+        ("memory", lambda: section_memory(f, p)),
+    ]
+    for key, step in steps:
+        if only and key not in only:
+            continue
+        print(f"== {key}", flush=True)
+        with section_load(key):
+            try:
+                await step()
+            except Exception as exc:
+                traceback.print_exc()
+                f.errors[key] = f"{type(exc).__name__}: {exc}"[:300]
+
+
+def rerender(js: Path, md: Path | None) -> int:
+    """Write the markdown again from ``js`` (e.g. after editing NOTES); figures unchanged."""
+    data = json.loads(js.read_text())
+    f = Figures()
+    f.rows, f.errors, f.profiles = data["figures"], data["errors"], data["profiles"]
+    md = md or js.with_suffix(".md")
+    md.write_text(render(f, data))
+    print(f"wrote {md} from {js}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, 2 runs (writes build/bench-quick.*)")
+    ap.add_argument("--runs", type=int, help="runs per figure (default 5; --quick 2)")
+    ap.add_argument("--out", help="markdown path (default docs/benchmarks.md; --quick: build/bench-quick.md)")
+    ap.add_argument("--only", help="comma-separated sections: codec,pty,stream64,echo,interrupt,memory,browser")
+    ap.add_argument("--no-profile", action="store_true", help="skip the cProfile runs of missed targets")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="first wait up to S seconds for the 1-min load average to drop below --load")
+    ap.add_argument("--load", type=float, default=1.5, help="load threshold for --wait-quiet (default 1.5)")
+    ap.add_argument("--render", metavar="JSON", help="only re-render the markdown from a saved JSON (no measuring)")
+    args = ap.parse_args(argv)
+    if args.render:
+        return rerender(Path(args.render), Path(args.out) if args.out else None)
+    p = params(args.quick, args.runs)
+    md = Path(args.out) if args.out else (ROOT / "build" / "bench-quick.md" if args.quick else ROOT / "docs" / "benchmarks.md")
+    js = md.with_suffix(".json")
+    only = set(args.only.split(",")) if args.only else None
+    meta: dict[str, Any] = {"params": p, "json_name": js.name}
+    if args.wait_quiet > 0:
+        waited, la = wait_quiet(args.load, args.wait_quiet)
+        meta["waited_s"] = waited
+        if la[0] >= args.load:
+            meta["load_note"] = (f"the machine did not get quiet (1-min load {la[0]:.2f} ≥ {args.load} after "
+                                 f"{waited:.0f} s): run anyway, other processes were competing for the 2 cores")
+    t0 = time.monotonic()
+    meta["started"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    meta["load_start"] = loadavg()
+    meta["machine"] = machine_info()
+    meta["commit"] = git_commit()
+    print(f"bench: {meta['machine']['cores']} cores, {meta['machine']['cpu']}; load {meta['load_start']}; "
+          f"params {p}", flush=True)
+    f = Figures()
+    if not only or "codec" in only:
+        print("== codec", flush=True)
+        with section_load("codec"):
+            try:
+                section_codec(f, p)
+            except Exception as exc:
+                traceback.print_exc()
+                f.errors["codec"] = f"{type(exc).__name__}: {exc}"[:300]
+    path = make_file(p["pty_mb"])
+    browser_raw: dict[str, Any] = {}
+    try:
+        asyncio.run(run_async(f, p, path, only))
+        if not only or "browser" in only:
+            print("== browser", flush=True)
+            with section_load("browser"), tempfile.TemporaryDirectory(prefix="nimbus-bench-") as tmp:
+                try:
+                    browser_raw = section_browser(f, p, path, Path(tmp))
+                except Exception as exc:
+                    traceback.print_exc()
+                    f.errors["browser"] = f"{type(exc).__name__}: {exc}"[:300]
+        with contextlib.suppress(Exception):
+            meta["page_bytes"] = page_bytes()
+        if not args.no_profile and f.misses():
+            print("== profiles of missed targets", flush=True)
+            profile_misses(f, p, path)
+    finally:
+        os.unlink(path)
+    meta["load_end"] = loadavg()
+    meta["load_samples"] = LOAD_SAMPLES
+    if meta["load_start"][0] >= args.load and not meta.get("load_note"):
+        meta["load_note"] = (f"the 1-min load average was {meta['load_start'][0]:.2f} (≥ {args.load}) at the start: "
+                             "other processes were competing for the 2 cores")
+    meta["duration_s"] = time.monotonic() - t0
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(render(f, meta))
+    data = {
+        **meta,
+        "figures": f.rows,
+        "errors": f.errors,
+        "profiles": f.profiles,
+        "memory_raw": getattr(f, "raw_memory", None),
+        "browser_raw": browser_raw,
+    }
+    js.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    misses = f.misses()
+    print(f"\nwrote {md.relative_to(ROOT) if md.is_relative_to(ROOT) else md} and {js.name} in "
+          f"{meta['duration_s'] / 60:.1f} min; load {meta['load_start']} -> {meta['load_end']}")
+    for r in f.rows:
+        if r["target"] is not None:
+            print(f"  {met_text(r).strip('*'):7} {r['label']}: {cell(r['measured'], r['digits'])} {r['unit']}"
+                  + (f", {r['ratio']['median']:.2f}x" if r["ratio"] else "") + f" (target {target_text(r)})")
+    if f.errors:
+        print(f"errors: {f.errors}")
+    print(f"{len(misses)} target(s) missed")
+    return 1 if f.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
