@@ -163,6 +163,27 @@ class Page:
 # ------------------------------------------------------- synthetic servers
 
 
+
+async def collect_results(queue: asyncio.Queue[dict[str, Any]], timeout: float) -> tuple[list[dict[str, Any]], int]:
+    """Gather the page's reports until ``done``/``error``/timeout; ``(results, exit status)``."""
+    results: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            print("timed out waiting for the page", file=sys.stderr)
+            return results, 1
+        try:
+            item = await asyncio.wait_for(queue.get(), left)
+        except TimeoutError:
+            continue
+        if item["kind"] == "error":
+            print(f"page error: {item['message']}", file=sys.stderr)
+            return results, 1
+        if item["kind"] == "done":
+            return results, 0
+        results.append(item)
+
 async def synthetic(ws: ServerConnection) -> None:
     """``/stream`` (plain binary frames), ``/echo``, ``/nimbus`` (credit-respecting nimbus.v1 sender)."""
     url = urlsplit(ws.request.path)
@@ -300,27 +321,8 @@ async def run(args: argparse.Namespace) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    results: list[dict[str, Any]] = []
-    status = 0
     try:
-        deadline = time.monotonic() + args.timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                print("timed out waiting for the page", file=sys.stderr)
-                status = 1
-                break
-            try:
-                item = await asyncio.wait_for(page.results.get(), left)
-            except TimeoutError:
-                continue
-            if item["kind"] == "error":
-                print(f"page error: {item['message']}", file=sys.stderr)
-                status = 1
-                break
-            if item["kind"] == "done":
-                break
-            results.append(item)
+        results, status = await collect_results(page.results, args.timeout)
     finally:
         browser.terminate()
         try:

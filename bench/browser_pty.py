@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -114,27 +113,8 @@ async def run(path: str, runs: int, echo: int, timeout: float) -> dict[str, Any]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    results: list[dict[str, Any]] = []
-    status = 0
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                print("timed out waiting for the page", file=sys.stderr)
-                status = 1
-                break
-            try:
-                item = await asyncio.wait_for(page.results.get(), left)
-            except TimeoutError:
-                continue
-            if item["kind"] == "error":
-                print(f"page error: {item['message']}", file=sys.stderr)
-                status = 1
-                break
-            if item["kind"] == "done":
-                break
-            results.append(item)
+        results, status = await browser.collect_results(page.results, timeout)
     finally:
         chrome.terminate()
         try:
