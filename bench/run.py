@@ -546,6 +546,11 @@ def section_browser(f: Figures, p: dict[str, Any], path: str, tmp: Path) -> dict
             f.add("stream64", f"s64.pyodide_syn.{size}", f"synthetic nimbus sender → Pyodide client, {k} frames",
                   "MB/s", series(main_run, "nimbus-synthetic", size), baseline=plain, baseline_label="plain JS",
                   digits=0)
+            bare = series(main_run, "bare-python", size)
+            if bare:  # bench/browser.py measures this ceiling once, after the interleaved runs
+                f.add("stream64", f"s64.bare_python.{size}", f"ceiling: plain `WebSocket` into a bare Python handler "
+                      f"in Pyodide (`to_bytes()` + a counter), {k} frames", "MB/s", bare, baseline=plain,
+                      baseline_label="plain JS", digits=0, note="one run, after the interleaved ones")
 
     def echo_q(who: str, pct: float) -> list[float]:
         return [percentile(e["rtts"], pct) for run in echo_runs if run for e in run["results"]
@@ -715,17 +720,19 @@ with a warm HTTP and code cache is faster, but that is not what this row measure
 nothing per message but count bytes; the Pyodide client runs ~70 Python calls per 64 KiB message in
 WebAssembly (`_js_message` → core `receive_frame`/`decode_data`/`_on_data` → `_pump`/`_dispatch` → the
 facade's `_hand` → the JS `data` listener, then credit: `consumed`, `_maybe_grant`), ~150–230 µs per
-message under the profiler (profile below). Even from the synthetic sender,
-which costs nothing per frame, the client reaches only ~0.65–0.7× plain JS (the `synthetic nimbus
-sender` row); from this server it is lower because the server (`head -c` on pipes, 64 KiB reads, in
-the Python process of `bench/browser.py`) competes with Chromium's renderer and network processes for
-the machine's 2 cores. With 4 KiB frames the per-message cost dominates (0.35×).
+message under the profiler (profile below). Even from the synthetic sender, which costs nothing per
+frame, the client stays around 0.65–0.7× plain JS (the `synthetic nimbus sender` row); from this server
+it is the same or a little lower, the server (`head -c` on pipes, in the Python process of
+`bench/browser.py`) competing with Chromium's renderer and network processes for the 2 cores. The
+`ceiling` row bounds what any Python receive path can do here: handing each message to a bare Python
+function that only copies it out (`to_bytes()`) and counts already costs ~15–20% of plain JS. With 4 KiB
+frames the per-message cost dominates (~0.35–0.4×).
 
 **What was tried** (in the web runtime, see `git log web_runtime/`): `onmessage` passes only `ev.data`;
 output is handed to JS as (buffer, offset, length) and viewed there -- one FFI call per chunk, no copy
 back from Python; a fast path for a single plain `data` listener; events are dispatched to JS only when
-listened to. What remains is the
-JS↔Python crossing and the core's per-frame bookkeeping, the same Python work as the CPython client's.
+listened to. What remains is the JS↔Python crossing (the ceiling row) and the core's per-frame
+bookkeeping, the same Python work as the CPython client's.
 """,
     "mem.idle": """
 **What limits it.** One `websockets` connection with its buffers plus the session object, core machines
