@@ -17,7 +17,7 @@ help:
 	@echo "make test    - setup, ruff, mypy --strict core, pytest (host + Pyodide node/chrome)"
 	@echo "make demo    - setup, then serve the demo (scripts/demo.sh; ARGS=... for nimbus-ws serve)"
 	@echo "make stress  - pytest -m stress"
-	@echo "make bench   - run bench/bench_*.py"
+	@echo "make bench   - every benchmark (bench/run.py) -> docs/benchmarks.md/json"
 	@echo "make pyodide-smoke - boot Pyodide from $(DIST_DIR) in Node and import the wheel"
 
 setup:
