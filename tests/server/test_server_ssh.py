@@ -30,8 +30,10 @@ async def test_ssh_shell_resize_interrupt_exit(ssh_server: Server, sshd: TestSsh
     await c.send(Resize(1, 120, 40))
     await c.type(1, "stty size\n")
     await c.until_output(1, b"40 120")
-    await c.type(1, "sleep 100\n")
-    await c.until_output(1, b"sleep 100")
+    # The job prints a marker once it runs in the foreground; the echo of the
+    # typed line cannot match it (the quotes split the word).
+    await c.type(1, "sh -c 'echo job-sta\"\"rted; exec sleep 100'\n")
+    await c.until_output(1, b"job-started")
     await c.send(Signal(1, "INT"))  # a PTY's Ctrl-C: delivered as \x03
     await c.type(1, "echo rc=$?\n")
     await c.until_match(1, rb"rc=13\d")
