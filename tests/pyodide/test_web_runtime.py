@@ -75,8 +75,10 @@ async def _session_roundtrip(selenium: Any, helpers_src: str, url: str) -> dict[
     pty.resize(101, 33)
     await pty.send("stty size\n")
     await h.wait_for(lambda: b"33 101" in screen, 10, "stty size output")
-    await pty.send("sleep 30\n")
-    await h.wait_for(lambda: screen.count(b"sleep 30") >= 1, 10, "echo of the sleep command")
+    # The job prints a marker once it runs in the foreground (the quotes keep
+    # the echo of the typed line from matching it), so INT cannot be lost.
+    await pty.send("sh -c 'echo job-sta\"\"rted; exec sleep 30'\n")
+    await h.wait_for(lambda: b"job-started" in screen, 10, "the job to start")
     await pty.signal("INT")
     await pty.send("exit 7\n")
     result["pty_exit"] = await pty.wait_closed()

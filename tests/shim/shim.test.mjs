@@ -120,8 +120,9 @@ test("PTY channel: resize, signal, Buffer and string input", async () => {
   ch.resize(120, 40);
   await ch.send(Buffer.from("stty size\n")); // a Node Buffer: converted to a plain Uint8Array view
   await until(() => decode(screen).includes("40 120"), 10_000, "stty size");
-  await ch.send("sleep 30\n");
-  await until(() => decode(screen).includes("sleep 30"), 10_000, "echo of sleep");
+  // the job prints a marker once it runs in the foreground, so INT cannot be lost
+  await ch.send("sh -c 'echo job-sta\"\"rted; exec sleep 30'\n");
+  await until(() => decode(screen).includes("job-started"), 10_000, "the job to start");
   await ch.signal("INT");
   await ch.send("exit 9\n");
   assert.equal(await ch.waitClosed(), 9);
