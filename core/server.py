@@ -16,8 +16,9 @@ Three objects, so the server runtime stays a thin shuttle:
   connection by a resume (4000).
 
 Memory bounds, per channel: output kept is at most the credit granted (the
-client may hold at most ``max_outstanding_credit``, 16 MiB) plus one backend
-read (``max_read``); input not yet written to the backend at most
+client may hold at most ``max_outstanding_credit``, 16 MiB) plus what the
+runtime reads after the budget ran out (the reference PTY backend: at most
+two reads, ``2 * max_read``); input not yet written to the backend at most
 ``max_input_buffer`` (else 4007).  Per connection: the frames produced by
 one call.  Per server: ``max_sessions`` sessions (else 4010).
 

@@ -12,8 +12,22 @@ then driven by the other backend requests.  It reports through a
 Reads honour the session's credit: a backend reads only while
 ``sink.read_budget()`` is positive, at most that many bytes, coalescing what
 is already waiting into one chunk (up to 64 KiB) without waiting for more,
-so a lone keystroke echo is not delayed.  Memory per backend: one read
-chunk, plus input queued for the process, which the core bounds
+so a lone keystroke echo is not delayed.
+
+A PTY delivers at most 4 KiB per read, and each read waits for the kernel
+to move the next 4 KiB into the line discipline, so a 64 KiB chunk costs
+about sixteen such waits; any pause between reads lets the writer block.
+So once a read fills a whole chunk (output streams),
+:class:`LocalProcessBackend` hands reading to a pool thread (one shared
+pool of :data:`PTY_READ_WORKERS` threads; at most one job per PTY), which
+keeps reading while the event loop sends what it read, at most
+``_MAX_INFLIGHT`` (2) chunks ahead, until credit runs out, the PTY closes
+or its output pauses for :data:`PTY_STREAM_IDLE`; then the loop watches
+the descriptor again, so interactive keystroke echo never takes a thread
+hop.  The pool reads whole chunks while the budget is positive, so output
+read but not yet sendable exceeds the credit by at most two chunks
+(``2 * max_read``).  Memory per backend: three read chunks (two in flight,
+one being sent), plus input queued for the process, which the core bounds
 (``max_input_buffer``).
 """
 
@@ -26,16 +40,71 @@ import fcntl
 import logging
 import os
 import pwd
+import select
 import signal
 import struct
 import termios
+import threading
 from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from ...core.messages import Stream, Term
 
-__all__ = ["Backend", "BackendError", "BackendSink", "LocalProcessBackend", "signal_number"]
+__all__ = ["PTY_READ_WORKERS", "Backend", "BackendError", "BackendSink", "LocalProcessBackend", "read_burst", "signal_number"]
+
+#: Threads shared by every PTY for reading ahead while output streams (each
+#: PTY has at most one read in flight, which waits at most
+#: :data:`PTY_STREAM_IDLE` for output and ends at the first ``EAGAIN``).
+PTY_READ_WORKERS = 8
+#: Seconds without output after which a streaming PTY goes back to event-loop reads.
+PTY_STREAM_IDLE = 0.05
+#: Chunks a streaming PTY may have read ahead of the loop.
+_MAX_INFLIGHT = 2
+_pty_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _pty_pool
+    if _pty_pool is None:
+        _pty_pool = ThreadPoolExecutor(PTY_READ_WORKERS, thread_name_prefix="nimbus-pty-read")
+    return _pty_pool
+
+
+def read_burst(fd: int, limit: int, wait: float = 0.0) -> tuple[bytes, bool]:
+    """Read what ``fd`` (non-blocking) has, up to ``limit`` bytes, in one chunk.
+
+    With ``wait`` > 0, first wait up to that many seconds for it to become
+    readable (``b""`` if it does not).  Stops at ``EAGAIN`` without waiting
+    for more.  Returns ``(data, eof)``; end of file, ``EIO`` (a PTY whose
+    last writer left) and other read errors count as the end.  Safe to
+    call from any thread.
+    """
+    if wait > 0:
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        if not p.poll(wait * 1000):
+            return b"", False
+    chunks: list[bytes] = []
+    got = 0
+    eof = False
+    while got < limit:
+        try:
+            data = os.read(fd, limit - got)
+        except BlockingIOError:
+            break
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                log.debug("read error on fd %d: %s", fd, exc)
+            eof = True
+            break
+        if not data:
+            eof = True
+            break
+        chunks.append(data)
+        got += len(data)
+    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), eof
 
 log = logging.getLogger("nimbus_websocket.server.backend")
 
@@ -152,7 +221,18 @@ class LocalProcessBackend:
         self.max_read = max_read
         self.proc: asyncio.subprocess.Process | None = None
         self._readers: dict[int, Stream] = {}
-        self._reading = False
+        self._reading = False  # reading is wanted (credit allows it)
+        self._watching = False  # the loop watches the readers
+        self._streaming = False  # the pool reads (output keeps coming)
+        # Shared with the pool thread, under _lock: whether it may read on,
+        # whether its job runs, chunks read but not yet handed to the sink.
+        self._lock = threading.Lock()
+        self._go = False
+        self._job_running = False
+        self._inflight = 0
+        self._deferred_close: set[int] = set()  # closed once no job can read them
+        #: Times the output streamed hard enough to be read in the pool.
+        self.stream_starts = 0
         self._input: deque[memoryview] = deque()
         self._in_fd: int | None = None
         self._writer_on = False
@@ -240,45 +320,110 @@ class LocalProcessBackend:
         if want == self._reading:
             return
         self._reading = want
-        for fd in self._readers:
-            if want:
-                self._loop.add_reader(fd, self._on_readable, fd)
-            else:
-                self._loop.remove_reader(fd)
+        self._steer()
+
+    def _steer(self) -> None:
+        """Decide who reads: nobody (paused), the pool (streaming) or the loop."""
+        streaming = self._streaming and self._reading and not self._closed
+        if streaming:
+            with self._lock:
+                self._go = True
+                start = not self._job_running and self._inflight < _MAX_INFLIGHT
+                if start:
+                    self._job_running = True
+            if start and self._master is not None:
+                _pool().submit(self._stream_job, self._master)
+        else:
+            with self._lock:
+                self._go = False
+        want = self._reading and not self._streaming and not self._closed
+        if want != self._watching:
+            self._watching = want
+            for fd in self._readers:
+                if want:
+                    self._loop.add_reader(fd, self._on_readable, fd)
+                else:
+                    self._loop.remove_reader(fd)
 
     def _on_readable(self, fd: int) -> None:
         stream = self._readers.get(fd)
         if stream is None:
             return
         budget = min(self.max_read, self.sink.read_budget())
-        chunks: list[bytes] = []
-        got = 0
-        eof = False
-        while got < budget:
+        if budget <= 0:
+            self.pause(True)
+            return
+        data, eof = read_burst(fd, budget)
+        if not eof and budget == self.max_read and len(data) == budget and fd == self._master:
+            self._streaming = True  # the pool reads the next chunks meanwhile
+            self.stream_starts += 1
+            self._steer()
+        self._deliver(fd, stream, data, eof)
+
+    def _stream_job(self, fd: int) -> None:
+        """Pool thread: read chunks while the loop allows, hand each to the loop."""
+        loop = self._loop
+        while True:
+            with self._lock:
+                if self._closed or not self._go or self._inflight >= _MAX_INFLIGHT:
+                    self._job_running = False
+                    closed = self._closed
+                    break
+            data, eof = read_burst(fd, self.max_read, PTY_STREAM_IDLE)
+            with self._lock:
+                self._inflight += 1
+                if not data or eof:
+                    self._job_running = False
             try:
-                data = os.read(fd, budget - got)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.EIO:
-                    log.debug("read error on fd %d: %s", fd, exc)
-                eof = True
-                break
-            if not data:
-                eof = True
-                break
-            chunks.append(data)
-            got += len(data)
-        if chunks:
-            self.sink.output(stream, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                loop.call_soon_threadsafe(self._chunk_ready, fd, data, eof)
+            except RuntimeError:  # the loop is gone
+                with self._lock:
+                    self._job_running = False
+                return
+            if not data or eof:
+                return
+        if closed:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._close_deferred)
+
+    def _chunk_ready(self, fd: int, data: bytes, eof: bool) -> None:
+        with self._lock:
+            self._inflight -= 1
+        if self._closed:
+            self._close_deferred()
+            return
+        stream = self._readers.get(fd)
+        if stream is None:
+            return
+        if not data and not eof:  # output paused: back to the loop's watch
+            self._streaming = False
+        self._deliver(fd, stream, data, eof)
+        if not self._closed:
+            self._steer()
+
+    def _close_deferred(self) -> None:
+        with self._lock:
+            busy = self._job_running or self._inflight > 0
+        if not busy:
+            for fd in self._deferred_close:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._deferred_close.clear()
+
+    def _deliver(self, fd: int, stream: Stream, data: bytes, eof: bool) -> None:
+        if data:
+            self.sink.output(stream, data)
+        if self._closed:
+            return
         if eof:
+            self._streaming = False
             self._drop_reader(fd)
-        elif self.sink.read_budget() <= 0 and self._reading:
+        elif self._reading and self.sink.read_budget() <= 0:
             self.pause(True)
         self._maybe_report_exit()
 
     def _drop_reader(self, fd: int) -> None:
-        if self._reading:
+        if self._watching:
             self._loop.remove_reader(fd)
         self._readers.pop(fd, None)
         if fd != self._in_fd:
@@ -292,8 +437,8 @@ class LocalProcessBackend:
         self._maybe_report_exit()
 
     def _maybe_report_exit(self) -> None:
-        if self._exit is None or self._exit_reported:
-            return
+        if self._exit is None or self._exit_reported or self._streaming:
+            return  # (the pool's last chunk reports again)
         if self._master is not None and self._master in self._readers:
             # Children may keep the PTY open after the process exited: what it
             # wrote is already buffered, so the output ends once that is read.
@@ -408,12 +553,16 @@ class LocalProcessBackend:
             with contextlib.suppress(OSError):
                 os.killpg(self.proc.pid, signal.SIGHUP)
             self._loop.call_later(2.0, self._kill)
-        for fd in list(self._readers) + ([self._in_fd] if self._in_fd is not None else []):
+        for fd in set(self._readers) | ({self._in_fd} if self._in_fd is not None else set()):
+            if fd == self._master and self._streaming:
+                self._deferred_close.add(fd)  # a pool thread may be reading it: no reuse of the number
+                continue
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._readers.clear()
         self._in_fd = None
         self._master = None
+        self._close_deferred()
 
     async def wait_closed(self) -> None:
         """Wait for the process to be reaped (SIGKILL follows SIGHUP after 2 s)."""
