@@ -198,6 +198,10 @@ class ClientSession:
         """Reasons credit is currently withheld."""
         return frozenset(self._pause.reasons)
 
+    def paused_for(self, reason: str) -> bool:
+        """Whether ``reason`` withholds credit now (cheaper than :attr:`pause_reasons`)."""
+        return reason in self._pause.reasons
+
     @property
     def max_frame(self) -> int:
         """``maxFrame`` in force (the server's, once ``hello_ok`` arrived)."""
@@ -476,12 +480,12 @@ class ClientSession:
 
     def receive_frame(self, frame: Frame, now: float) -> None:
         """Feed one WebSocket message from the server."""
-        if not self._transport or self._state == ConnState.CLOSED:
+        if not self._transport or self._state is ConnState.CLOSED:
             return
         self._missed = 0
         try:
             msg = self.profile.decode(frame, self._max_frame)
-            if self._state == ConnState.AUTHENTICATING:
+            if self._state is ConnState.AUTHENTICATING:
                 if not isinstance(msg, HelloOk):
                     raise ProtocolError(CloseCode.BAD_HELLO, f"expected hello_ok, got {_kind(msg)}")
                 self._on_hello_ok(msg, now)
@@ -569,20 +573,19 @@ class ClientSession:
 
     def _on_data(self, df: DataFrame, now: float) -> None:
         ch = self._channels.get(df.id)
-        if ch is None or ch.state == ChannelState.OPENING:
+        if ch is None or ch.state is ChannelState.OPENING:
             self.ignored_frames += 1
             return
-        if not ch.credit.on_data(len(df.payload)):
+        n = len(df.payload)
+        if not ch.credit.on_data(n, starvation=not self._pause.reasons):
             raise ProtocolError(
                 CloseCode.FLOW_VIOLATION,
                 f"channel {df.id}: {ch.credit.received} bytes received, {ch.credit.granted} granted",
             )
-        if not self._pause.paused:
-            ch.credit.note_starvation(len(df.payload))
-        if ch.state == ChannelState.OPEN:
+        if ch.state is ChannelState.OPEN:
             self._events.append(ChannelData(df.id, df.stream, df.payload))
         else:
-            ch.credit.on_consumed(len(df.payload))  # nobody will read it
+            ch.credit.on_consumed(n)  # nobody will read it
 
     def _on_ctl(self, m: Ctl, now: float) -> None:
         match m:

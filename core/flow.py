@@ -77,10 +77,19 @@ class CreditWindow:
         """Bytes received that the application has not consumed yet."""
         return self.received - self.consumed
 
-    def on_data(self, n: int) -> bool:
-        """Count ``n`` received bytes; ``False`` if they exceed the credit granted."""
+    def on_data(self, n: int, starvation: bool = False) -> bool:
+        """Count ``n`` received bytes; ``False`` if they exceed the credit granted.
+
+        With ``starvation`` (pass it while nothing pauses the channel), a
+        frame that spent the last byte of credit also goes through
+        :meth:`note_starvation`.
+        """
         self.received += n
-        return self.received <= self.granted
+        if self.received > self.granted:
+            return False
+        if starvation and self.received == self.granted:
+            self.note_starvation(n)
+        return True
 
     def note_starvation(self, n: int) -> bool:
         """After a frame of ``n`` bytes: double the window if it left the server starved.

@@ -77,6 +77,9 @@ class BrowserWebSocket:
         self.url = url
         self.onopen: Handler = None
         self.onmessage: Handler = None
+        #: The ``onmessagedata`` extension (``whatwg`` module doc): called with
+        #: each message's data instead of ``onmessage`` when set.
+        self.onmessagedata: Callable[[str | bytes], None] | None = None
         self.onclose: Handler = None
         self.onerror: Handler = None
         #: Messages received so far (text and binary).
@@ -259,9 +262,13 @@ class BrowserWebSocket:
                 waiters, self._next_message = self._next_message, []
                 for cb in waiters:
                     cb()
-            handler = self.onmessage
-            if handler is not None:
-                handler(_Message(payload))
+            direct = self.onmessagedata
+            if direct is not None:
+                direct(payload)
+            else:
+                handler = self.onmessage
+                if handler is not None:
+                    handler(_Message(payload))
         except Exception:
             log.exception("WebSocket message listener failed")
         finally:

@@ -42,6 +42,7 @@ client granted, and the client grants only what was consumed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import random
@@ -537,7 +538,6 @@ class Connection:
         self._socket_gen = 0
         self._protocol = ""
         self._pumping = False
-        self._repump = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._poll: asyncio.TimerHandle | None = None
@@ -700,27 +700,26 @@ class Connection:
     def _pump(self) -> None:
         """Write the session's frames and dispatch its events until both are drained.
 
-        Re-entrant calls (a callback calling back into the connection) only
-        mark the pump dirty; the outermost call keeps going, so events are
-        dispatched in the order the session produced them.
+        Re-entrant calls (a callback calling back into the connection)
+        return at once: whatever they made the session produce is seen by
+        the outermost call's ``has_output`` check, so events are dispatched
+        in the order the session produced them.
         """
         if self._pumping:
-            self._repump = True
             return
         self._pumping = True
+        session = self._session
         try:
             while True:
-                self._repump = False
-                frames = self._session.frames_to_send()
+                frames = session.frames_to_send()
                 if frames:
                     self._write(frames)
-                events = self._session.events()
-                for ev in events:
+                for ev in session.events():
                     try:
                         self._dispatch(ev)
                     except Exception:
                         log.exception("error while dispatching %r", ev)
-                if not self._repump and not self._session.has_output():
+                if not session.has_output():
                     break
         finally:
             self._pumping = False
@@ -752,10 +751,10 @@ class Connection:
             if deadline is not None:
                 delay = max(0.0, deadline - self._clock()) + _TIMER_SLACK
                 self._timer = self._loop.call_later(delay, self._on_timer)
-        ws = self._ws
+        # The amount seen after the last write: the socket only drains since.
         if self._poll is None and (
-            (ws is not None and ws.bufferedAmount > self._session.options.low_water_mark)
-            or "transport" in self._session.pause_reasons
+            (self._ws is not None and self._session.buffered_amount > self._session.options.low_water_mark)
+            or self._session.paused_for("transport")
         ):
             self._poll = self._loop.call_later(BUFFERED_POLL_INTERVAL, self._on_poll)
         if self._send_waiters:
@@ -909,6 +908,8 @@ class Connection:
         ws.binaryType = "arraybuffer"
         ws.onopen = lambda _e: self._on_open(ws)
         ws.onmessage = lambda e: self._on_message(ws, e)
+        if hasattr(ws, "onmessagedata"):  # the extension (whatwg module doc): no event per message
+            ws.onmessagedata = functools.partial(self._on_message_data, ws)
         ws.onclose = lambda e: self._on_close(ws, e)
         ws.onerror = lambda _e: None  # a close event always follows
         self._ws = ws
@@ -948,11 +949,14 @@ class Connection:
         self._pump()
 
     def _on_message(self, ws: WebSocketLike, ev: Any) -> None:
-        if ws is not self._ws:
-            return
         data = ev.data
         if not isinstance(data, (str, bytes)):
             data = bytes(data)
+        self._on_message_data(ws, data)
+
+    def _on_message_data(self, ws: WebSocketLike, data: str | bytes) -> None:
+        if ws is not self._ws:
+            return
         self._session.receive_frame(data, self._clock())
         self._pump()
 
@@ -996,6 +1000,8 @@ class Connection:
 
 def _detach(ws: WebSocketLike) -> None:
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = None
+    if hasattr(ws, "onmessagedata"):
+        ws.onmessagedata = None
 
 
 def _truncate_reason(reason: str) -> str:

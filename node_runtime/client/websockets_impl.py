@@ -41,7 +41,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -143,6 +143,9 @@ class WebsocketsImpl:
         self.binaryType = "arraybuffer"
         self.onopen: Handler = None
         self.onmessage: Handler = None
+        #: The ``onmessagedata`` extension (:mod:`.whatwg`): called with each
+        #: message's data instead of ``onmessage`` when set.
+        self.onmessagedata: Callable[[str | bytes], None] | None = None
         self.onclose: Handler = None
         self.onerror: Handler = None
         self._ready_state = CONNECTING
@@ -297,6 +300,16 @@ class WebsocketsImpl:
         except Exception:
             log.exception("WebSocket %s handler raised", name)
 
+    def _message(self, data: str | bytes) -> None:
+        cb = self.onmessagedata
+        if cb is None:
+            self._fire("onmessage", MessageEvent(data))
+            return
+        try:
+            cb(data)
+        except Exception:
+            log.exception("WebSocket message handler raised")
+
     def _report_close(self, code: int, reason: str, clean: bool) -> None:
         if self._closed_reported:
             return
@@ -331,10 +344,10 @@ class WebsocketsImpl:
         self._writer = self._loop.create_task(self._write_loop(conn))
         self._fire("onopen", Event("open"))
         if isinstance(conn, _PushConnection):
-            conn.push = lambda msg: self._fire("onmessage", MessageEvent(msg))
+            conn.push = self._message
         try:
             async for message in conn:
-                self._fire("onmessage", MessageEvent(message))
+                self._message(message)
         except ConnectionClosed:
             pass
         except Exception:

@@ -15,7 +15,12 @@ what the protocol needs:
 * ``close(code, reason)`` -- ``code`` is 1000 or 3000-4999;
 * handler attributes ``onopen``, ``onmessage``, ``onclose``, ``onerror``,
   each called with one event object: a message event has ``.data``
-  (``str`` or ``bytes``), a close event ``.code`` and ``.reason``.
+  (``str`` or ``bytes``), a close event ``.code`` and ``.reason``;
+* optional extension ``onmessagedata``: a socket that has this attribute
+  calls it, when set, with each message's data (``str`` or ``bytes``)
+  *instead of* ``onmessage`` -- no event object per message (both
+  implementations here support it; the connection layer uses it when
+  present, ``onmessage`` otherwise).
 
 Two implementations exist: :class:`~.websockets_impl.WebsocketsImpl` (CPython,
 over the ``websockets`` library) and the browser runtime's wrapper around the
