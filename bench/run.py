@@ -657,23 +657,22 @@ def profile_misses(f: Figures, p: dict[str, Any], path: str) -> None:
 _PTY_NOTE = """
 **What limits it.** A PTY hands out at most ~4 KiB per `read()` (the kernel's n_tty buffer) and a read of
 the master waits for the tty layer's flush work, so the stream is bounded by the kernel for the bridge
-and this server alike: in cProfile (server in its own process, 100 MB) ~1.0–1.1 s of the ~1.2–1.5 s is
-inside `posix.read` for both (~26 000 reads, ~17 per readiness callback, coalesced into ~64 KiB frames).
-`cat` stops once the PTY's ~64 KiB of buffering is full, so the work a server does between two
-callbacks is not overlapped with reading: the bridge spends ~0.1 ms per 64 KiB frame (queue +
-`ws.send`), this server ~0.2–0.25 ms (CPU user time 0.14 s vs 0.08 s per 100 MB; core
-`backend_output` → credit accounting → `encode_data` → `_flush`, runtime `flush`/`_write_loop` → socket
-send, with `read_budget`/`next_deadline` called several times per frame). With server and client in one
-process the client's receive path (parse, decode, credit, channel queue, consumer wake-up) is
-serialised with the reads as well, which is why that row is further from its bridge.
+and this server alike (~26 000 reads per 100 MB, most of the reader's time inside `posix.read`). `cat`
+stops once the PTY's ~64 KiB of buffering is full, so any work done between two reads stalls the
+writer. The bridge reads on the event loop and pays that stall once per frame (~0.1 ms: queue +
+`ws.send`). Since 39a117a this server hands a streaming PTY to a pool thread (`backend.py`: once a
+read fills a 64 KiB chunk; at most two chunks ahead; back to loop reads after 50 ms without output), so
+its reads overlap the protocol work; what is left is the GIL: each of the ~16 reads per chunk must
+re-take it from the loop thread, and on 2 cores the reader thread, the loop, `cat`, the kernel's flush
+worker and (second pair of rows) the client process compete for the CPUs. Run-to-run spread on this
+machine is ±15 % for both rows (see min–max), so a median of 7 can land either side of 0.95×.
 
-**What was tried.** Server in its own process (the second pair of rows): the gap narrows; whether it
-clears 0.95× varies from run to run on this 2-core machine (0.86–0.96× over the development runs).
-Reading once per readiness instead of until `EAGAIN` (raw PTY, 100 MB): slower (78–84 vs 90–99 MB/s),
-so the coalescing loop is right. A bigger `max_read` cannot help: the PTY never holds more than ~64 KiB.
-What would: fewer Python calls per output frame on the server (budget and deadline computed once per
-callback rather than per call), or reading the PTY off the event-loop thread so that reads overlap
-the protocol work -- changes to `node_runtime/server` and `core`, not made by this benchmark.
+**What was tried.** Before 39a117a (reads on the loop): 0.93× / 0.91× (previous `make bench`); a
+read-ahead of one chunk per pool job (no second chunk in flight, a job per chunk): 0.93× -- the hop
+between jobs is itself a stall; the current pipelined reader: 1.02–1.06× one process, 0.92–0.99× own
+process over the development runs. Reading once per readiness instead of until `EAGAIN`: slower (78–84
+vs 90–99 MB/s raw). A bigger `max_read` cannot help (the PTY never holds more than ~64 KiB) and would
+break the "same message sizes" rule of the comparison.
 """
 
 NOTES: dict[str, str] = {
