@@ -13,7 +13,15 @@ the CDN, which is unreachable here.  This script builds one folder (default
    ``build/wheel-cache/`` so reruns are offline and fast; a package without a
    wheel on PyPI, e.g. ``atomicwrites``, is built from its sdist);
 3. the project wheel ``nimbus_websocket-*.whl`` (from ``build/wheel/``;
-   ``--build-wheel`` (re)builds it there first when the sources changed);
+   ``--build-wheel`` (re)builds it there first when the sources changed),
+   with precompiled bytecode added: every ``pkg/mod.py`` gets a
+   ``pkg/__pycache__/mod.cpython-314.pyc`` compiled by Pyodide itself in Node
+   (``scripts/pyodide_compile.mjs``; unchecked-hash pycs, so no source mtime
+   check after unpacking), which saves compiling the sources inside
+   WebAssembly at import time.  The sources stay in the wheel (tracebacks),
+   ``RECORD`` lists the added files, and the pure pip wheel in ``build/wheel/``
+   is left as it is.  Recompiled only when the wheel, the Pyodide version or
+   the helper changed (stamp ``.project-wheel.sha256`` in the dist folder);
 4. a rewritten ``pyodide-lock.json`` that lists only the packages present,
    with ``file_name``/``sha256`` of the files actually in the folder (PyPI
    files hash differently from Pyodide's CDN builds and Chromium refuses a
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import hashlib
 import json
 import os
@@ -43,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -50,6 +60,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_LOCK_NAME = "nimbus-websocket"
 PROJECT_IMPORT_NAME = "nimbus_websocket"
 PYODIDE_PYTHON = "3.14"
+# Bytecode of the project wheel in the dist folder (see add_project_wheel).
+PYC_TAG = "cpython-" + PYODIDE_PYTHON.replace(".", "")
+PYC_FLAGS_UNCHECKED_HASH = 0b01
+COMPILE_HELPER = REPO_ROOT / "scripts" / "pyodide_compile.mjs"
+COMPILE_TIMEOUT_SECONDS = 300
+BYTECODE_STAMP = ".project-wheel.sha256"
+# Bump when the way the dist wheel is derived changes (forces a recompile).
+BYTECODE_FORMAT = "1"
 
 # Needed by micropip users and by pytest-pyodide's @run_in_pyodide (which
 # loads "pytest" and "tblib" whenever the lock file names them).
@@ -321,6 +339,206 @@ def fetch_wheels(cache: Path, wanted: dict[str, str], *, verbose: bool) -> None:
 
 
 # --------------------------------------------------------------------------
+# Project wheel for the dist folder: the same files plus Pyodide bytecode
+# --------------------------------------------------------------------------
+
+
+def wheel_modules(names: Iterable[str]) -> list[str]:
+    """The ``.py`` files of a wheel that get bytecode (not under ``*.dist-info/``/``*.data/``)."""
+    return sorted(
+        n
+        for n in names
+        if n.endswith(".py") and not n.split("/", 1)[0].endswith((".dist-info", ".data"))
+    )
+
+
+def pyc_name(module: str) -> str:
+    """Where Pyodide's importer looks for the bytecode of ``module`` (a path inside the wheel)."""
+    folder, _, file = module.rpartition("/")
+    cached = f"__pycache__/{file[: -len('.py')]}.{PYC_TAG}.pyc"
+    return f"{folder}/{cached}" if folder else cached
+
+
+def record_hash(data: bytes) -> str:
+    """The ``sha256=...`` field of a wheel ``RECORD`` line (urlsafe base64, no padding)."""
+    digest = hashlib.sha256(data).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def compile_with_pyodide(
+    dist: Path, wheel: Path, lock_file: Path, *, verbose: bool
+) -> dict[str, bytes]:
+    """Compile the wheel's modules with Pyodide (in Node, from ``dist``).
+
+    ``lock_file`` is any valid Pyodide lock file (the npm package's: the
+    dist's own is written later); nothing is loaded from it.
+
+    Returns ``{pyc path inside the wheel: bytes}``, one unchecked-hash pyc per
+    module (see ``scripts/pyodide_compile.mjs``).  Raises BuildError when
+    ``node`` is missing, the helper fails or times out, or a module did not
+    get a pyc of the expected tag, magic and flags.
+    """
+    node = shutil.which("node")
+    if node is None:
+        raise BuildError(
+            "node not found: Node (>= 20) runs Pyodide to precompile the project wheel"
+        )
+    with zipfile.ZipFile(wheel) as zf:
+        expected = {pyc_name(m) for m in wheel_modules(zf.namelist())}
+    what = f"precompiling {wheel.name} with Pyodide in Node"
+    with tempfile.TemporaryDirectory(prefix="nimbus-pyc-") as tmp:
+        cmd = [node, str(COMPILE_HELPER), str(dist), str(wheel), tmp, str(lock_file)]
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=COMPILE_TIMEOUT_SECONDS,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BuildError(
+                f"{what} timed out after {COMPILE_TIMEOUT_SECONDS} s: {' '.join(cmd)}"
+            ) from exc
+        if proc.returncode != 0:
+            raise BuildError(
+                f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
+            )
+        try:
+            report = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError) as exc:
+            raise BuildError(
+                f"{what}: {COMPILE_HELPER.name} printed no JSON result\n"
+                f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
+            ) from exc
+        if report.get("cacheTag") != PYC_TAG:
+            raise BuildError(
+                f"{what}: Pyodide's cache tag is {report.get('cacheTag')!r}, expected {PYC_TAG!r} "
+                f"(update PYODIDE_PYTHON = {PYODIDE_PYTHON!r} in {Path(__file__).name})"
+            )
+        got = set(report.get("files", []))
+        if got != expected:
+            raise BuildError(
+                f"{what}: missing pyc {sorted(expected - got)}, unexpected {sorted(got - expected)}"
+            )
+        magic = bytes.fromhex(str(report.get("magic", "")))
+        pycs: dict[str, bytes] = {}
+        for name in sorted(expected):
+            data = (Path(tmp) / name).read_bytes()
+            flags = int.from_bytes(data[4:8], "little")
+            if len(data) < 16 or data[:4] != magic or flags != PYC_FLAGS_UNCHECKED_HASH:
+                raise BuildError(f"{what}: {name} is not an unchecked-hash pyc (flags {flags:#b})")
+            pycs[name] = data
+    log(
+        f"compiled {len(pycs)} module(s) of {wheel.name} with Pyodide {report.get('pyodide')} "
+        f"(Python {report.get('python')})",
+        verbose=verbose,
+    )
+    return pycs
+
+
+def _zip_entry(name: str, like: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=like.date_time)
+    info.compress_type = like.compress_type
+    info.create_system = like.create_system
+    info.external_attr = like.external_attr
+    return info
+
+
+def write_wheel_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> None:
+    """Write ``dst``: every file of ``src``, each module followed by its pyc from ``pycs``.
+
+    ``RECORD`` gets a line (sha256, size) per added pyc, right after its
+    module's line, and stays the last entry.  Entries keep the order, time
+    stamps and compression of ``src``, so equal inputs give an equal wheel.
+    Written to a temporary file first, then renamed over ``dst``.
+    """
+    with zipfile.ZipFile(src) as zin:
+        infos = zin.infolist()
+        modules = wheel_modules(i.filename for i in infos)
+        pyc_of = {m: pyc_name(m) for m in modules}
+        if set(pyc_of.values()) != set(pycs):
+            raise BuildError(f"{src.name}: the compiled files do not match the wheel's modules")
+        records = [i for i in infos if i.filename.endswith(".dist-info/RECORD")]
+        if len(records) != 1:
+            raise BuildError(f"{src.name}: expected one *.dist-info/RECORD, found {len(records)}")
+        record_info = records[0]
+        record_text = zin.read(record_info).decode("utf-8")
+        lines: list[str] = []
+        recorded: set[str] = set()
+        for line in record_text.splitlines():
+            lines.append(line)
+            path = next(csv.reader([line]))[0] if line.strip() else ""
+            if path in pyc_of:
+                pyc = pyc_of[path]
+                lines.append(f"{pyc},{record_hash(pycs[pyc])},{len(pycs[pyc])}")
+                recorded.add(path)
+        if recorded != set(modules):
+            raise BuildError(f"{src.name}: RECORD lacks {sorted(set(modules) - recorded)}")
+        tmp = dst.with_name(dst.name + ".tmp")
+        try:
+            with zipfile.ZipFile(tmp, "w") as zout:
+                for info in infos:
+                    if info is record_info:
+                        continue
+                    zout.writestr(_zip_entry(info.filename, info), zin.read(info))
+                    if info.filename in pyc_of:
+                        pyc = pyc_of[info.filename]
+                        zout.writestr(_zip_entry(pyc, info), pycs[pyc])
+                zout.writestr(
+                    _zip_entry(record_info.filename, record_info),
+                    "\n".join(lines) + ("\n" if record_text.endswith("\n") else ""),
+                )
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, dst)
+
+
+def bytecode_key(project_wheel: Path, dist: Path) -> str:
+    """Digest of what the dist wheel is derived from: the pure wheel, Pyodide, the helper."""
+    pyodide_version = json.loads((dist / "package.json").read_text(encoding="utf-8"))["version"]
+    h = hashlib.sha256()
+    for part in (
+        BYTECODE_FORMAT,
+        project_wheel.name,
+        sha256_file(project_wheel),
+        str(pyodide_version),
+        sha256_file(COMPILE_HELPER),
+    ):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
+
+
+def add_project_wheel(project_wheel: Path, dist: Path, lock_file: Path, *, verbose: bool) -> bool:
+    """Put the project wheel into ``dist`` with Pyodide bytecode added; True if it changed.
+
+    Nothing is compiled (Node is not even started) when the stamp records the
+    same :func:`bytecode_key` and the dist wheel still has the sha256 written
+    with it; otherwise the wheel is recompiled and rewritten, and any failure
+    raises BuildError (a dist wheel without bytecode is never shipped).
+    """
+    target = dist / project_wheel.name
+    stamp = dist / BYTECODE_STAMP
+    with zipfile.ZipFile(project_wheel) as zf:
+        if any(n.endswith(".pyc") for n in zf.namelist()):
+            raise BuildError(
+                f"{project_wheel} already contains bytecode; pass the pure wheel "
+                f"(build/wheel/, --build-wheel), not a dist folder's copy"
+            )
+    key = bytecode_key(project_wheel, dist)
+    if target.is_file() and stamp.is_file():
+        if stamp.read_text(encoding="utf-8").split() == [key, sha256_file(target)]:
+            log(f"project wheel with bytecode up to date: {target.name}", verbose=verbose)
+            return False
+    pycs = compile_with_pyodide(dist, project_wheel, lock_file, verbose=verbose)
+    write_wheel_with_bytecode(project_wheel, target, pycs)
+    write_if_changed(stamp, f"{key} {sha256_file(target)}\n")
+    log(f"wrote {target.name} with {len(pycs)} pyc file(s) into {dist}", verbose=verbose)
+    return True
+
+
+# --------------------------------------------------------------------------
 # Dist folder
 # --------------------------------------------------------------------------
 
@@ -371,12 +589,13 @@ def assemble(
         new_packages[key] = entry
         keep_files.add(cached.name)
 
-    # The project itself, loadable by name: pyodide.loadPackage("nimbus-websocket").
+    # The project itself (with bytecode), loadable by name:
+    # pyodide.loadPackage("nimbus-websocket").
     if not project_wheel.is_file():
         raise BuildError(f"project wheel {project_wheel} not found; build it with --build-wheel")
     if not is_pure_wheel(project_wheel.name):
         raise BuildError(f"{project_wheel.name} is not py3-none-any")
-    changed += copy_if_changed(project_wheel, dist / project_wheel.name)
+    changed += add_project_wheel(project_wheel, dist, src / "pyodide-lock.json", verbose=verbose)
     _, project_version = wheel_name_version(project_wheel.name)
     new_packages[PROJECT_LOCK_NAME] = {
         "name": PROJECT_LOCK_NAME,
@@ -391,6 +610,8 @@ def assemble(
         "tool": {},
     }
     keep_files.add(project_wheel.name)
+    with zipfile.ZipFile(dist / project_wheel.name) as zf:
+        project_pycs = sum(n.endswith(f".{PYC_TAG}.pyc") for n in zf.namelist())
 
     # Drop wheels left over from earlier versions.
     for stale in dist.glob("*.whl"):
@@ -410,6 +631,7 @@ def assemble(
         "packages": {k: v["file_name"] for k, v in lock["packages"].items()},
         "project_wheel": project_wheel.name,
         "project_integrity": integrity(str(new_packages[PROJECT_LOCK_NAME]["sha256"])),
+        "project_pyc_files": project_pycs,
         "changed_files": changed,
     }
     return summary

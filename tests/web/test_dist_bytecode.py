@@ -1,0 +1,275 @@
+"""The project wheel in the Pyodide dist folder carries bytecode, and Pyodide uses it.
+
+``scripts/build_pyodide_dist.py`` adds ``<dir>/__pycache__/<mod>.cpython-314.pyc``
+(compiled by Pyodide itself, unchecked-hash) next to every module of the copy
+of the wheel in ``build/pyodide-dist``.  Host tests, no pytest-pyodide:
+
+* the wheel: every module has its pyc (and no pyc lacks its module), RECORD
+  lists every file with the right sha256 and size, the lock file's sha256 is
+  the file's;
+* Pyodide in Node (``node`` run directly, bounded by a timeout): after
+  ``loadPackage(<wheel path>)`` (as ``node_runtime/shim`` does) and importing
+  ``nimbus_websocket.web_runtime.bridge``, every imported ``nimbus_websocket``
+  module has its pyc on disk -- the wheel's bytes, Pyodide's magic, flags
+  ``0b01`` (unchecked hash), the hash of the installed source, ``co_filename``
+  = the installed file -- and an audit hook saw no ``compile`` of any of their
+  sources (a control module without pyc shows that the hook does see one).
+
+Skipped when ``node`` or the dist folder is missing (``make setup`` builds it).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DIST = Path(os.environ.get("NIMBUS_PYODIDE_DIST", ROOT / "build" / "pyodide-dist"))
+PROJECT_PACKAGE = "nimbus-websocket"
+PACKAGE = "nimbus_websocket"
+PYC_TAG = "cpython-314"
+UNCHECKED_HASH = 0b01
+NODE_TIMEOUT_SECONDS = 150
+
+pytestmark = pytest.mark.timeout(NODE_TIMEOUT_SECONDS + 30)
+
+# Boots Pyodide from the dist folder, installs the wheel by path, runs
+# before.py, imports the bridge, prints the value of report.py as one JSON line.
+NODE_SCRIPT = r"""
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+
+const [dist, wheel, before, report] = process.argv.slice(2);
+const { loadPyodide } = await import(pathToFileURL(path.join(dist, "pyodide.mjs")).href);
+const toStderr = (line) => process.stderr.write(`${line}\n`);
+const pyodide = await loadPyodide({ indexURL: dist + path.sep, stdout: toStderr, stderr: toStderr });
+const errors = [];
+await pyodide.loadPackage(path.resolve(wheel), {
+  messageCallback: () => {},
+  errorCallback: (m) => errors.push(m),
+});
+if (errors.length) throw new Error(`loadPackage(${wheel}): ${errors.join("; ")}`);
+pyodide.runPython(readFileSync(before, "utf8"));
+pyodide.pyimport("nimbus_websocket.web_runtime.bridge");
+process.stdout.write(`${pyodide.runPython(readFileSync(report, "utf8"))}\n`);
+"""
+
+# Records every compile() of a source file (importlib compiles a module's
+# source with the builtin compile(), which raises the "compile" audit event;
+# a module loaded from its pyc is unmarshalled instead).
+BEFORE_PY = """
+import sys
+
+compiled_files = []
+
+
+def _audit(event, args):
+    if event == "compile" and len(args) > 1:
+        compiled_files.append(str(args[1]))
+
+
+sys.addaudithook(_audit)
+"""
+
+REPORT_PY = """
+import hashlib
+import importlib.util
+import json
+import marshal
+import os
+import sys
+
+modules = {}
+for name, module in sorted(sys.modules.items()):
+    if name != "nimbus_websocket" and not name.startswith("nimbus_websocket."):
+        continue
+    cached = getattr(module, "__cached__", None)
+    info = {
+        "file": module.__file__,
+        "cached": cached,
+        "spec_cached": module.__spec__.cached,
+        "cached_exists": bool(cached) and os.path.isfile(cached),
+    }
+    if info["cached_exists"]:
+        with open(cached, "rb") as fh:
+            pyc = fh.read()
+        with open(module.__file__, "rb") as fh:
+            source = fh.read()
+        info.update(
+            magic_ok=pyc[:4] == importlib.util.MAGIC_NUMBER,
+            flags=int.from_bytes(pyc[4:8], "little"),
+            source_hash_ok=pyc[8:16] == importlib.util.source_hash(source),
+            co_filename=marshal.loads(pyc[16:]).co_filename,
+            sha256=hashlib.sha256(pyc).hexdigest(),
+        )
+    modules[name] = info
+
+# Control: a module without a pyc must show up as a source compile.
+control_dir = "/tmp/nimbus_bytecode_control"
+os.makedirs(control_dir, exist_ok=True)
+control_file = f"{control_dir}/nimbus_bytecode_control.py"
+with open(control_file, "w") as fh:
+    fh.write("VALUE = 1\\n")
+sys.path.insert(0, control_dir)
+import nimbus_bytecode_control  # noqa: E402
+
+json.dumps({
+    "site_dir": os.path.dirname(os.path.dirname(sys.modules["nimbus_websocket"].__file__)),
+    "modules": modules,
+    "source_compiles": [f for f in compiled_files if "nimbus_websocket" in f],
+    "control_seen": control_file in compiled_files,
+})
+"""
+
+
+def _dist_ready() -> bool:
+    return (DIST / "pyodide.mjs").is_file() and (DIST / "pyodide-lock.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def lock_entry() -> dict[str, Any]:
+    if not _dist_ready():
+        pytest.skip(f"Pyodide dist folder {DIST} missing; run `make setup`")
+    packages = json.loads((DIST / "pyodide-lock.json").read_text(encoding="utf-8"))["packages"]
+    if PROJECT_PACKAGE not in packages:
+        pytest.fail(f"{DIST}/pyodide-lock.json has no {PROJECT_PACKAGE!r} entry; run `make setup`")
+    return dict(packages[PROJECT_PACKAGE])
+
+
+@pytest.fixture(scope="module")
+def dist_wheel(lock_entry: dict[str, Any]) -> Path:
+    wheel = DIST / str(lock_entry["file_name"])
+    assert wheel.is_file(), f"{wheel} (named by the lock file) missing; run `make setup`"
+    return wheel
+
+
+def _pyc_name(module: str) -> str:
+    folder, _, file = module.rpartition("/")
+    return f"{folder}/__pycache__/{file[: -len('.py')]}.{PYC_TAG}.pyc"
+
+
+def _modules(names: list[str]) -> list[str]:
+    return [
+        n
+        for n in names
+        if n.endswith(".py") and not n.split("/", 1)[0].endswith((".dist-info", ".data"))
+    ]
+
+
+def test_every_module_has_unchecked_hash_bytecode(dist_wheel: Path) -> None:
+    with zipfile.ZipFile(dist_wheel) as zf:
+        names = zf.namelist()
+        modules = _modules(names)
+        assert f"{PACKAGE}/web_runtime/bridge.py" in modules
+        expected = {_pyc_name(m) for m in modules}
+        pycs = {n for n in names if n.endswith(".pyc")}
+        missing = sorted(expected - pycs)
+        stray = sorted(pycs - expected)
+        assert not missing, (
+            f"{dist_wheel.name}: modules without bytecode (run `make setup`): {missing}"
+        )
+        assert not stray, f"{dist_wheel.name}: pyc files without a module: {stray}"
+        magics = set()
+        for name in sorted(expected):
+            header = zf.read(name)[:16]
+            assert len(header) == 16, name
+            assert int.from_bytes(header[4:8], "little") == UNCHECKED_HASH, (
+                f"{name}: flags {header[4:8].hex()}, expected unchecked-hash (01000000)"
+            )
+            magics.add(header[:4])
+    assert len(magics) == 1 and next(iter(magics)).endswith(b"\r\n"), magics
+
+
+def test_record_lists_every_file_with_its_hash(dist_wheel: Path) -> None:
+    with zipfile.ZipFile(dist_wheel) as zf:
+        files = [n for n in zf.namelist() if not n.endswith("/")]
+        (record_name,) = [n for n in files if n.endswith(".dist-info/RECORD")]
+        rows = list(csv.reader(io.StringIO(zf.read(record_name).decode("utf-8"))))
+        recorded = {row[0]: row for row in rows if row}
+        assert len(recorded) == len([r for r in rows if r]), "duplicate RECORD lines"
+        assert set(recorded) == set(files)
+        assert recorded[record_name][1:] == ["", ""]
+        for name in files:
+            if name == record_name:
+                continue
+            data = zf.read(name)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            assert recorded[name][1:] == [f"sha256={digest.decode()}", str(len(data))], name
+
+
+def test_lock_sha256_is_the_file_hash(lock_entry: dict[str, Any], dist_wheel: Path) -> None:
+    assert lock_entry["sha256"] == hashlib.sha256(dist_wheel.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def pyodide_report(dist_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not found")
+    tmp = tmp_path_factory.mktemp("dist-bytecode")
+    script, before, report = tmp / "check.mjs", tmp / "before.py", tmp / "report.py"
+    script.write_text(NODE_SCRIPT, encoding="utf-8")
+    before.write_text(BEFORE_PY, encoding="utf-8")
+    report.write_text(REPORT_PY, encoding="utf-8")
+    proc = subprocess.run(
+        [node, str(script), str(DIST), str(dist_wheel), str(before), str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT_SECONDS,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines, proc.stderr[-4000:]
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def test_pyodide_imports_the_bridge_from_the_wheels_bytecode(
+    pyodide_report: dict[str, Any], dist_wheel: Path
+) -> None:
+    site_dir = pyodide_report["site_dir"]
+    modules: dict[str, dict[str, Any]] = pyodide_report["modules"]
+    assert f"{PACKAGE}.web_runtime.bridge" in modules
+    with zipfile.ZipFile(dist_wheel) as zf:
+        wheel_pycs = {
+            n: hashlib.sha256(zf.read(n)).hexdigest() for n in zf.namelist() if n.endswith(".pyc")
+        }
+    problems = []
+    for name, info in modules.items():
+        file = info["file"]
+        rel = os.path.relpath(file, site_dir)
+        if info["cached"] is None or info["spec_cached"] != info["cached"]:
+            problems.append(f"{name}: no __cached__ ({info})")
+        elif not info["cached_exists"]:
+            problems.append(f"{name}: {info['cached']} does not exist")
+        elif not (info["magic_ok"] and info["source_hash_ok"]):
+            problems.append(
+                f"{name}: stale pyc (magic ok {info['magic_ok']}, hash ok {info['source_hash_ok']})"
+            )
+        elif info["flags"] != UNCHECKED_HASH:
+            problems.append(f"{name}: pyc flags {info['flags']:#b}, expected unchecked hash")
+        elif wheel_pycs.get(_pyc_name(rel)) != info["sha256"]:
+            problems.append(f"{name}: {info['cached']} is not the wheel's {_pyc_name(rel)}")
+        elif info["co_filename"] != file:
+            problems.append(f"{name}: pyc names {info['co_filename']!r}, installed as {file!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_pyodide_compiles_no_project_source(pyodide_report: dict[str, Any]) -> None:
+    assert pyodide_report["control_seen"], "the audit hook did not see a source compile at all"
+    assert pyodide_report["source_compiles"] == [], (
+        "imported from source, not bytecode: " + ", ".join(pyodide_report["source_compiles"])
+    )
