@@ -478,6 +478,24 @@ class ClientSession:
 
     # ------------------------------------------------------------- receiving
 
+    def receive_data(self, frame: Frame, now: float) -> ChannelData | None:
+        """:meth:`receive_frame`, returning the event instead of queueing it in the common case.
+
+        When no event was queued before and the frame produced exactly one
+        :class:`ChannelData` (a data frame on an open channel), that event
+        is returned and not queued: a runtime can hand it over without a
+        drain.  Otherwise ``None``, and everything is queued as usual.
+        """
+        events = self._events
+        if events:
+            self.receive_frame(frame, now)
+            return None
+        self.receive_frame(frame, now)
+        events = self._events
+        if len(events) == 1 and type(events[0]) is ChannelData:
+            return events.pop()  # type: ignore[return-value]
+        return None
+
     def receive_frame(self, frame: Frame, now: float) -> None:
         """Feed one WebSocket message from the server."""
         if not self._transport or self._state is ConnState.CLOSED:

@@ -32,6 +32,7 @@ dispatch as a ``create_proxy`` proxy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -309,8 +310,8 @@ class ChannelHandle:
     def listeners(self) -> dict[str, Listener]:
         """The channel listeners to register (before any output can arrive)."""
         return {
-            "data": self._on_stdout,
-            "stderr": self._on_stderr,
+            "data": functools.partial(self._out, STDOUT),  # C-level: one Python frame fewer per chunk
+            "stderr": functools.partial(self._out, STDERR),
             "exit": lambda ev: self._emit("exit", _exit_dict(ev)),
             "error": lambda err: self._emit("error", error_dict(err)),
             "close": self._on_close,
@@ -322,12 +323,6 @@ class ChannelHandle:
         self.channel = channel
         for name, cb in self.listeners().items():
             channel.on(name, cb)
-
-    def _on_stdout(self, data: bytes) -> asyncio.Future[None] | None:
-        return self._out(STDOUT, data)
-
-    def _on_stderr(self, data: bytes) -> asyncio.Future[None] | None:
-        return self._out(STDERR, data)
 
     def _out(self, code: int, data: bytes) -> asyncio.Future[None] | None:
         if self._closed:

@@ -203,7 +203,8 @@ class _Emitter:
     def emit(self, name: str, arg: Any) -> list[Awaitable[Any]]:
         """Call every listener of ``name``; return the awaitables they returned."""
         pending: list[Awaitable[Any]] = []
-        for cb in list(self._listeners[name]):
+        listeners = self._listeners[name]
+        for cb in listeners if len(listeners) == 1 else list(listeners):  # a copy only when it matters
             try:
                 result = cb(arg)
             except Exception:
@@ -411,9 +412,9 @@ class Channel:
             self._opened_fut.set_result(None)
 
     def _on_data(self, stream: str, data: bytes) -> None:
-        name = "data" if stream == "stdout" else "stderr"
-        callbacks = self._events.has("data") or self._events.has("stderr")
-        pending = self._events.emit(name, data)
+        events = self._events
+        callbacks = events.has("data") or events.has("stderr")
+        pending = events.emit("data" if stream == "stdout" else "stderr", data)
         if self._iterating or not callbacks:
             self._queue.append((stream, data))
             self._queued += len(data)
@@ -784,11 +785,7 @@ class Connection:
     def _dispatch(self, ev: ClientEvent) -> None:
         match ev:
             case ChannelData():
-                ch = self._channels.get(ev.id)
-                if ch is None:
-                    self._consume(ev.id, len(ev.data))
-                else:
-                    ch._on_data(ev.stream, ev.data)
+                self._on_channel_data(ev)
             case StateChanged():
                 if ev.new == ConnState.READY:
                     self._was_ready = True
@@ -829,6 +826,13 @@ class Connection:
                     ch._on_closed(ev.reason, err)
             case ConnectionClosed():
                 self._on_connection_closed(ev.error)
+
+    def _on_channel_data(self, ev: ChannelData) -> None:
+        ch = self._channels.get(ev.id)
+        if ch is None:
+            self._consume(ev.id, len(ev.data))
+        else:
+            ch._on_data(ev.stream, ev.data)
 
     def _emit(self, name: str, arg: Any) -> None:
         self._spawn_all(self._events.emit(name, arg))
@@ -957,7 +961,24 @@ class Connection:
     def _on_message_data(self, ws: WebSocketLike, data: str | bytes) -> None:
         if ws is not self._ws:
             return
-        self._session.receive_frame(data, self._clock())
+        session = self._session
+        if self._pumping:  # a message handled from inside a listener: keep the order
+            session.receive_frame(data, self._clock())
+            self._pump()
+            return
+        # The common case, a data frame and nothing else: hand it to the
+        # channel directly, as _pump would (re-entrant pumps wait for the end).
+        ev = session.receive_data(data, self._clock())
+        if ev is not None:
+            self._pumping = True
+            try:
+                self._on_channel_data(ev)
+            except Exception:
+                log.exception("error while dispatching %r", ev)
+            finally:
+                self._pumping = False
+            if not session.has_output():
+                return  # nothing written, no deadline moved: _after_pump has nothing to do
         self._pump()
 
     def _on_close(self, ws: WebSocketLike, ev: Any) -> None:

@@ -482,6 +482,27 @@ def _ready_with_channel(**kw: Any) -> tuple[ClientHarness, int]:
     return h, cid
 
 
+def test_receive_data_returns_the_lone_data_event_and_queues_everything_else() -> None:
+    h, cid = _ready_with_channel()
+    h.feed(OpenOk(cid, "k"))
+    h.drain()
+    c, p = h.client, h.profile
+    frame = p.encode_data(DataFrame("stderr", cid, b"abc"))[0]
+    assert c.receive_data(frame, h.clock()) == ChannelData(cid, "stderr", b"abc")
+    assert not c.has_output()  # handed over, not queued
+    # a control frame: nothing to hand over, its effects are queued as usual
+    assert c.receive_data(p.encode_ctl(Ping(5)), h.clock()) is None
+    assert c.has_output()
+    # events already waiting: the data event queues behind them (order kept)
+    c.receive_frame(p.encode_data(DataFrame("stdout", cid, b"first"))[0], h.clock())
+    assert c.receive_data(frame, h.clock()) is None
+    assert [e.data for e in c.events() if isinstance(e, ChannelData)] == [b"first", b"abc"]
+    # a frame beyond the credit: no event, the 4007 close is queued
+    big = p.encode_data(DataFrame("stdout", cid, b"x" * (2 << 20)))[0]
+    assert c.receive_data(big, h.clock()) is None
+    assert [e.code for e in c.events() if isinstance(e, CloseTransport)] == [4007]
+
+
 def test_data_beyond_credit_is_4007() -> None:
     h, cid = _ready_with_channel(options=ClientOptions(window=1024))
     h.feed(OpenOk(cid, "k"))

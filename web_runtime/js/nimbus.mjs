@@ -596,16 +596,55 @@ export function createNimbus(pyodide, { WebSocket, defaults = {}, onListenerErro
   return nimbus;
 }
 
-/** Install the wheel into `pyodide` (by URL, or by name from the dist's lock file) and check the import. */
-export async function installNimbus(pyodide, { wheelURL, packageName = PACKAGE, onProgress } = {}) {
-  const errors = [];
-  // loadPackage resolves even when a fetch failed: collect the errors.
-  await pyodide.loadPackage(wheelURL ?? packageName, {
-    messageCallback: (m) => onProgress?.({ phase: "package", message: m }),
-    errorCallback: (m) => errors.push(m),
-  });
-  if (errors.length) throw new Error(`installing ${wheelURL ?? packageName} failed: ${errors.join("; ")}`);
+/**
+ * Install the wheel into `pyodide` (by URL, or by name from the dist's lock
+ * file) and check the import.  `wheelData` (the wheel's bytes, already
+ * fetched and checked) is unpacked into site-packages directly instead.
+ */
+export async function installNimbus(pyodide, { wheelURL, packageName = PACKAGE, onProgress, wheelData } = {}) {
+  if (wheelData) {
+    const site = pyodide.runPython("import sysconfig; sysconfig.get_path('purelib')");
+    pyodide.unpackArchive(wheelData, "wheel", { extractDir: site });
+    pyodide.runPython("import importlib; importlib.invalidate_caches()");
+  } else {
+    const errors = [];
+    // loadPackage resolves even when a fetch failed: collect the errors.
+    await pyodide.loadPackage(wheelURL ?? packageName, {
+      messageCallback: (m) => onProgress?.({ phase: "package", message: m }),
+      errorCallback: (m) => errors.push(m),
+    });
+    if (errors.length) throw new Error(`installing ${wheelURL ?? packageName} failed: ${errors.join("; ")}`);
+  }
   pyodide.pyimport(BRIDGE);
+}
+
+function hexToBase64(hex) {
+  let bin = "";
+  for (let i = 0; i < hex.length; i += 2) bin += String.fromCharCode(parseInt(hex.slice(i, i + 2), 16));
+  return btoa(bin);
+}
+
+// Fetch the wheel while Pyodide boots (it is not needed before): by URL, or
+// the lock file's entry for `packageName` under `base`, checked against the
+// lock file's sha256 (subresource integrity).  null on any failure: the
+// caller falls back to loadPackage, which reports the error properly.
+async function prefetchWheel(base, wheelURL, packageName = PACKAGE) {
+  try {
+    let url = wheelURL;
+    let integrity;
+    if (!url) {
+      if (!base) return null;
+      const lock = await (await fetch(base + "pyodide-lock.json")).json();
+      const entry = lock?.packages?.[packageName];
+      if (!entry?.file_name) return null;
+      url = new URL(entry.file_name, new URL(base, location.href)).href;
+      if (entry.sha256) integrity = "sha256-" + hexToBase64(entry.sha256);
+    }
+    const r = await fetch(url, integrity ? { integrity } : {});
+    return r.ok ? new Uint8Array(await r.arrayBuffer()) : null;
+  } catch {
+    return null;
+  }
 }
 
 function withSlash(url) {
@@ -626,16 +665,18 @@ export async function loadNimbus(options = {}) {
   const now = () => performance.now();
   const t0 = now();
   let pyodide = given;
+  let wheel = null;
   if (!pyodide) {
     if (!indexURL && !loader) throw new TypeError("loadNimbus() needs indexURL (the Pyodide dist folder URL)");
     onProgress?.({ phase: "runtime", message: "loading Pyodide" });
     const base = indexURL ? withSlash(indexURL) : undefined;
+    wheel = globalThis.location ? prefetchWheel(base, wheelURL, packageName) : null;
     const load = loader ?? (await import(/* webpackIgnore: true */ base + "pyodide.mjs")).loadPyodide;
     pyodide = await load(base ? { indexURL: base } : {});
   }
   const t1 = now();
   onProgress?.({ phase: "package", message: `installing ${wheelURL ?? packageName ?? PACKAGE}` });
-  await installNimbus(pyodide, { wheelURL, packageName, onProgress });
+  await installNimbus(pyodide, { wheelURL, packageName, onProgress, wheelData: await wheel });
   const nimbus = createNimbus(pyodide, rest);
   const t2 = now();
   nimbus.timings = { bootMs: t1 - t0, installMs: t2 - t1, totalMs: t2 - t0 };
