@@ -728,7 +728,7 @@ class ClientSession:
         self._send_ctl(Resize(ch.id, ch.size[0], ch.size[1]))
 
     def _maybe_grant(self, ch: ClientChannel, now: float) -> None:
-        if self._state != ConnState.READY or ch.state != ChannelState.OPEN or self._pause.paused:
+        if self._state is not ConnState.READY or ch.state is not ChannelState.OPEN or self._pause.reasons:
             return
         grant = ch.credit.take_grant(now, self.rtt)
         if grant:

@@ -118,7 +118,7 @@ class CreditWindow:
 
     def take_grant(self, now: float, rtt: float | None) -> int:
         """Return the credit to grant now (0 if none is due) and account for it."""
-        if self.outstanding > self.window // 2:
+        if self.granted - self.consumed > self.window // 2:  # outstanding: nothing due yet
             return 0
         if (
             rtt is not None

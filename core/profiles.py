@@ -210,7 +210,8 @@ class NimbusV1Profile:
         stream = _CODE_STREAM.get(code)
         if stream is None:
             raise ProtocolError(CloseCode.MALFORMED_FRAME, f"reserved stream byte 0x{code:02x}")
-        _check_id(cid)
+        if not cid:  # a 32-bit field: 0 is the only id out of range
+            _check_id(cid)
         return DataFrame(stream, cid, bytes(frame[_HDR.size :]))
 
     def decode(self, frame: Frame, max_frame: int = DEFAULT_MAX_FRAME) -> Ctl | DataFrame:
