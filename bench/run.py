@@ -708,30 +708,36 @@ path. Nothing a caller can configure changes it.
     "boot.total": """
 **What limits it: Pyodide's own start-up.** `loadPyodide` -- compiling and instantiating the 9.6 MB
 `pyodide.asm.wasm` (a fresh profile has no V8 code cache), unpacking the 2.5 MB stdlib and initialising
-CPython 3.14 -- is ~90% of the figure (see the boot / install rows); installing the ~150 kB wheel is a
-few hundred ms. On this 2-core machine the WebAssembly compile competes with everything else running;
-the figure moves by seconds with the load average (2.5–3 s quiet, 5–9 s at load 7–10 during
+CPython 3.14 -- is ~90% of the figure (see the boot / install rows), and it alone moves between ~2.4 and
+~3.5 s from launch to launch on this 2-core machine (2.5–3 s quiet, 5–9 s at load 7–10 during
 development). Nothing in this project's wheel or facade can shorten the runtime boot; a returning visitor
 with a warm HTTP and code cache is faster, but that is not what this row measures.
+
+**What was done on our part (the install row).** The wheel in the Pyodide dist carries bytecode compiled
+by Pyodide itself (`scripts/pyodide_compile.mjs`, unchecked-hash `.pyc`, so importing the package does
+not compile its sources in WebAssembly), and `loadNimbus` fetches it (checked against the lock file's
+sha256) while Pyodide boots, then unpacks it instead of `loadPackage`: install ~350 ms → ~190–320 ms.
 """,
     "s64.pyodide.65536": """
 **What limits it: the client's per-message work inside Pyodide, then the 2 cores.** Plain JS does
-nothing per message but count bytes; the Pyodide client runs ~70 Python calls per 64 KiB message in
-WebAssembly (`_js_message` → core `receive_frame`/`decode_data`/`_on_data` → `_pump`/`_dispatch` → the
-facade's `_hand` → the JS `data` listener, then credit: `consumed`, `_maybe_grant`), ~150–230 µs per
-message under the profiler (profile below). Even from the synthetic sender, which costs nothing per
-frame, the client stays around 0.65–0.7× plain JS (the `synthetic nimbus sender` row); from this server
-it is the same or a little lower, the server (`head -c` on pipes, in the Python process of
-`bench/browser.py`) competing with Chromium's renderer and network processes for the 2 cores. The
-`ceiling` row bounds what any Python receive path can do here: handing each message to a bare Python
-function that only copies it out (`to_bytes()`) and counts already costs ~15–20% of plain JS. With 4 KiB
-frames the per-message cost dominates (~0.35–0.4×).
+nothing per message but count bytes; the Pyodide client runs ~55 Python calls per 64 KiB message in
+WebAssembly (`_js_message` → core `receive_data`/`decode_data`/`_on_data` → the channel → the facade's
+`_hand` → the JS `data` listener, then credit: `consumed`, `_maybe_grant`), ~140 µs per message under
+the profiler (profile below). From the synthetic sender, which costs nothing per frame, the client
+reaches ~0.8× plain JS (the `synthetic nimbus sender` row); from this server it is lower, the server
+(`head -c` on pipes, in the Python process of `bench/browser.py`) competing with Chromium's renderer and
+network processes for the 2 cores. The `ceiling` row bounds what any Python receive path can do here:
+handing each message to a bare Python function that only copies it out (`to_bytes()`) and counts.
+With 4 KiB frames the per-message cost dominates (~0.4–0.5×).
 
-**What was tried** (in the web runtime, see `git log web_runtime/`): `onmessage` passes only `ev.data`;
-output is handed to JS as (buffer, offset, length) and viewed there -- one FFI call per chunk, no copy
-back from Python; a fast path for a single plain `data` listener; events are dispatched to JS only when
-listened to. What remains is the JS↔Python crossing (the ceiling row) and the core's per-frame
-bookkeeping, the same Python work as the CPython client's.
+**What was tried** (see `git log web_runtime/ node_runtime/client/ core/client.py`): `onmessage` passes
+only `ev.data` and the connection takes it through the sockets' `onmessagedata` extension (no event
+object); output is handed to JS as (buffer, offset, length) and viewed there -- one FFI call per chunk,
+no copy back from Python; a lone data frame goes from the core straight to the channel
+(`ClientSession.receive_data`, no drain round, no `_after_pump` when nothing was written): the receive
+path went from ~70 to ~55 calls per message and (b') from ~0.65–0.7× to ~0.8×. What remains is the
+JS↔Python crossing (the ceiling row), the core's per-frame bookkeeping, and the server's share of the
+2 cores in row (b).
 """,
     "mem.idle": """
 **What limits it.** One `websockets` connection with its buffers plus the session object, core machines
