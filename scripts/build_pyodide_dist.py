@@ -14,14 +14,19 @@ the CDN, which is unreachable here.  This script builds one folder (default
    wheel on PyPI, e.g. ``atomicwrites``, is built from its sdist);
 3. the project wheel ``nimbus_websocket-*.whl`` (from ``build/wheel/``;
    ``--build-wheel`` (re)builds it there first when the sources changed),
-   with precompiled bytecode added: every ``pkg/mod.py`` gets a
-   ``pkg/__pycache__/mod.cpython-314.pyc`` compiled by Pyodide itself in Node
-   (``scripts/pyodide_compile.mjs``; unchecked-hash pycs, so no source mtime
-   check after unpacking), which saves compiling the sources inside
-   WebAssembly at import time.  The sources stay in the wheel (tracebacks),
-   ``RECORD`` lists the added files, and the pure pip wheel in ``build/wheel/``
-   is left as it is.  Recompiled only when the wheel, the Pyodide version or
-   the helper changed (stamp ``.project-wheel.sha256`` in the dist folder);
+   with precompiled bytecode added for the modules the browser runtime
+   imports: Pyodide itself, in Node (``scripts/pyodide_compile.mjs``), imports
+   ``nimbus_websocket.web_runtime.bridge`` (what the JS facade imports) from
+   the unpacked wheel, and each ``pkg/mod.py`` that import loaded (packages'
+   ``__init__.py`` included) gets a ``pkg/__pycache__/mod.cpython-314.pyc``
+   (unchecked-hash, so no source mtime check after unpacking), which saves
+   compiling those sources inside WebAssembly at import time.  Host-only
+   modules (server, CLIs, conformance kit, ``websockets_impl``) get no
+   bytecode: it would only add to every page's download.  The sources stay in
+   the wheel (tracebacks), ``RECORD`` lists the added files, and the pure pip
+   wheel in ``build/wheel/`` is left as it is.  Recompiled only when the
+   wheel, the Pyodide version, the helper or :data:`BYTECODE_FORMAT` changed
+   (stamp ``.project-wheel.sha256`` in the dist folder);
 4. a rewritten ``pyodide-lock.json`` that lists only the packages present,
    with ``file_name``/``sha256`` of the files actually in the folder (PyPI
    files hash differently from Pyodide's CDN builds and Chromium refuses a
@@ -67,7 +72,12 @@ COMPILE_HELPER = REPO_ROOT / "scripts" / "pyodide_compile.mjs"
 COMPILE_TIMEOUT_SECONDS = 300
 BYTECODE_STAMP = ".project-wheel.sha256"
 # Bump when the way the dist wheel is derived changes (forces a recompile).
-BYTECODE_FORMAT = "1"
+# 2: bytecode only for the modules importing BROWSER_ROOT_MODULE loads.
+BYTECODE_FORMAT = "2"
+# What the JS facade imports (web_runtime/js/nimbus.mjs); scripts/pyodide_compile.mjs
+# compiles exactly the project modules this import loads in Pyodide.
+BROWSER_ROOT_MODULE = "nimbus_websocket.web_runtime.bridge"
+BROWSER_ROOT_FILE = BROWSER_ROOT_MODULE.replace(".", "/") + ".py"
 
 # Needed by micropip users and by pytest-pyodide's @run_in_pyodide (which
 # loads "pytest" and "tblib" whenever the lock file names them).
@@ -344,7 +354,10 @@ def fetch_wheels(cache: Path, wanted: dict[str, str], *, verbose: bool) -> None:
 
 
 def wheel_modules(names: Iterable[str]) -> list[str]:
-    """The ``.py`` files of a wheel that get bytecode (not under ``*.dist-info/``/``*.data/``)."""
+    """The ``.py`` files of a wheel's packages (not under ``*.dist-info/``/``*.data/``).
+
+    Only those the browser runtime imports get bytecode (see :func:`compile_with_pyodide`).
+    """
     return sorted(
         n
         for n in names
@@ -368,15 +381,20 @@ def record_hash(data: bytes) -> str:
 def compile_with_pyodide(
     dist: Path, wheel: Path, lock_file: Path, *, verbose: bool
 ) -> dict[str, bytes]:
-    """Compile the wheel's modules with Pyodide (in Node, from ``dist``).
+    """Compile the wheel's browser-runtime modules with Pyodide (in Node, from ``dist``).
 
     ``lock_file`` is any valid Pyodide lock file (the npm package's: the
     dist's own is written later); nothing is loaded from it.
 
-    Returns ``{pyc path inside the wheel: bytes}``, one unchecked-hash pyc per
-    module (see ``scripts/pyodide_compile.mjs``).  Raises BuildError when
-    ``node`` is missing, the helper fails or times out, or a module did not
-    get a pyc of the expected tag, magic and flags.
+    The helper (``scripts/pyodide_compile.mjs``) imports
+    :data:`BROWSER_ROOT_MODULE` from the unpacked wheel and compiles the
+    project modules that import loaded; it reports them (``modules``) and the
+    pycs it wrote (``files``).  Returns ``{pyc path inside the wheel: bytes}``,
+    one unchecked-hash pyc per reported module.  Raises BuildError when
+    ``node`` is missing, the helper fails or times out, the reported modules
+    are empty, lack :data:`BROWSER_ROOT_FILE` or name a file that is not a
+    module of the wheel, the pycs written are not exactly those of the
+    reported modules, or a pyc lacks the expected tag, magic and flags.
     """
     node = shutil.which("node")
     if node is None:
@@ -384,7 +402,7 @@ def compile_with_pyodide(
             "node not found: Node (>= 20) runs Pyodide to precompile the project wheel"
         )
     with zipfile.ZipFile(wheel) as zf:
-        expected = {pyc_name(m) for m in wheel_modules(zf.namelist())}
+        modules_in_wheel = set(wheel_modules(zf.namelist()))
     what = f"precompiling {wheel.name} with Pyodide in Node"
     with tempfile.TemporaryDirectory(prefix="nimbus-pyc-") as tmp:
         cmd = [node, str(COMPILE_HELPER), str(dist), str(wheel), tmp, str(lock_file)]
@@ -416,6 +434,28 @@ def compile_with_pyodide(
                 f"{what}: Pyodide's cache tag is {report.get('cacheTag')!r}, expected {PYC_TAG!r} "
                 f"(update PYODIDE_PYTHON = {PYODIDE_PYTHON!r} in {Path(__file__).name})"
             )
+        if report.get("root") != BROWSER_ROOT_MODULE:
+            raise BuildError(
+                f"{what}: {COMPILE_HELPER.name} imported {report.get('root')!r}, "
+                f"expected {BROWSER_ROOT_MODULE!r}"
+            )
+        reported = report.get("modules")
+        if not isinstance(reported, dict) or not reported:
+            raise BuildError(
+                f"{what}: {COMPILE_HELPER.name} reported no imported module "
+                f"(modules = {reported!r}); refusing to ship a wheel without bytecode"
+            )
+        sources = {str(src) for src in reported.values()}
+        if BROWSER_ROOT_FILE not in sources:
+            raise BuildError(
+                f"{what}: the compiled modules lack {BROWSER_ROOT_FILE}: {sorted(sources)}"
+            )
+        if not sources <= modules_in_wheel:
+            raise BuildError(
+                f"{what}: reported modules that are not in the wheel: "
+                f"{sorted(sources - modules_in_wheel)}"
+            )
+        expected = {pyc_name(src) for src in sources}
         got = set(report.get("files", []))
         if got != expected:
             raise BuildError(
@@ -427,10 +467,14 @@ def compile_with_pyodide(
             data = (Path(tmp) / name).read_bytes()
             flags = int.from_bytes(data[4:8], "little")
             if len(data) < 16 or data[:4] != magic or flags != PYC_FLAGS_UNCHECKED_HASH:
-                raise BuildError(f"{what}: {name} is not an unchecked-hash pyc (flags {flags:#b})")
+                raise BuildError(
+                    f"{what}: {name} is not an unchecked-hash pyc of magic {magic.hex()} "
+                    f"(magic {data[:4].hex()}, flags {flags:#b})"
+                )
             pycs[name] = data
     log(
-        f"compiled {len(pycs)} module(s) of {wheel.name} with Pyodide {report.get('pyodide')} "
+        f"compiled the {len(pycs)} module(s) of {wheel.name} that {BROWSER_ROOT_MODULE} imports "
+        f"(of {len(modules_in_wheel)}) with Pyodide {report.get('pyodide')} "
         f"(Python {report.get('python')})",
         verbose=verbose,
     )
@@ -446,8 +490,10 @@ def _zip_entry(name: str, like: zipfile.ZipInfo) -> zipfile.ZipInfo:
 
 
 def write_wheel_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> None:
-    """Write ``dst``: every file of ``src``, each module followed by its pyc from ``pycs``.
+    """Write ``dst``: every file of ``src``, each module in ``pycs`` followed by its pyc.
 
+    ``pycs`` maps pyc paths (:func:`pyc_name`) to bytes; modules without an
+    entry get none, and a pyc whose module is not in ``src`` is an error.
     ``RECORD`` gets a line (sha256, size) per added pyc, right after its
     module's line, and stays the last entry.  Entries keep the order, time
     stamps and compression of ``src``, so equal inputs give an equal wheel.
@@ -456,9 +502,12 @@ def write_wheel_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> N
     with zipfile.ZipFile(src) as zin:
         infos = zin.infolist()
         modules = wheel_modules(i.filename for i in infos)
-        pyc_of = {m: pyc_name(m) for m in modules}
+        pyc_of = {m: pyc_name(m) for m in modules if pyc_name(m) in pycs}
         if set(pyc_of.values()) != set(pycs):
-            raise BuildError(f"{src.name}: the compiled files do not match the wheel's modules")
+            raise BuildError(
+                f"{src.name}: compiled files without a module in the wheel: "
+                f"{sorted(set(pycs) - set(pyc_of.values()))}"
+            )
         records = [i for i in infos if i.filename.endswith(".dist-info/RECORD")]
         if len(records) != 1:
             raise BuildError(f"{src.name}: expected one *.dist-info/RECORD, found {len(records)}")
@@ -473,8 +522,8 @@ def write_wheel_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> N
                 pyc = pyc_of[path]
                 lines.append(f"{pyc},{record_hash(pycs[pyc])},{len(pycs[pyc])}")
                 recorded.add(path)
-        if recorded != set(modules):
-            raise BuildError(f"{src.name}: RECORD lacks {sorted(set(modules) - recorded)}")
+        if recorded != set(pyc_of):
+            raise BuildError(f"{src.name}: RECORD lacks {sorted(set(pyc_of) - recorded)}")
         tmp = dst.with_name(dst.name + ".tmp")
         try:
             with zipfile.ZipFile(tmp, "w") as zout:
@@ -496,11 +545,16 @@ def write_wheel_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> N
 
 
 def bytecode_key(project_wheel: Path, dist: Path) -> str:
-    """Digest of what the dist wheel is derived from: the pure wheel, Pyodide, the helper."""
+    """Digest of what the dist wheel is derived from.
+
+    The pure wheel, the Pyodide version, the helper and the compile rule
+    (:data:`BYTECODE_FORMAT`, :data:`BROWSER_ROOT_MODULE`).
+    """
     pyodide_version = json.loads((dist / "package.json").read_text(encoding="utf-8"))["version"]
     h = hashlib.sha256()
     for part in (
         BYTECODE_FORMAT,
+        BROWSER_ROOT_MODULE,
         project_wheel.name,
         sha256_file(project_wheel),
         str(pyodide_version),
@@ -511,7 +565,7 @@ def bytecode_key(project_wheel: Path, dist: Path) -> str:
 
 
 def add_project_wheel(project_wheel: Path, dist: Path, lock_file: Path, *, verbose: bool) -> bool:
-    """Put the project wheel into ``dist`` with Pyodide bytecode added; True if it changed.
+    """Put the project wheel into ``dist``, with bytecode for its browser modules; True if changed.
 
     Nothing is compiled (Node is not even started) when the stamp records the
     same :func:`bytecode_key` and the dist wheel still has the sha256 written

@@ -1,11 +1,15 @@
-"""The project wheel in the Pyodide dist folder carries bytecode, and Pyodide uses it.
+"""The Pyodide dist's project wheel carries bytecode for what the browser imports; Pyodide uses it.
 
 ``scripts/build_pyodide_dist.py`` adds ``<dir>/__pycache__/<mod>.cpython-314.pyc``
-(compiled by Pyodide itself, unchecked-hash) next to every module of the copy
-of the wheel in ``build/pyodide-dist``.  Host tests, no pytest-pyodide:
+(compiled by Pyodide itself, unchecked-hash) next to each module of the copy
+of the wheel in ``build/pyodide-dist`` that importing
+``nimbus_websocket.web_runtime.bridge`` (what the JS facade imports) loads in
+Pyodide; host-only modules (server, CLIs, conformance kit, ``websockets_impl``)
+get none.  Host tests, no pytest-pyodide:
 
-* the wheel: every module has its pyc (and no pyc lacks its module), RECORD
-  lists every file with the right sha256 and size, the lock file's sha256 is
+* the wheel: its pycs are unchecked-hash with one magic, each next to its
+  module, the bridge's among them; host-only modules have no pyc; RECORD
+  lists every file with the right sha256 and size; the lock file's sha256 is
   the file's;
 * Pyodide in Node (``node`` run directly, bounded by a timeout): after
   ``loadPackage(<wheel path>)`` (as ``node_runtime/shim`` does) and importing
@@ -13,7 +17,8 @@ of the wheel in ``build/pyodide-dist``.  Host tests, no pytest-pyodide:
   module has its pyc on disk -- the wheel's bytes, Pyodide's magic, flags
   ``0b01`` (unchecked hash), the hash of the installed source, ``co_filename``
   = the installed file -- and an audit hook saw no ``compile`` of any of their
-  sources (a control module without pyc shows that the hook does see one).
+  sources (a control module without pyc shows that the hook does see one);
+  the wheel's pycs are exactly those of the imported modules.
 
 Skipped when ``node`` or the dist folder is missing (``make setup`` builds it).
 """
@@ -41,6 +46,17 @@ PACKAGE = "nimbus_websocket"
 PYC_TAG = "cpython-314"
 UNCHECKED_HASH = 0b01
 NODE_TIMEOUT_SECONDS = 150
+BRIDGE_FILE = f"{PACKAGE}/web_runtime/bridge.py"
+# Never imported by the browser runtime: bytecode for them is dead weight.
+HOST_ONLY_MODULES = (
+    f"{PACKAGE}/__main__.py",
+    f"{PACKAGE}/node_runtime/cli.py",
+    f"{PACKAGE}/node_runtime/server/app.py",
+    f"{PACKAGE}/node_runtime/server/ssh_backend.py",
+    f"{PACKAGE}/node_runtime/client/api.py",
+    f"{PACKAGE}/node_runtime/client/websockets_impl.py",
+    f"{PACKAGE}/node_runtime/conformance/runner.py",
+)
 
 pytestmark = pytest.mark.timeout(NODE_TIMEOUT_SECONDS + 30)
 
@@ -168,21 +184,19 @@ def _modules(names: list[str]) -> list[str]:
     ]
 
 
-def test_every_module_has_unchecked_hash_bytecode(dist_wheel: Path) -> None:
+def test_bytecode_is_unchecked_hash_next_to_its_module(dist_wheel: Path) -> None:
     with zipfile.ZipFile(dist_wheel) as zf:
         names = zf.namelist()
         modules = _modules(names)
-        assert f"{PACKAGE}/web_runtime/bridge.py" in modules
-        expected = {_pyc_name(m) for m in modules}
+        assert BRIDGE_FILE in modules
         pycs = {n for n in names if n.endswith(".pyc")}
-        missing = sorted(expected - pycs)
-        stray = sorted(pycs - expected)
-        assert not missing, (
-            f"{dist_wheel.name}: modules without bytecode (run `make setup`): {missing}"
+        assert _pyc_name(BRIDGE_FILE) in pycs, (
+            f"{dist_wheel.name}: no bytecode for {BRIDGE_FILE} (run `make setup`)"
         )
+        stray = sorted(pycs - {_pyc_name(m) for m in modules})
         assert not stray, f"{dist_wheel.name}: pyc files without a module: {stray}"
         magics = set()
-        for name in sorted(expected):
+        for name in sorted(pycs):
             header = zf.read(name)[:16]
             assert len(header) == 16, name
             assert int.from_bytes(header[4:8], "little") == UNCHECKED_HASH, (
@@ -190,6 +204,15 @@ def test_every_module_has_unchecked_hash_bytecode(dist_wheel: Path) -> None:
             )
             magics.add(header[:4])
     assert len(magics) == 1 and next(iter(magics)).endswith(b"\r\n"), magics
+
+
+def test_no_bytecode_for_host_only_modules(dist_wheel: Path) -> None:
+    with zipfile.ZipFile(dist_wheel) as zf:
+        names = set(zf.namelist())
+    missing_sources = [m for m in HOST_ONLY_MODULES if m not in names]
+    assert not missing_sources, f"host-only modules not in {dist_wheel.name}: {missing_sources}"
+    shipped = [_pyc_name(m) for m in HOST_ONLY_MODULES if _pyc_name(m) in names]
+    assert not shipped, f"{dist_wheel.name}: bytecode for host-only modules: {shipped}"
 
 
 def test_record_lists_every_file_with_its_hash(dist_wheel: Path) -> None:
@@ -266,6 +289,26 @@ def test_pyodide_imports_the_bridge_from_the_wheels_bytecode(
         elif info["co_filename"] != file:
             problems.append(f"{name}: pyc names {info['co_filename']!r}, installed as {file!r}")
     assert not problems, "\n".join(problems)
+
+
+def test_wheel_bytecode_is_exactly_the_imported_modules(
+    pyodide_report: dict[str, Any], dist_wheel: Path
+) -> None:
+    site_dir = pyodide_report["site_dir"]
+    imported = {
+        _pyc_name(os.path.relpath(info["file"], site_dir))
+        for info in pyodide_report["modules"].values()
+        if info["file"]
+    }
+    with zipfile.ZipFile(dist_wheel) as zf:
+        pycs = {n for n in zf.namelist() if n.endswith(".pyc")}
+    assert not sorted(pycs - imported), (
+        f"{dist_wheel.name}: bytecode for modules the bridge does not import: "
+        f"{sorted(pycs - imported)}"
+    )
+    assert not sorted(imported - pycs), (
+        f"{dist_wheel.name}: imported modules without bytecode: {sorted(imported - pycs)}"
+    )
 
 
 def test_pyodide_compiles_no_project_source(pyodide_report: dict[str, Any]) -> None:
