@@ -56,7 +56,7 @@ from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, percentile, table
+from common import machine, percentile, scratch_dir, table
 from nimbus_websocket.core.server import ServerConfig
 from nimbus_websocket.node_runtime.server import Server, ServerOptions
 from websockets.asyncio.server import ServerConnection, serve
@@ -310,7 +310,7 @@ async def run(args: argparse.Namespace) -> int:
     }
     page = Page(config, loop)
     http_port = page.start()
-    profile_dir = tempfile.mkdtemp(prefix="nimbus-bench-chromium-")
+    profile_dir = tempfile.mkdtemp(prefix="nimbus-bench-chromium-", dir=scratch_dir())
     url = f"http://127.0.0.1:{http_port}/bench/browser_bench.html"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {machine()}; Chromium {chromium_version()}; load average {load}")

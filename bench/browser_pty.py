@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import browser
+from common import scratch_dir
 from nimbus_websocket.core.messages import Term
 from nimbus_websocket.node_runtime.server import LocalProcessBackend, Server, ServerOptions
 from stream import Bridge
@@ -105,7 +106,7 @@ async def run(path: str, runs: int, echo: int, timeout: float) -> dict[str, Any]
     }
     page = browser.Page(config, asyncio.get_running_loop())
     http_port = page.start()
-    profile_dir = tempfile.mkdtemp(prefix="nimbus-bench-chromium-")
+    profile_dir = tempfile.mkdtemp(prefix="nimbus-bench-chromium-", dir=scratch_dir())
     url = f"http://127.0.0.1:{http_port}/bench/browser_bench.html"
     chrome = subprocess.Popen(
         [browser.CHROMIUM, *browser.CHROME_FLAGS, f"--user-data-dir={profile_dir}", url],

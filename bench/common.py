@@ -58,3 +58,14 @@ def spawn_pty(argv: Sequence[str], cols: int = 80, rows: int = 24) -> tuple[subp
     os.close(slave)
     os.set_blocking(master, False)
     return proc, master
+
+
+def scratch_dir() -> str | None:
+    """Where benchmark scratch files go: ``/dev/shm`` (RAM) when writable, else the default temp dir.
+
+    The 200 MB stream files and Chromium's fresh profiles would otherwise be
+    written back to disk by kernel threads while the next runs measure, on
+    the same 2 cores (kernel threads are not in the CPU table of the report).
+    """
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None

@@ -62,7 +62,7 @@ import memory
 import pty_split
 import stream
 import synthetic
-from common import percentile
+from common import percentile, scratch_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -317,7 +317,7 @@ def section_codec(f: Figures, p: dict[str, Any]) -> None:
 
 
 def make_file(mb: int) -> str:
-    fd, path = tempfile.mkstemp(prefix="nimbus-bench-", suffix=".bin")
+    fd, path = tempfile.mkstemp(prefix="nimbus-bench-", suffix=".bin", dir=scratch_dir())
     size = mb * 1_000_000
     block = os.urandom(1 << 20)
     with os.fdopen(fd, "wb") as fh:
@@ -804,6 +804,9 @@ def render(f: Figures, meta: dict[str, Any]) -> str:
     w(f"- {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB RAM, Linux {m['kernel']}")
     w(f"- CPython {m['python']}, websockets {m['websockets']}; Chromium {m['chromium']} (headless, launched "
       f"directly); Pyodide {m['pyodide']} (Python {m['pyodide_python']}); xterm.js {m['xterm']}")
+    if meta.get("scratch"):
+        w(f"- scratch files (the stream files, Chromium's fresh profiles) in `{meta['scratch']}`, so no disk "
+          "write-back runs during the measurements")
     la0, la1 = meta["load_start"], meta["load_end"]
     w(f"- load average (1/5/15 min) at start: {la0[0]:.2f} / {la0[1]:.2f} / {la0[2]:.2f}; at end: "
       f"{la1[0]:.2f} / {la1[1]:.2f} / {la1[2]:.2f}" + (f" (waited {meta['waited_s']:.0f} s for a quiet machine first)"
@@ -977,6 +980,7 @@ def main(argv: list[str]) -> int:
     meta["started"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     meta["load_start"] = loadavg()
     meta["machine"] = machine_info()
+    meta["scratch"] = scratch_dir() or tempfile.gettempdir()
     meta["commit"] = git_commit()
     print(f"bench: {meta['machine']['cores']} cores, {meta['machine']['cpu']}; load {meta['load_start']}; "
           f"params {p}", flush=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, median_range, percentile, spawn_pty, table
+from common import machine, median_range, percentile, scratch_dir, spawn_pty, table
 from nimbus_websocket.node_runtime import WebsocketsImpl, connect
 from nimbus_websocket.node_runtime.server import Server, ServerOptions
 from websockets.asyncio.client import connect as ws_connect
@@ -219,7 +219,7 @@ async def main() -> None:
     ap.add_argument("--echo", type=int, default=300)
     args = ap.parse_args()
     size = args.mb * 1_000_000
-    with tempfile.NamedTemporaryFile(prefix="nimbus-bench-") as f:
+    with tempfile.NamedTemporaryFile(prefix="nimbus-bench-", dir=scratch_dir()) as f:
         block = os.urandom(1 << 20)
         for _ in range(size // len(block) + 1):
             f.write(block)
