@@ -6,7 +6,8 @@ wheels, not even ``micropip``); every ``loadPackage`` would otherwise go to
 the CDN, which is unreachable here.  This script builds one folder (default
 ``build/pyodide-dist/``) that Node, the demo page and pytest-pyodide all use:
 
-1. the core files, copied from ``node_modules/pyodide`` (``npm ci`` first);
+1. the core files, copied from ``node_modules/pyodide`` (``npm ci`` first;
+   ``python_stdlib.zip`` is derived instead, see 4.);
 2. the pure-Python wheels of ``micropip``, ``pytest`` and ``tblib`` plus their
    dependency closure *as listed in pyodide-lock.json*, fetched from PyPI with
    ``pip download`` at exactly the lock's version (cached in
@@ -25,9 +26,22 @@ the CDN, which is unreachable here.  This script builds one folder (default
    bytecode: it would only add to every page's download.  The sources stay in
    the wheel (tracebacks), ``RECORD`` lists the added files, and the pure pip
    wheel in ``build/wheel/`` is left as it is.  Recompiled only when the
-   wheel, the Pyodide version, the helper or :data:`BYTECODE_FORMAT` changed
-   (stamp ``.project-wheel.sha256`` in the dist folder);
-4. a rewritten ``pyodide-lock.json`` that lists only the packages present,
+   wheel, the Pyodide version, the helper, the npm package's
+   ``python_stdlib.zip`` or :data:`BYTECODE_FORMAT` changed (stamp
+   ``.project-wheel.sha256`` in the dist folder, which also covers 4.);
+4. ``python_stdlib.zip``: the npm package's zip holds only ``.py`` sources,
+   so Pyodide compiled ~150 stdlib modules inside WebAssembly on every boot
+   (~1.5-2 s in Node).  The dist's zip (same name, so ``loadPyodide`` uses it
+   by default) has every entry of the original unchanged plus, next to each
+   ``X.py`` that a Pyodide boot, installing the project wheel and importing
+   :data:`BROWSER_ROOT_MODULE` loads, an unchecked-hash ``X.pyc`` (the
+   legacy location zipimport tries before ``X.py``; ``co_filename`` stays
+   ``/lib/python314.zip/X.py``, so tracebacks still show source lines).
+   That set is determined in the same Node run as 3., booted with the
+   ORIGINAL zip, and the new zip is always derived from the original in
+   ``node_modules`` (reruns give the same bytes); see
+   :func:`write_stdlib_with_bytecode` and :func:`check_stdlib_zip`;
+5. a rewritten ``pyodide-lock.json`` that lists only the packages present,
    with ``file_name``/``sha256`` of the files actually in the folder (PyPI
    files hash differently from Pyodide's CDN builds and Chromium refuses a
    mismatching integrity hash), plus an entry ``nimbus-websocket`` for the
@@ -49,6 +63,7 @@ import argparse
 import base64
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -65,7 +80,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_LOCK_NAME = "nimbus-websocket"
 PROJECT_IMPORT_NAME = "nimbus_websocket"
 PYODIDE_PYTHON = "3.14"
-# Bytecode of the project wheel in the dist folder (see add_project_wheel).
+# Bytecode of the project wheel and python_stdlib.zip in the dist folder (see add_bytecode).
 PYC_TAG = "cpython-" + PYODIDE_PYTHON.replace(".", "")
 PYC_FLAGS_UNCHECKED_HASH = 0b01
 COMPILE_HELPER = REPO_ROOT / "scripts" / "pyodide_compile.mjs"
@@ -73,7 +88,9 @@ COMPILE_TIMEOUT_SECONDS = 300
 BYTECODE_STAMP = ".project-wheel.sha256"
 # Bump when the way the dist wheel is derived changes (forces a recompile).
 # 2: bytecode only for the modules importing BROWSER_ROOT_MODULE loads.
-BYTECODE_FORMAT = "2"
+# 3: plus unchecked-hash .pyc in python_stdlib.zip for the stdlib modules loaded.
+BYTECODE_FORMAT = "3"
+STDLIB_ZIP = "python_stdlib.zip"
 # What the JS facade imports (web_runtime/js/nimbus.mjs); scripts/pyodide_compile.mjs
 # compiles exactly the project modules this import loads in Pyodide.
 BROWSER_ROOT_MODULE = "nimbus_websocket.web_runtime.bridge"
@@ -88,7 +105,7 @@ CORE_FILES = (
     "pyodide.mjs",
     "pyodide.asm.mjs",
     "pyodide.asm.wasm",
-    "python_stdlib.zip",
+    # python_stdlib.zip: derived, with bytecode (see add_bytecode).
     "pyodide.js.map",
     "pyodide.mjs.map",
     # Keeps pyodide.js CommonJS for Node even below a "type": "module" folder.
@@ -378,23 +395,43 @@ def record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def compile_with_pyodide(
-    dist: Path, wheel: Path, lock_file: Path, *, verbose: bool
-) -> dict[str, bytes]:
-    """Compile the wheel's browser-runtime modules with Pyodide (in Node, from ``dist``).
+def _read_pycs(base: Path, names: Iterable[str], magic: bytes, *, what: str) -> dict[str, bytes]:
+    """``{name: bytes}`` of the pycs under ``base``; each must be unchecked-hash of ``magic``."""
+    pycs: dict[str, bytes] = {}
+    for name in sorted(names):
+        data = (base / name).read_bytes()
+        flags = int.from_bytes(data[4:8], "little")
+        if len(data) < 16 or data[:4] != magic or flags != PYC_FLAGS_UNCHECKED_HASH:
+            raise BuildError(
+                f"{what}: {name} is not an unchecked-hash pyc of magic {magic.hex()} "
+                f"(magic {data[:4].hex()}, flags {flags:#b})"
+            )
+        pycs[name] = data
+    return pycs
 
+
+def compile_with_pyodide(
+    dist: Path, wheel: Path, lock_file: Path, stdlib_zip: Path, *, verbose: bool
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Compile the wheel's browser-runtime modules and the stdlib modules a boot loads.
+
+    Pyodide runs in Node from ``dist`` with ``stdLibURL`` = ``stdlib_zip``,
+    which must be the npm package's original, source-only zip.
     ``lock_file`` is any valid Pyodide lock file (the npm package's: the
     dist's own is written later); nothing is loaded from it.
 
-    The helper (``scripts/pyodide_compile.mjs``) imports
-    :data:`BROWSER_ROOT_MODULE` from the unpacked wheel and compiles the
-    project modules that import loaded; it reports them (``modules``) and the
-    pycs it wrote (``files``).  Returns ``{pyc path inside the wheel: bytes}``,
-    one unchecked-hash pyc per reported module.  Raises BuildError when
-    ``node`` is missing, the helper fails or times out, the reported modules
-    are empty, lack :data:`BROWSER_ROOT_FILE` or name a file that is not a
-    module of the wheel, the pycs written are not exactly those of the
-    reported modules, or a pyc lacks the expected tag, magic and flags.
+    The helper (``scripts/pyodide_compile.mjs``) installs the wheel and
+    imports :data:`BROWSER_ROOT_MODULE` as the JS facade does, then compiles
+    the project modules and the stdlib modules (from ``stdlib_zip``) that
+    were loaded; it reports them (``modules``, ``stdlib.modules``) and the
+    pycs it wrote (``files``, ``stdlib.files``).  Returns ``({pyc path inside
+    the wheel: bytes}, {pyc path inside the stdlib zip: bytes})``.  Raises
+    BuildError when ``node`` is missing, the helper fails or times out, the
+    reported modules are empty, lack :data:`BROWSER_ROOT_FILE` or name a file
+    that is not a module of the wheel / a ``.py`` of the zip, the helper did
+    not boot from ``stdlib_zip`` (sha256), the pycs written are not exactly
+    those of the reported modules, or a pyc lacks the expected tag, magic and
+    flags.
     """
     node = shutil.which("node")
     if node is None:
@@ -403,9 +440,19 @@ def compile_with_pyodide(
         )
     with zipfile.ZipFile(wheel) as zf:
         modules_in_wheel = set(wheel_modules(zf.namelist()))
-    what = f"precompiling {wheel.name} with Pyodide in Node"
+    with zipfile.ZipFile(stdlib_zip) as zf:
+        stdlib_names = set(zf.namelist())
+    what = f"precompiling {wheel.name} and {stdlib_zip.name} with Pyodide in Node"
     with tempfile.TemporaryDirectory(prefix="nimbus-pyc-") as tmp:
-        cmd = [node, str(COMPILE_HELPER), str(dist), str(wheel), tmp, str(lock_file)]
+        cmd = [
+            node,
+            str(COMPILE_HELPER),
+            str(dist),
+            str(wheel),
+            tmp,
+            str(lock_file),
+            str(stdlib_zip),
+        ]
         try:
             proc = subprocess.run(
                 cmd,
@@ -462,23 +509,118 @@ def compile_with_pyodide(
                 f"{what}: missing pyc {sorted(expected - got)}, unexpected {sorted(got - expected)}"
             )
         magic = bytes.fromhex(str(report.get("magic", "")))
-        pycs: dict[str, bytes] = {}
-        for name in sorted(expected):
-            data = (Path(tmp) / name).read_bytes()
-            flags = int.from_bytes(data[4:8], "little")
-            if len(data) < 16 or data[:4] != magic or flags != PYC_FLAGS_UNCHECKED_HASH:
-                raise BuildError(
-                    f"{what}: {name} is not an unchecked-hash pyc of magic {magic.hex()} "
-                    f"(magic {data[:4].hex()}, flags {flags:#b})"
-                )
-            pycs[name] = data
+        if len(magic) != 4 or not magic.endswith(b"\r\n"):
+            raise BuildError(f"{what}: implausible magic number {magic.hex()!r}")
+        pycs = _read_pycs(Path(tmp) / "wheel", expected, magic, what=what)
+
+        std = report.get("stdlib")
+        if not isinstance(std, dict):
+            raise BuildError(f"{what}: {COMPILE_HELPER.name} reported no stdlib result")
+        if std.get("sha256") != sha256_file(stdlib_zip):
+            raise BuildError(
+                f"{what}: Pyodide booted from a stdlib zip with sha256 {std.get('sha256')}, "
+                f"not {stdlib_zip} (the original, source-only zip)"
+            )
+        std_modules = std.get("modules")
+        if not isinstance(std_modules, dict) or not std_modules:
+            raise BuildError(f"{what}: no stdlib module reported as loaded ({std_modules!r})")
+        std_sources = {str(src) for src in std_modules.values()}
+        not_in_zip = sorted(
+            s for s in std_sources if not s.endswith(".py") or s not in stdlib_names
+        )
+        if not_in_zip:
+            raise BuildError(f"{what}: reported stdlib modules not in {stdlib_zip}: {not_in_zip}")
+        std_expected = {stdlib_pyc_name(src) for src in std_sources}
+        std_got = set(std.get("files", []))
+        if std_got != std_expected:
+            raise BuildError(
+                f"{what}: stdlib pyc missing {sorted(std_expected - std_got)}, "
+                f"unexpected {sorted(std_got - std_expected)}"
+            )
+        stdlib_pycs = _read_pycs(Path(tmp) / "stdlib", std_expected, magic, what=what)
     log(
         f"compiled the {len(pycs)} module(s) of {wheel.name} that {BROWSER_ROOT_MODULE} imports "
-        f"(of {len(modules_in_wheel)}) with Pyodide {report.get('pyodide')} "
-        f"(Python {report.get('python')})",
+        f"(of {len(modules_in_wheel)}) and the {len(stdlib_pycs)} stdlib module(s) loaded "
+        f"with Pyodide {report.get('pyodide')} (Python {report.get('python')})",
         verbose=verbose,
     )
-    return pycs
+    return pycs, stdlib_pycs
+
+
+def stdlib_pyc_name(module: str) -> str:
+    """The legacy-location pyc zipimport tries before ``module`` (``X.py`` -> ``X.pyc``)."""
+    if not module.endswith(".py"):
+        raise BuildError(f"not a Python source: {module}")
+    return module[: -len(".py")] + ".pyc"
+
+
+def write_stdlib_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> bytes:
+    """The bytes of ``src`` (a stdlib zip) with each ``X.pyc`` of ``pycs`` added after ``X.py``.
+
+    Every entry of ``src`` is kept (name, contents, time stamp, compression,
+    attributes, order); an added pyc takes its source entry's time stamp and
+    attributes and is deflated, so equal inputs give equal bytes.  The result
+    is checked with :func:`check_stdlib_zip`; ``dst`` is only named in errors.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(src) as zin:
+        infos = zin.infolist()
+        names = {i.filename for i in infos}
+        orphans = sorted(n for n in pycs if n[: -len(".pyc")] + ".py" not in names)
+        if orphans:
+            raise BuildError(f"{dst.name}: pyc files without a .py in {src}: {orphans}")
+        with zipfile.ZipFile(buf, "w") as zout:
+            for info in infos:
+                zout.writestr(_zip_entry(info.filename, info), zin.read(info))
+                if info.filename.endswith(".py"):
+                    pyc = stdlib_pyc_name(info.filename)
+                    if pyc in pycs:
+                        entry = _zip_entry(pyc, info)
+                        entry.compress_type = zipfile.ZIP_DEFLATED
+                        zout.writestr(entry, pycs[pyc])
+    data = buf.getvalue()
+    magics = {pyc[:4] for pyc in pycs.values()}
+    if len(magics) != 1:
+        raise BuildError(f"{dst.name}: pycs of {len(magics)} different magic numbers")
+    check_stdlib_zip(src, data, magic=magics.pop(), what=str(dst))
+    return data
+
+
+def check_stdlib_zip(original: Path, data: bytes, *, magic: bytes, what: str) -> int:
+    """Check a derived stdlib zip against ``original``; returns the number of pycs added.
+
+    Every entry of ``original`` must be present with the same contents, and
+    every other entry must be an ``X.pyc`` next to an ``X.py`` of the
+    original, unchecked-hash with ``magic``.  Raises BuildError otherwise.
+    """
+    problems: list[str] = []
+    with zipfile.ZipFile(original) as zo, zipfile.ZipFile(io.BytesIO(data)) as zn:
+        if zn.testzip() is not None:
+            raise BuildError(f"{what}: corrupt entry {zn.testzip()}")
+        new_names = zn.namelist()
+        if len(new_names) != len(set(new_names)):
+            problems.append("duplicate entries")
+        new = set(new_names)
+        old = set(zo.namelist())
+        problems += [f"{n}: missing" for n in sorted(old - new)]
+        problems += [f"{n}: changed" for n in sorted(old & new) if zo.read(n) != zn.read(n)]
+        added = sorted(new - old)
+        for name in added:
+            if not name.endswith(".pyc") or name[: -len(".pyc")] + ".py" not in old:
+                problems.append(f"{name}: added, but not a .pyc next to a .py of the original")
+                continue
+            header = zn.read(name)[:16]
+            flags = int.from_bytes(header[4:8], "little")
+            if len(header) < 16 or header[:4] != magic or flags != PYC_FLAGS_UNCHECKED_HASH:
+                problems.append(
+                    f"{name}: magic {header[:4].hex()}, flags {flags:#b} "
+                    f"(expected {magic.hex()}, unchecked hash {PYC_FLAGS_UNCHECKED_HASH:#b})"
+                )
+    if problems:
+        raise BuildError(
+            f"{what} is not {original} plus bytecode:\n  " + "\n  ".join(problems[:20])
+        )
+    return len(added)
 
 
 def _zip_entry(name: str, like: zipfile.ZipInfo) -> zipfile.ZipInfo:
@@ -544,10 +686,11 @@ def write_wheel_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> N
     os.replace(tmp, dst)
 
 
-def bytecode_key(project_wheel: Path, dist: Path) -> str:
-    """Digest of what the dist wheel is derived from.
+def bytecode_key(project_wheel: Path, stdlib_zip: Path, dist: Path) -> str:
+    """Digest of what the dist wheel and the dist stdlib zip are derived from.
 
-    The pure wheel, the Pyodide version, the helper and the compile rule
+    The pure wheel (so also the set of modules it imports), the original
+    stdlib zip, the Pyodide version, the helper and the compile rule
     (:data:`BYTECODE_FORMAT`, :data:`BROWSER_ROOT_MODULE`).
     """
     pyodide_version = json.loads((dist / "package.json").read_text(encoding="utf-8"))["version"]
@@ -557,6 +700,7 @@ def bytecode_key(project_wheel: Path, dist: Path) -> str:
         BROWSER_ROOT_MODULE,
         project_wheel.name,
         sha256_file(project_wheel),
+        sha256_file(stdlib_zip),
         str(pyodide_version),
         sha256_file(COMPILE_HELPER),
     ):
@@ -564,15 +708,20 @@ def bytecode_key(project_wheel: Path, dist: Path) -> str:
     return h.hexdigest()
 
 
-def add_project_wheel(project_wheel: Path, dist: Path, lock_file: Path, *, verbose: bool) -> bool:
-    """Put the project wheel into ``dist``, with bytecode for its browser modules; True if changed.
+def add_bytecode(
+    project_wheel: Path, stdlib_zip: Path, dist: Path, lock_file: Path, *, verbose: bool
+) -> int:
+    """Put the project wheel and ``python_stdlib.zip``, both with bytecode, into ``dist``.
 
-    Nothing is compiled (Node is not even started) when the stamp records the
-    same :func:`bytecode_key` and the dist wheel still has the sha256 written
-    with it; otherwise the wheel is recompiled and rewritten, and any failure
-    raises BuildError (a dist wheel without bytecode is never shipped).
+    ``stdlib_zip`` is the npm package's original (source-only) zip.  Returns
+    the number of files changed.  Nothing is compiled (Node is not even
+    started) when the stamp records the same :func:`bytecode_key` and both
+    dist files still have the sha256 written with it; otherwise both are
+    recompiled in one Node run and rewritten if their bytes differ, and any
+    failure raises BuildError (no file without bytecode is ever shipped).
     """
     target = dist / project_wheel.name
+    target_stdlib = dist / STDLIB_ZIP
     stamp = dist / BYTECODE_STAMP
     with zipfile.ZipFile(project_wheel) as zf:
         if any(n.endswith(".pyc") for n in zf.namelist()):
@@ -580,16 +729,39 @@ def add_project_wheel(project_wheel: Path, dist: Path, lock_file: Path, *, verbo
                 f"{project_wheel} already contains bytecode; pass the pure wheel "
                 f"(build/wheel/, --build-wheel), not a dist folder's copy"
             )
-    key = bytecode_key(project_wheel, dist)
-    if target.is_file() and stamp.is_file():
-        if stamp.read_text(encoding="utf-8").split() == [key, sha256_file(target)]:
-            log(f"project wheel with bytecode up to date: {target.name}", verbose=verbose)
-            return False
-    pycs = compile_with_pyodide(dist, project_wheel, lock_file, verbose=verbose)
+    with zipfile.ZipFile(stdlib_zip) as zf:
+        if any(n.endswith(".pyc") for n in zf.namelist()):
+            raise BuildError(
+                f"{stdlib_zip} already contains bytecode; pass the npm package's original zip"
+            )
+    key = bytecode_key(project_wheel, stdlib_zip, dist)
+    if target.is_file() and target_stdlib.is_file() and stamp.is_file():
+        recorded = stamp.read_text(encoding="utf-8").split()
+        if recorded == [key, sha256_file(target), sha256_file(target_stdlib)]:
+            log(f"{target.name} and {STDLIB_ZIP} with bytecode up to date", verbose=verbose)
+            return 0
+    pycs, stdlib_pycs = compile_with_pyodide(
+        dist, project_wheel, lock_file, stdlib_zip, verbose=verbose
+    )
+    changed = 0
+    old_wheel = sha256_file(target) if target.is_file() else None
     write_wheel_with_bytecode(project_wheel, target, pycs)
-    write_if_changed(stamp, f"{key} {sha256_file(target)}\n")
-    log(f"wrote {target.name} with {len(pycs)} pyc file(s) into {dist}", verbose=verbose)
-    return True
+    changed += sha256_file(target) != old_wheel
+    data = write_stdlib_with_bytecode(stdlib_zip, target_stdlib, stdlib_pycs)
+    if not target_stdlib.is_file() or target_stdlib.read_bytes() != data:
+        # A new file, never written in place: the old one may be a hard link
+        # (build/site) or even the npm package's own file.
+        tmp = target_stdlib.with_name(target_stdlib.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target_stdlib)
+        changed += 1
+    write_if_changed(stamp, f"{key} {sha256_file(target)} {sha256_file(target_stdlib)}\n")
+    log(
+        f"wrote {target.name} with {len(pycs)} pyc file(s) and {STDLIB_ZIP} "
+        f"({stdlib_zip.stat().st_size} -> {len(data)} bytes) with {len(stdlib_pycs)} into {dist}",
+        verbose=verbose,
+    )
+    return changed
 
 
 # --------------------------------------------------------------------------
@@ -616,6 +788,8 @@ def assemble(
     dist.mkdir(parents=True, exist_ok=True)
 
     changed = 0
+    if not (src / STDLIB_ZIP).is_file():
+        raise BuildError(f"{src / STDLIB_ZIP} missing from the npm package")
     for name in CORE_FILES:
         if not (src / name).is_file():
             if name in OPTIONAL_CORE_FILES:
@@ -649,7 +823,9 @@ def assemble(
         raise BuildError(f"project wheel {project_wheel} not found; build it with --build-wheel")
     if not is_pure_wheel(project_wheel.name):
         raise BuildError(f"{project_wheel.name} is not py3-none-any")
-    changed += add_project_wheel(project_wheel, dist, src / "pyodide-lock.json", verbose=verbose)
+    changed += add_bytecode(
+        project_wheel, src / STDLIB_ZIP, dist, src / "pyodide-lock.json", verbose=verbose
+    )
     _, project_version = wheel_name_version(project_wheel.name)
     new_packages[PROJECT_LOCK_NAME] = {
         "name": PROJECT_LOCK_NAME,
@@ -666,6 +842,8 @@ def assemble(
     keep_files.add(project_wheel.name)
     with zipfile.ZipFile(dist / project_wheel.name) as zf:
         project_pycs = sum(n.endswith(f".{PYC_TAG}.pyc") for n in zf.namelist())
+    with zipfile.ZipFile(dist / STDLIB_ZIP) as zf:
+        stdlib_pycs = sum(n.endswith(".pyc") for n in zf.namelist())
 
     # Drop wheels left over from earlier versions.
     for stale in dist.glob("*.whl"):
@@ -686,6 +864,8 @@ def assemble(
         "project_wheel": project_wheel.name,
         "project_integrity": integrity(str(new_packages[PROJECT_LOCK_NAME]["sha256"])),
         "project_pyc_files": project_pycs,
+        "stdlib_pyc_files": stdlib_pycs,
+        "stdlib_zip_bytes": (dist / STDLIB_ZIP).stat().st_size,
         "changed_files": changed,
     }
     return summary
