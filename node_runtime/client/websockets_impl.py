@@ -48,10 +48,10 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State as _WsState
 
 from ...core.profiles import DEFAULT_MAX_FRAME
+from ..ws_push import PushMessages
 from .whatwg import (
     CLOSED,
     CLOSING,
@@ -389,38 +389,8 @@ class WebsocketsImpl:
             conn.transport.abort()
 
 
-class _PushConnection(ClientConnection):
-    """A ``websockets`` client connection that hands each complete message to
-    ``push`` as soon as its frame is parsed, as a browser's ``onmessage`` does,
-    instead of queueing it for a reader task: one task switch less per message.
-
-    Fragmented messages (which nimbus servers do not send) make it fall back,
-    for good, to the library's queue -- so message order is kept either way.
-    """
-
-    push: Any = None
-    _queued = False
-
-    def process_event(self, event: Any) -> None:
-        push = self.push
-        if push is not None and not self._queued and isinstance(event, Frame):
-            op = event.opcode
-            if op is Opcode.BINARY or op is Opcode.TEXT:
-                if event.fin:
-                    if op is Opcode.BINARY:
-                        push(bytes(event.data))
-                        return
-                    try:
-                        text = bytes(event.data).decode()
-                    except UnicodeDecodeError:
-                        self.protocol.fail(1007, "invalid UTF-8 in a text message")
-                        return
-                    push(text)
-                    return
-                self._queued = True
-            elif op is Opcode.CONT:
-                self._queued = True
-        super().process_event(event)
+class _PushConnection(PushMessages, ClientConnection):
+    """A ``websockets`` client connection with push delivery (:mod:`..ws_push`)."""
 
 
 def _ext_name(ext: Any) -> str:

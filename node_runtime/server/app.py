@@ -54,6 +54,7 @@ from ...core.events import (
 from ...core.messages import Stream
 from ...core.profiles import available_profiles, get_profile
 from ...core.server import ServerConfig, ServerConnection, ServerSession, SessionRegistry
+from ..ws_push import PushMessages
 from .backend import Backend, BackendError, LocalProcessBackend
 from .metrics import Metrics
 from .policy import AuthHook, AuthPolicy, OriginPolicy, TargetPolicy, is_loopback
@@ -111,6 +112,10 @@ class ServerOptions:
     #: seconds; past that, resume attempts from that IP are refused with 4004.
     resume_failure_limit: int = 20
     resume_failure_window: float = 60.0
+
+
+class _PushWsConnection(PushMessages, WsConnection):
+    """The server's ``websockets`` connection with push delivery (:mod:`..ws_push`)."""
 
 
 class _Sink:
@@ -176,11 +181,14 @@ class _Conn:
             m.connections_total.inc()
         log.info("connect", extra={"event": "connect", "peer": self.peer, "subprotocol": self.ws.subprotocol})
         writer = asyncio.create_task(self._write_loop())
+        ws = self.ws
+        if isinstance(ws, PushMessages):
+            ws.push = self._receive  # each message handled as its frame is parsed
         try:
-            async for msg in self.ws:  # keeps reading (and discarding) after a close
-                self.core.receive_frame(msg, time.time())
-                self.process()
-                self.flush()
+            # Waits for the close; carries messages only if the push fell back
+            # (fragmented messages). Keeps reading (and discarding) after a close.
+            async for msg in ws:
+                self._receive(msg)
         except ConnectionClosed:
             pass
         finally:
@@ -201,6 +209,17 @@ class _Conn:
             if m:
                 m.connections.dec()
                 m.closes.labels(str(final)).inc()
+
+    def _receive(self, msg: str | bytes) -> None:
+        try:
+            self.core.receive_frame(msg, time.time())
+            self.process()
+            self.flush()
+        except Exception:  # a bug, not bad input (the core closes for that): 1011, as websockets would
+            log.exception("message handling failed", extra={"event": "internal_error", "peer": self.peer})
+            with contextlib.suppress(Exception):
+                self.ws.protocol.fail(1011, "internal error")
+                self.ws.send_data()
 
     def flush(self) -> None:
         """Write what the core queued now, without a task switch (the writer task
@@ -383,6 +402,7 @@ class Server:
             subprotocols=subprotocols,  # type: ignore[arg-type]
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,
+            create_connection=_PushWsConnection,
             max_size=opts.config.max_frame,
             ping_interval=None,
             close_timeout=5,
