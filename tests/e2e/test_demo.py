@@ -329,7 +329,7 @@ def test_ctrl_c_under_flood(open_demo: Callable[..., Demo], served: Served, shot
     print(f"\nCtrl-C: prompt after {took:.2f} s, {drained / MiB:.2f} MiB drained meanwhile")
     shots(demo.page, "ctrl-c")
     # What is in flight must still be rendered: the client's window, plus (SSH)
-    # the SSH channel window -- 256 KiB (ssh_backend.SSH_WINDOW), not asyncssh's
+    # the SSH channel window -- 128 KiB (ssh_backend.SSH_WINDOW), not asyncssh's
     # 2 MiB default, which took 1.2-3.5 s here.
     assert took < 1.0, f"prompt came back after {took:.2f} s"
     demo.run("echo alive-$((2*50))", r"^alive-100$")
