@@ -31,21 +31,16 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DIST = Path(os.environ.get("NIMBUS_PYODIDE_DIST", ROOT / "build" / "pyodide-dist"))
-PROJECT_PACKAGE = "nimbus-websocket"
+from .dist_node import DIST, NODE_TIMEOUT_SECONDS, PROJECT_PACKAGE, UNCHECKED_HASH, run_report
+
 PACKAGE = "nimbus_websocket"
 PYC_TAG = "cpython-314"
-UNCHECKED_HASH = 0b01
-NODE_TIMEOUT_SECONDS = 150
 BRIDGE_FILE = f"{PACKAGE}/web_runtime/bridge.py"
 # Never imported by the browser runtime: bytecode for them is dead weight.
 HOST_ONLY_MODULES = (
@@ -59,45 +54,6 @@ HOST_ONLY_MODULES = (
 )
 
 pytestmark = pytest.mark.timeout(NODE_TIMEOUT_SECONDS + 30)
-
-# Boots Pyodide from the dist folder, installs the wheel by path, runs
-# before.py, imports the bridge, prints the value of report.py as one JSON line.
-NODE_SCRIPT = r"""
-import { readFileSync } from "node:fs";
-import path from "node:path";
-import { pathToFileURL } from "node:url";
-
-const [dist, wheel, before, report] = process.argv.slice(2);
-const { loadPyodide } = await import(pathToFileURL(path.join(dist, "pyodide.mjs")).href);
-const toStderr = (line) => process.stderr.write(`${line}\n`);
-const pyodide = await loadPyodide({ indexURL: dist + path.sep, stdout: toStderr, stderr: toStderr });
-const errors = [];
-await pyodide.loadPackage(path.resolve(wheel), {
-  messageCallback: () => {},
-  errorCallback: (m) => errors.push(m),
-});
-if (errors.length) throw new Error(`loadPackage(${wheel}): ${errors.join("; ")}`);
-pyodide.runPython(readFileSync(before, "utf8"));
-pyodide.pyimport("nimbus_websocket.web_runtime.bridge");
-process.stdout.write(`${pyodide.runPython(readFileSync(report, "utf8"))}\n`);
-"""
-
-# Records every compile() of a source file (importlib compiles a module's
-# source with the builtin compile(), which raises the "compile" audit event;
-# a module loaded from its pyc is unmarshalled instead).
-BEFORE_PY = """
-import sys
-
-compiled_files = []
-
-
-def _audit(event, args):
-    if event == "compile" and len(args) > 1:
-        compiled_files.append(str(args[1]))
-
-
-sys.addaudithook(_audit)
-"""
 
 REPORT_PY = """
 import hashlib
@@ -238,26 +194,7 @@ def test_lock_sha256_is_the_file_hash(lock_entry: dict[str, Any], dist_wheel: Pa
 
 @pytest.fixture(scope="module")
 def pyodide_report(dist_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node not found")
-    tmp = tmp_path_factory.mktemp("dist-bytecode")
-    script, before, report = tmp / "check.mjs", tmp / "before.py", tmp / "report.py"
-    script.write_text(NODE_SCRIPT, encoding="utf-8")
-    before.write_text(BEFORE_PY, encoding="utf-8")
-    report.write_text(REPORT_PY, encoding="utf-8")
-    proc = subprocess.run(
-        [node, str(script), str(DIST), str(dist_wheel), str(before), str(report)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=NODE_TIMEOUT_SECONDS,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr[-4000:]
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    return run_report(tmp_path_factory.mktemp("dist-bytecode"), REPORT_PY, wheel=dist_wheel)
 
 
 def test_pyodide_imports_the_bridge_from_the_wheels_bytecode(

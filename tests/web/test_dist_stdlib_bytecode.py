@@ -27,71 +27,19 @@ Skipped when ``node``, the dist folder or ``node_modules/pyodide`` is missing
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DIST = Path(os.environ.get("NIMBUS_PYODIDE_DIST", ROOT / "build" / "pyodide-dist"))
+from .dist_node import DIST, NODE_TIMEOUT_SECONDS, ROOT, UNCHECKED_HASH, run_report
+
 ORIGINAL_ZIP = ROOT / "node_modules" / "pyodide" / "python_stdlib.zip"
 STDLIB_ZIP = "python_stdlib.zip"
 ZIP_PREFIX = "/lib/python314.zip/"
-PROJECT_PACKAGE = "nimbus-websocket"
-UNCHECKED_HASH = 0b01
-NODE_TIMEOUT_SECONDS = 150
 
 pytestmark = pytest.mark.timeout(2 * NODE_TIMEOUT_SECONDS + 30)
-
-# Boots Pyodide from the dist folder (stdLibURL if given), installs an audit
-# hook, installs the wheel by path, imports the bridge, prints the value of
-# report.py as one JSON line.
-NODE_SCRIPT = r"""
-import { readFileSync } from "node:fs";
-import path from "node:path";
-import { pathToFileURL } from "node:url";
-
-const [dist, wheel, stdLibURL, before, report] = process.argv.slice(2);
-const { loadPyodide } = await import(pathToFileURL(path.join(dist, "pyodide.mjs")).href);
-const toStderr = (line) => process.stderr.write(`${line}\n`);
-const pyodide = await loadPyodide({
-  indexURL: dist + path.sep,
-  ...(stdLibURL ? { stdLibURL } : {}),
-  stdout: toStderr,
-  stderr: toStderr,
-});
-pyodide.runPython(readFileSync(before, "utf8"));
-const errors = [];
-await pyodide.loadPackage(path.resolve(wheel), {
-  messageCallback: () => {},
-  errorCallback: (m) => errors.push(m),
-});
-if (errors.length) throw new Error(`loadPackage(${wheel}): ${errors.join("; ")}`);
-pyodide.pyimport("nimbus_websocket.web_runtime.bridge");
-process.stdout.write(`${pyodide.runPython(readFileSync(report, "utf8"))}\n`);
-"""
-
-# Installed as early as the JS API allows (right after loadPyodide): records
-# every compile() of a source file (zipimport compiles a .py with the builtin
-# compile(), which raises the "compile" audit event; a .pyc is unmarshalled).
-BEFORE_PY = """
-import sys
-
-compiled_files = []
-
-
-def _audit(event, args):
-    if event == "compile" and len(args) > 1:
-        compiled_files.append(str(args[1]))
-
-
-sys.addaudithook(_audit)
-"""
 
 REPORT_PY = """
 import sys
@@ -169,40 +117,16 @@ def test_zip_is_the_original_plus_pyc_next_to_sources() -> None:
     assert len(magics) == 1 and next(iter(magics)).endswith(b"\r\n"), magics
 
 
-def _run_node(tmp: Path, stdlib_url: str) -> dict[str, Any]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node not found")
-    packages = json.loads((DIST / "pyodide-lock.json").read_text(encoding="utf-8"))["packages"]
-    wheel = DIST / str(packages[PROJECT_PACKAGE]["file_name"])
-    script, before, report = tmp / "check.mjs", tmp / "before.py", tmp / "report.py"
-    script.write_text(NODE_SCRIPT, encoding="utf-8")
-    before.write_text(BEFORE_PY, encoding="utf-8")
-    report.write_text(REPORT_PY, encoding="utf-8")
-    proc = subprocess.run(
-        [node, str(script), str(DIST), str(wheel), stdlib_url, str(before), str(report)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=NODE_TIMEOUT_SECONDS,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr[-4000:]
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
 @pytest.fixture(scope="module")
 def dist_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     _dist_zip()
-    return _run_node(tmp_path_factory.mktemp("stdlib-dist"), "")
+    return run_report(tmp_path_factory.mktemp("stdlib-dist"), REPORT_PY)
 
 
 @pytest.fixture(scope="module")
 def original_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     _dist_zip()
-    return _run_node(tmp_path_factory.mktemp("stdlib-original"), str(_original_zip()))
+    return run_report(tmp_path_factory.mktemp("stdlib-original"), REPORT_PY, stdlib_url=str(_original_zip()))
 
 
 def _from_source(report: dict[str, Any]) -> list[str]:
