@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from client_util import TARGET, rss_bytes, wait_for
 from nimbus_websocket.node_runtime import Channel, WebsocketsImpl, connect
-from nimbus_websocket.node_runtime.server import Server, ServerOptions
+from nimbus_websocket.node_runtime.server import Server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -21,20 +21,9 @@ TERM = {"cols": 100, "rows": 30, "env": {"TERM": "xterm-256color"}}
 
 
 @pytest.fixture
-async def reference() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
-    """Start reference servers on 127.0.0.1:0; all stopped at the end."""
-    servers: list[Server] = []
-
-    async def make(**kw: Any) -> Server:
-        kw.setdefault("port", 0)
-        srv = Server(ServerOptions(**kw))
-        await srv.start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        await srv.stop()
+def reference(make_server: Callable[..., Awaitable[Server]]) -> Callable[..., Awaitable[Server]]:
+    """Reference servers on 127.0.0.1:0 (tests/conftest.py ``make_server``)."""
+    return make_server
 
 
 class Output:

@@ -19,27 +19,20 @@ from typing import Any
 
 import pytest
 from kithelpers import EXAMPLE_SERVER, SHELL, stderr_text
-from nimbus_websocket.node_runtime.server import Server, ServerOptions
+from nimbus_websocket.node_runtime.server import Server
 
 
 @pytest.fixture
-async def reference() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
-    """Start reference servers (PTY backend, 127.0.0.1:0); all stopped at the end."""
-    servers: list[Server] = []
+def reference(make_server: Callable[..., Awaitable[Server]]) -> Callable[..., Awaitable[Server]]:
+    """Reference servers (PTY backend, 127.0.0.1:0; tests/conftest.py ``make_server``)."""
 
     async def make(**kw: Any) -> Server:
-        kw.setdefault("port", 0)
         kw.setdefault("backend", "pty")
         kw.setdefault("pty_command", f"exec {SHELL}")
         kw.setdefault("allow_targets", ("127.0.0.1:*", "localhost:*"))
-        srv = Server(ServerOptions(**kw))
-        await srv.start()
-        servers.append(srv)
-        return srv
+        return await make_server(**kw)
 
-    yield make
-    for srv in servers:
-        await srv.stop()
+    return make
 
 
 @pytest.fixture
