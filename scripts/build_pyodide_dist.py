@@ -89,7 +89,17 @@ BYTECODE_STAMP = ".project-wheel.sha256"
 # Bump when the way the dist wheel is derived changes (forces a recompile).
 # 2: bytecode only for the modules importing BROWSER_ROOT_MODULE loads.
 # 3: plus unchecked-hash .pyc in python_stdlib.zip for the stdlib modules loaded.
-BYTECODE_FORMAT = "3"
+# 4: without the host-only modules (HOST_ONLY_PREFIXES): the browser wheel is client only.
+BYTECODE_FORMAT = "4"
+# Files of the pip wheel that the browser's dist wheel leaves out: the server,
+# the CLI, the conformance kit and the CPython socket (node_runtime), the
+# console-script entry point.  Nothing the browser runtime imports lives there
+# (tests/test_layers.py: web_runtime never imports node_runtime).
+HOST_ONLY_PREFIXES = (
+    f"{PROJECT_IMPORT_NAME}/node_runtime/",
+    f"{PROJECT_IMPORT_NAME}/__main__.py",
+)
+HOST_ONLY_SUFFIXES = (".dist-info/entry_points.txt",)
 STDLIB_ZIP = "python_stdlib.zip"
 # What the JS facade imports (web_runtime/js/nimbus.mjs); scripts/pyodide_compile.mjs
 # compiles exactly the project modules this import loads in Pyodide.
@@ -631,8 +641,16 @@ def _zip_entry(name: str, like: zipfile.ZipInfo) -> zipfile.ZipInfo:
     return info
 
 
+def host_only(name: str) -> bool:
+    """Whether wheel entry ``name`` stays out of the browser's dist wheel (:data:`HOST_ONLY_PREFIXES`)."""
+    return name.startswith(HOST_ONLY_PREFIXES) or name.endswith(HOST_ONLY_SUFFIXES)
+
+
 def write_wheel_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> None:
-    """Write ``dst``: every file of ``src``, each module in ``pycs`` followed by its pyc.
+    """Write ``dst``: every browser file of ``src``, each module in ``pycs`` followed by its pyc.
+
+    Host-only files (:func:`host_only`: server, CLI, kit) are left out, with
+    their ``RECORD`` lines.
 
     ``pycs`` maps pyc paths (:func:`pyc_name`) to bytes; modules without an
     entry get none, and a pyc whose module is not in ``src`` is an error.
@@ -642,7 +660,7 @@ def write_wheel_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> N
     Written to a temporary file first, then renamed over ``dst``.
     """
     with zipfile.ZipFile(src) as zin:
-        infos = zin.infolist()
+        infos = [i for i in zin.infolist() if not host_only(i.filename)]
         modules = wheel_modules(i.filename for i in infos)
         pyc_of = {m: pyc_name(m) for m in modules if pyc_name(m) in pycs}
         if set(pyc_of.values()) != set(pycs):
@@ -658,8 +676,10 @@ def write_wheel_with_bytecode(src: Path, dst: Path, pycs: dict[str, bytes]) -> N
         lines: list[str] = []
         recorded: set[str] = set()
         for line in record_text.splitlines():
-            lines.append(line)
             path = next(csv.reader([line]))[0] if line.strip() else ""
+            if path and host_only(path):
+                continue
+            lines.append(line)
             if path in pyc_of:
                 pyc = pyc_of[path]
                 lines.append(f"{pyc},{record_hash(pycs[pyc])},{len(pycs[pyc])}")

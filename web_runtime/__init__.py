@@ -10,8 +10,8 @@ From Python inside Pyodide (a page, or Node through the shim)::
                                  {"cols": 80, "rows": 24},
                                  on={"data": lambda b: ...})
 
-The :class:`~nimbus_websocket.node_runtime.client.Connection` /
-:class:`~nimbus_websocket.node_runtime.client.Channel` API is the CPython
+The :class:`~nimbus_websocket.core.aio.Connection` /
+:class:`~nimbus_websocket.core.aio.Channel` API is the CPython
 client's (the same connection layer); the web runtime adds
 :class:`~.socket.BrowserWebSocket` (the JavaScript socket as a WHATWG-shaped
 one), :class:`~.storage.SessionStorageStore` (resume across reloads),
@@ -37,7 +37,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..node_runtime.client.connection import (
+    from ..core.aio.connection import (
         Channel,
         ChannelError,
         ChannelOpenError,
@@ -71,7 +71,7 @@ _WHERE = {
     "SessionStorageStore": ".storage",
     "PageLifecycle": ".lifecycle",
     **{
-        n: "..node_runtime.client.connection"
+        n: "..core.aio.connection"
         for n in (
             "Channel",
             "ChannelError",

@@ -38,9 +38,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..core.errors import CloseError
-from ..core.events import ChannelExit, Diagnostic, PolicyEvent, StateChanged
-from ..node_runtime.client.connection import (
+from ..core.aio.connection import (
     Channel,
     ChannelError,
     ChannelOpenError,
@@ -48,6 +46,8 @@ from ..node_runtime.client.connection import (
     ResumeOptions,
     RetryOptions,
 )
+from ..core.errors import CloseError
+from ..core.events import ChannelExit, Diagnostic, PolicyEvent, StateChanged
 from . import _ffi
 from .connection import WebConnection, connect
 

@@ -1,14 +1,14 @@
 """The browser client: :func:`connect` and :class:`WebConnection` (Pyodide, over the JS ``WebSocket``).
 
-Same options and the same :class:`~nimbus_websocket.node_runtime.client.Connection`
-/ :class:`~nimbus_websocket.node_runtime.client.Channel` API as the CPython
+Same options and the same :class:`~nimbus_websocket.core.aio.Connection`
+/ :class:`~nimbus_websocket.core.aio.Channel` API as the CPython
 client -- it *is* that connection layer, fed with a
 :class:`~.socket.BrowserWebSocket` -- plus what only a page has:
 
 * resume state in ``sessionStorage`` by default (TTL 60 s), so a reload
   within the TTL resumes the same channels from the exact byte
   (:mod:`.storage`; the channels come back in
-  :attr:`~nimbus_websocket.node_runtime.client.Connection.resumed_channels`
+  :attr:`~nimbus_websocket.core.aio.Connection.resumed_channels`
   and as ``channel`` events);
 * page lifecycle (:mod:`.lifecycle`): pause reasons ``visibility`` and
   ``offline``, verification of a suspect connection, persistence on
@@ -38,10 +38,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..core.events import Diagnostic
-from ..core.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WINDOW, DEFAULT_WINDOW
-from ..core.profiles import WireProfile
-from ..node_runtime.client.connection import (
+from ..core.aio.connection import (
     AuthProvider,
     Connection,
     Listener,
@@ -49,7 +46,10 @@ from ..node_runtime.client.connection import (
     RetryOptions,
     make_options,
 )
-from ..node_runtime.client.whatwg import SocketFactory, WebSocketLike
+from ..core.aio.whatwg import SocketFactory, WebSocketLike
+from ..core.events import Diagnostic
+from ..core.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WINDOW, DEFAULT_WINDOW
+from ..core.profiles import WireProfile
 from . import _ffi
 from .lifecycle import PageLifecycle
 from .socket import socket_factory as make_socket_factory
@@ -68,7 +68,7 @@ def web_resume_defaults() -> ResumeOptions:
 
 
 class WebConnection(Connection):
-    """A :class:`~nimbus_websocket.node_runtime.client.Connection` in a web page (or Pyodide under Node).
+    """A :class:`~nimbus_websocket.core.aio.Connection` in a web page (or Pyodide under Node).
 
     Adds to the shared connection: :attr:`lifecycle` (page events, ``None``
     when disabled), :meth:`verify`, :attr:`socket` (the current

@@ -15,7 +15,7 @@
   while offline; back online, the connection is verified the same way (the
   network may have changed under an open socket);
 * ``pagehide``: the resume state is persisted now
-  (:meth:`~nimbus_websocket.node_runtime.client.Connection.persist`), with
+  (:meth:`~nimbus_websocket.core.aio.Connection.persist`), with
   the exact count of bytes received, so a reload resumes from that byte.
 
 Each pause and resume is a ``policy`` event (``flow_pause``/``flow_resume``

@@ -1,8 +1,8 @@
 """:class:`BrowserWebSocket`: the JavaScript ``WebSocket`` seen as the client's WHATWG-shaped socket.
 
-The connection layer (:mod:`nimbus_websocket.node_runtime.client.connection`)
+The connection layer (:mod:`nimbus_websocket.core.aio.connection`)
 is written against a small WHATWG-shaped interface
-(:mod:`~nimbus_websocket.node_runtime.client.whatwg`): ``bytes``/``str``
+(:mod:`~nimbus_websocket.core.aio.whatwg`): ``bytes``/``str``
 messages in and out, ``on*`` handler attributes, ``bufferedAmount``.  In
 Pyodide the real thing is a JavaScript object; this wrapper bridges the two
 through ``pyodide.ffi``:
@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..node_runtime.client.whatwg import CLOSED, CloseEvent, Event, sendable_close_code
+from ..core.aio.whatwg import CLOSED, CloseEvent, Event, sendable_close_code
 from . import _ffi
 
 __all__ = ["BrowserWebSocket", "socket_factory"]

@@ -2,14 +2,14 @@
 
 Two layers:
 
-* :mod:`.connection` -- :class:`Connection`/:class:`Channel`/:func:`connect_with`,
+* :mod:`nimbus_websocket.core.aio` -- :class:`Connection`/:class:`Channel`/:func:`connect_with`,
   written only against a WHATWG-shaped socket and asyncio, shared with the
-  browser runtime (Pyodide);
+  browser runtime (Pyodide); re-exported here;
 * :mod:`.websockets_impl` -- :class:`WebsocketsImpl`, that socket over the
   ``websockets`` library, and :func:`connect` which requires it explicitly.
 
-Names are imported lazily, so importing this package (as the browser runtime
-does, for :mod:`.connection`) never imports ``websockets``.
+Names are imported lazily, so importing this package never imports ``websockets``
+until :func:`connect` or :class:`WebsocketsImpl` is used.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import connect
-    from .connection import (
+    from ...core.aio.connection import (
         Channel,
         ChannelError,
         ChannelOpenError,
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
         RetryOptions,
         connect_with,
     )
+    from .api import connect
     from .websockets_impl import WebsocketsImpl
 
 __all__ = [
@@ -46,7 +46,7 @@ _WHERE = {
     "connect": ".api",
     "WebsocketsImpl": ".websockets_impl",
     **{
-        n: ".connection"
+        n: "...core.aio.connection"
         for n in (
             "Channel",
             "ChannelError",

@@ -7,9 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ...core.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WINDOW, DEFAULT_WINDOW
-from ...core.profiles import WireProfile
-from .connection import (
+from ...core.aio.connection import (
     AuthProvider,
     Connection,
     Listener,
@@ -17,7 +15,9 @@ from .connection import (
     RetryOptions,
     connect_with,
 )
-from .whatwg import SocketFactory
+from ...core.aio.whatwg import SocketFactory
+from ...core.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WINDOW, DEFAULT_WINDOW
+from ...core.profiles import WireProfile
 
 __all__ = ["connect"]
 

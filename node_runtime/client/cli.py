@@ -40,8 +40,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ...core.aio.connection import Channel, ChannelError, Connection
 from ...core.errors import NimbusError
-from .connection import Channel, ChannelError, Connection
 
 __all__ = ["add_parser", "run_connect"]
 

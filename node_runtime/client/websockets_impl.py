@@ -1,7 +1,7 @@
 """``WebsocketsImpl``: a WHATWG-shaped WebSocket over the ``websockets`` asyncio client.
 
-:class:`~.connection.Connection` is written against the browser's
-``WebSocket`` interface (:mod:`.whatwg`); this adapter gives CPython one.  It
+:class:`~nimbus_websocket.core.aio.Connection` is written against the browser's
+``WebSocket`` interface (:mod:`nimbus_websocket.core.aio.whatwg`); this adapter gives CPython one.  It
 is the explicit implementation the host ``connect()`` requires::
 
     conn = await connect(url, websocket_impl=WebsocketsImpl)
@@ -50,9 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.protocol import State as _WsState
 
-from ...core.profiles import DEFAULT_MAX_FRAME
-from ..ws_push import PushMessages
-from .whatwg import (
+from ...core.aio.whatwg import (
     CLOSED,
     CLOSING,
     CONNECTING,
@@ -63,6 +61,8 @@ from .whatwg import (
     MessageEvent,
     SocketFactory,
 )
+from ...core.profiles import DEFAULT_MAX_FRAME
+from ..ws_push import PushMessages
 
 __all__ = ["DeflateSettings", "WebsocketsImpl"]
 
@@ -143,7 +143,7 @@ class WebsocketsImpl:
         self.binaryType = "arraybuffer"
         self.onopen: Handler = None
         self.onmessage: Handler = None
-        #: The ``onmessagedata`` extension (:mod:`.whatwg`): called with each
+        #: The ``onmessagedata`` extension (:mod:`nimbus_websocket.core.aio.whatwg`): called with each
         #: message's data instead of ``onmessage`` when set.
         self.onmessagedata: Callable[[str | bytes], None] | None = None
         self.onclose: Handler = None

@@ -11,6 +11,7 @@ import pytest
 from client_util import TARGET, rss_bytes, wait_for
 from echo_server import EchoServer, gen_sha256
 from nimbus_websocket.core import CloseError, MemoryResumeStore, ServerConfig
+from nimbus_websocket.core.aio.connection import ChannelError
 from nimbus_websocket.node_runtime import (
     ChannelOpenError,
     ResumeOptions,
@@ -18,7 +19,6 @@ from nimbus_websocket.node_runtime import (
     WebsocketsImpl,
     connect,
 )
-from nimbus_websocket.node_runtime.client.connection import ChannelError
 
 pytestmark = pytest.mark.timeout(60)
 

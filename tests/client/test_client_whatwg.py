@@ -26,8 +26,8 @@ from nimbus_websocket.core import (
     get_profile,
     profile_for_subprotocol,
 )
-from nimbus_websocket.node_runtime.client.connection import Connection, connect_with
-from nimbus_websocket.node_runtime.client.whatwg import (
+from nimbus_websocket.core.aio.connection import Connection, connect_with
+from nimbus_websocket.core.aio.whatwg import (
     CLOSED,
     CONNECTING,
     OPEN,
@@ -172,7 +172,7 @@ def test_sendable_close_codes() -> None:
 def test_the_connection_layer_imports_no_websocket_library() -> None:
     code = (
         "import sys\n"
-        "import nimbus_websocket.node_runtime.client.connection\n"
+        "import nimbus_websocket.core.aio.connection\n"
         "import nimbus_websocket.node_runtime\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('websockets', 'js', 'pyodide')]\n"
         "assert not bad, bad\n"

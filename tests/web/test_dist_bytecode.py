@@ -42,17 +42,6 @@ from .dist_node import DIST, NODE_TIMEOUT_SECONDS, PROJECT_PACKAGE, UNCHECKED_HA
 PACKAGE = "nimbus_websocket"
 PYC_TAG = "cpython-314"
 BRIDGE_FILE = f"{PACKAGE}/web_runtime/bridge.py"
-# Never imported by the browser runtime: bytecode for them is dead weight.
-HOST_ONLY_MODULES = (
-    f"{PACKAGE}/__main__.py",
-    f"{PACKAGE}/node_runtime/cli.py",
-    f"{PACKAGE}/node_runtime/server/app.py",
-    f"{PACKAGE}/node_runtime/server/ssh_backend.py",
-    f"{PACKAGE}/node_runtime/client/api.py",
-    f"{PACKAGE}/node_runtime/client/websockets_impl.py",
-    f"{PACKAGE}/node_runtime/conformance/runner.py",
-)
-
 pytestmark = pytest.mark.timeout(NODE_TIMEOUT_SECONDS + 30)
 
 REPORT_PY = """
@@ -162,13 +151,15 @@ def test_bytecode_is_unchecked_hash_next_to_its_module(dist_wheel: Path) -> None
     assert len(magics) == 1 and next(iter(magics)).endswith(b"\r\n"), magics
 
 
-def test_no_bytecode_for_host_only_modules(dist_wheel: Path) -> None:
+def test_browser_wheel_carries_no_host_module(dist_wheel: Path) -> None:
+    """The browser's wheel is the client only: no server, CLI, kit or CPython socket."""
     with zipfile.ZipFile(dist_wheel) as zf:
         names = set(zf.namelist())
-    missing_sources = [m for m in HOST_ONLY_MODULES if m not in names]
-    assert not missing_sources, f"host-only modules not in {dist_wheel.name}: {missing_sources}"
-    shipped = [_pyc_name(m) for m in HOST_ONLY_MODULES if _pyc_name(m) in names]
-    assert not shipped, f"{dist_wheel.name}: bytecode for host-only modules: {shipped}"
+    host = sorted(n for n in names if n.startswith((f"{PACKAGE}/node_runtime/", f"{PACKAGE}/__main__")))
+    assert not host, f"{dist_wheel.name} carries host-only files: {host}"
+    assert not [n for n in names if n.endswith("entry_points.txt")]
+    assert f"{PACKAGE}/core/aio/connection.py" in names
+    assert BRIDGE_FILE in names
 
 
 def test_record_lists_every_file_with_its_hash(dist_wheel: Path) -> None:

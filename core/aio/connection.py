@@ -52,9 +52,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.client import ClientOptions, ClientSession
-from ...core.errors import CloseError, NimbusError
-from ...core.events import (
+from ..client import ClientOptions, ClientSession
+from ..errors import CloseError, NimbusError
+from ..events import (
     ChannelClosed,
     ChannelData,
     ChannelExit,
@@ -68,12 +68,12 @@ from ...core.events import (
     PolicyEvent,
     StateChanged,
 )
-from ...core.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WINDOW, DEFAULT_WINDOW
-from ...core.messages import Auth, Target, Term, User
-from ...core.profiles import Frame, WireProfile
-from ...core.resume import MemoryResumeStore, NullResumeStore, ResumeStore
-from ...core.retry import RetryPolicy
-from ...core.state import ChannelState, ConnState
+from ..flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WINDOW, DEFAULT_WINDOW
+from ..messages import Auth, Target, Term, User
+from ..profiles import Frame, WireProfile
+from ..resume import MemoryResumeStore, NullResumeStore, ResumeStore
+from ..retry import RetryPolicy
+from ..state import ChannelState, ConnState
 from .whatwg import CLOSED, OPEN, SocketFactory, WebSocketLike, sendable_close_code
 
 __all__ = [
