@@ -1,10 +1,22 @@
-"""Close codes and the small exception hierarchy of the protocol.
+"""Close codes, error codes and the one exception hierarchy of nimbus-websocket.
 
 Every way a ``nimbus.ssh.v1`` connection can end has a code in
 :class:`CloseCode`: the WebSocket codes of RFC 6455 and the application codes
-4000-4015 of the contract (``protocol.md`` section 8).  Decoders raise
-:class:`ProtocolError` carrying the code the connection must be closed with;
-clients surface a terminal close as one :class:`CloseError`.
+4000-4015 of the contract (``protocol.md`` section 8).  Every error a user
+can see has a stable name in :class:`ErrorCode` (a ``str`` enum, so
+``err.code == "AUTH_FAILED"`` holds).
+
+The hierarchy (everything nimbus raises derives from :class:`NimbusError`)::
+
+    NimbusError
+    ├── ProtocolError      the peer broke the contract: close with .code (a CloseCode)
+    ├── CloseError         a connection ended for good: .ws_code, .app_code, .code (ErrorCode)
+    ├── ChannelError       a channel ended abnormally or takes no input: .code (ErrorCode)
+    │   └── ChannelOpenError   the server refused the channel (open_err)
+    ├── BackendError       a server backend could not open or run a channel: .code (ErrorCode)
+    └── IllegalTransition  a state machine was asked for a move its table has not
+                           (local misuse; on peer input the machines close with the
+                           contract's code instead)
 """
 
 from __future__ import annotations
@@ -13,8 +25,13 @@ import enum
 
 __all__ = [
     "RETRYABLE_CLOSE_CODES",
+    "BackendError",
+    "ChannelError",
+    "ChannelOpenError",
     "CloseCode",
     "CloseError",
+    "ErrorCode",
+    "IllegalTransition",
     "NimbusError",
     "ProtocolError",
     "close_code_name",
@@ -57,6 +74,80 @@ class CloseCode(enum.IntEnum):
     DUPLICATE_CHANNEL_ID = 4013
     MALFORMED_FRAME = 4014
     INTERNAL_ERROR = 4015
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable names of every error a user can see (``CloseError.code``, ``ChannelError.code``).
+
+    The first block are the :class:`CloseCode` names (a close frame's code);
+    the second the client's own outcomes; the third ``open_err`` codes the
+    reference server sends.  ``open_err.code`` is any string of at most 64
+    characters on the wire (PROTOCOL.md): :meth:`of` maps a name this
+    version does not know to :attr:`UNKNOWN` (the text stays in the message).
+    """
+
+    NORMAL = "NORMAL"
+    GOING_AWAY = "GOING_AWAY"
+    PROTOCOL_ERROR = "PROTOCOL_ERROR"
+    UNSUPPORTED_DATA = "UNSUPPORTED_DATA"
+    NO_STATUS = "NO_STATUS"
+    ABNORMAL = "ABNORMAL"
+    INVALID_DATA = "INVALID_DATA"
+    POLICY_VIOLATION = "POLICY_VIOLATION"
+    MESSAGE_TOO_BIG = "MESSAGE_TOO_BIG"
+    MANDATORY_EXTENSION = "MANDATORY_EXTENSION"
+    INTERNAL_ERROR_WS = "INTERNAL_ERROR_WS"
+    SERVICE_RESTART = "SERVICE_RESTART"
+    TRY_AGAIN_LATER = "TRY_AGAIN_LATER"
+    BAD_GATEWAY = "BAD_GATEWAY"
+    TLS_HANDSHAKE = "TLS_HANDSHAKE"
+    CANCELLED = "CANCELLED"
+    UNSUPPORTED_PROFILE = "UNSUPPORTED_PROFILE"
+    BAD_HELLO = "BAD_HELLO"
+    AUTH_FAILED = "AUTH_FAILED"
+    POLICY_DENIED = "POLICY_DENIED"
+    TARGET_UNREACHABLE = "TARGET_UNREACHABLE"
+    CHANNEL_LIMIT = "CHANNEL_LIMIT"
+    FLOW_VIOLATION = "FLOW_VIOLATION"
+    FRAME_TOO_LARGE = "FRAME_TOO_LARGE"
+    UNSUPPORTED_MESSAGE = "UNSUPPORTED_MESSAGE"
+    SERVER_OVERLOAD = "SERVER_OVERLOAD"
+    RESUME_FAILED = "RESUME_FAILED"
+    TIMEOUT = "TIMEOUT"
+    DUPLICATE_CHANNEL_ID = "DUPLICATE_CHANNEL_ID"
+    MALFORMED_FRAME = "MALFORMED_FRAME"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+    #: The first connection attempt failed before the session was ready.
+    CONNECT_FAILED = "CONNECT_FAILED"
+    #: The transport dropped and the session could not be resumed.
+    CONNECTION_LOST = "CONNECTION_LOST"
+    #: Every reconnect attempt of the retry policy failed.
+    RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+    #: The application's ``auth`` callable raised or returned something unusable.
+    AUTH_PROVIDER_FAILED = "AUTH_PROVIDER_FAILED"
+    #: The connection or channel is closed (an operation came too late).
+    CLOSED = "CLOSED"
+    #: A channel did not survive a reconnect.
+    LOST = "LOST"
+    #: The peer does not support what was asked (e.g. ``open.command``).
+    UNSUPPORTED = "UNSUPPORTED"
+
+    #: The backend could not start the session (``open_err``).
+    BACKEND_FAILED = "BACKEND_FAILED"
+    #: The SSH target's host key is not in the server's known_hosts (``open_err``).
+    HOST_KEY_UNKNOWN = "HOST_KEY_UNKNOWN"
+
+    #: A code this version does not know.
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def of(cls, value: str) -> ErrorCode:
+        """The member named ``value``, or :attr:`UNKNOWN`."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
 
 
 _DESCRIPTIONS: dict[int, str] = {
@@ -136,15 +227,16 @@ class CloseError(NimbusError):
 
     ``ws_code`` is the WebSocket close code seen on the wire (1006 when the
     socket dropped without one), ``app_code`` the application code 4000-4099
-    when there was one (else ``None``), ``code`` a stable string such as
-    ``"AUTH_FAILED"`` or ``"RETRIES_EXHAUSTED"``, and ``message`` a human text.
+    when there was one (else ``None``), ``code`` the stable
+    :class:`ErrorCode` (e.g. ``AUTH_FAILED``, ``RETRIES_EXHAUSTED``; a ``str``
+    given is mapped with :meth:`ErrorCode.of`), and ``message`` a human text.
     """
 
-    def __init__(self, ws_code: int, app_code: int | None, code: str, message: str) -> None:
-        super().__init__(f"{code} (ws {ws_code}): {message}")
+    def __init__(self, ws_code: int, app_code: int | None, code: ErrorCode | str, message: str) -> None:
+        self.code: ErrorCode = code if isinstance(code, ErrorCode) else ErrorCode.of(code)
+        super().__init__(f"{self.code} (ws {ws_code}): {message}")
         self.ws_code = ws_code
         self.app_code = app_code
-        self.code = code
         self.message = message
 
     @classmethod
@@ -152,7 +244,7 @@ class CloseError(NimbusError):
         """Build the error for a close frame ``(ws_code, reason)`` received from the peer."""
         app = ws_code if 4000 <= ws_code <= 4099 else None
         text = reason or describe_close_code(ws_code)
-        return cls(ws_code, app, close_code_name(ws_code), text)
+        return cls(ws_code, app, ErrorCode.of(close_code_name(ws_code)), text)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-shaped view, for diagnostics and the JS facade."""
@@ -162,3 +254,47 @@ class CloseError(NimbusError):
             "code": self.code,
             "message": self.message,
         }
+
+
+class ChannelError(NimbusError):
+    """A channel ended abnormally (``code`` e.g. ``LOST``: not resumed) or is closed.
+
+    ``code`` is an :class:`ErrorCode`; ``message`` a human text (for an
+    ``open_err``, the server's ``msg``, prefixed with its code when the code
+    is one this version does not know).
+    """
+
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
+        self.code: ErrorCode = code if isinstance(code, ErrorCode) else ErrorCode.of(code)
+        if self.code is ErrorCode.UNKNOWN and code != ErrorCode.UNKNOWN:
+            message = f"{code}: {message}"
+        super().__init__(f"{self.code}: {message}")
+        self.message = message
+
+
+class ChannelOpenError(ChannelError):
+    """``open_err``: the server refused the channel (``code`` e.g. ``TARGET_UNREACHABLE``)."""
+
+
+class BackendError(NimbusError):
+    """A server backend could not open or run a channel; ``code`` goes into ``open_err``."""
+
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
+        self.code: ErrorCode = code if isinstance(code, ErrorCode) else ErrorCode.of(code)
+        super().__init__(f"{self.code}: {message}")
+        self.message = message
+
+
+class IllegalTransition(NimbusError):
+    """An event that a state table does not allow in the current state.
+
+    Raised by :func:`nimbus_websocket.core.state.transition`.  On the
+    application's own call it reaches the caller (local misuse); the session
+    machines catch it on peer input and close with the contract's code.
+    """
+
+    def __init__(self, machine: str, state: str, event: str) -> None:
+        super().__init__(f"{machine}: event {event!r} is illegal in state {state!r}")
+        self.machine = machine
+        self.state = state
+        self.event = event

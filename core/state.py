@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 
+from .errors import IllegalTransition
+
 __all__ = [
     "CHANNEL_TRANSITIONS",
     "CONNECTION_TRANSITIONS",
@@ -125,16 +127,6 @@ CHANNEL_TRANSITIONS: dict[ChannelState, dict[ChanEvent, ChannelState]] = {
     },
     ChannelState.CLOSED: {},
 }
-
-
-class IllegalTransition(Exception):
-    """An event that the table does not allow in the current state."""
-
-    def __init__(self, machine: str, state: str, event: str) -> None:
-        super().__init__(f"{machine}: event {event!r} is illegal in state {state!r}")
-        self.machine = machine
-        self.state = state
-        self.event = event
 
 
 def transition(

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..client import ClientOptions, ClientSession
-from ..errors import CloseError, NimbusError
+from ..errors import ChannelError, ChannelOpenError, CloseError, NimbusError
 from ..events import (
     ChannelClosed,
     ChannelData,
@@ -98,22 +98,6 @@ Listener = Callable[[Any], object]
 BUFFERED_POLL_INTERVAL = 0.01
 #: Timers fire this much after a deadline, so ``tick`` never runs a hair early.
 _TIMER_SLACK = 0.001
-
-
-# --------------------------------------------------------------------- errors
-
-
-class ChannelError(NimbusError):
-    """A channel ended abnormally (``code`` e.g. ``"LOST"``: not resumed) or is closed."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class ChannelOpenError(ChannelError):
-    """``open_err``: the server refused the channel (``code`` e.g. ``"TARGET_UNREACHABLE"``)."""
 
 
 # -------------------------------------------------------------------- options

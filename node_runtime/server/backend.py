@@ -50,6 +50,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from ...core.errors import BackendError
 from ...core.messages import Stream, Term
 
 __all__ = ["PTY_READ_WORKERS", "Backend", "BackendError", "BackendSink", "LocalProcessBackend", "read_burst", "signal_number"]
@@ -107,15 +108,6 @@ def read_burst(fd: int, limit: int, wait: float = 0.0) -> tuple[bytes, bool]:
     return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), eof
 
 log = logging.getLogger("nimbus_websocket.server.backend")
-
-
-class BackendError(Exception):
-    """A backend could not start: ``code`` is the ``open_err`` code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class BackendSink(Protocol):
