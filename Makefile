@@ -14,7 +14,7 @@ PYTEST_ARGS  ?=
 
 help:
 	@echo "make setup   - system packages, .venv, npm ci, wheel, $(DIST_DIR) (idempotent)"
-	@echo "make test    - setup, ruff, mypy --strict core, pytest (host + Pyodide node/chrome)"
+	@echo "make test    - setup, ruff, mypy --strict (all packages), pytest (host + Pyodide node/chrome)"
 	@echo "make demo    - setup, then serve the demo (scripts/demo.sh; ARGS=... for nimbus-ws serve)"
 	@echo "make stress  - pytest -m stress"
 	@echo "make bench   - every benchmark (bench/run.py) -> docs/benchmarks.md/json"
@@ -26,8 +26,9 @@ setup:
 lint:
 	$(VENV)/bin/ruff check .
 
+# mypy --strict on the three packages as installed (core, web_runtime, node_runtime).
 typecheck:
-	$(VENV)/bin/mypy --strict core
+	@bash scripts/typecheck.sh
 
 pytest:
 	$(VENV)/bin/pytest tests $(PYODIDE_OPTS) $(PYTEST_ARGS)

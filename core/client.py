@@ -28,7 +28,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import RETRYABLE_CLOSE_CODES, CloseCode, CloseError, ProtocolError, close_code_name
+from .errors import (
+    RETRYABLE_CLOSE_CODES,
+    ClientClosedError,
+    CloseCode,
+    CloseError,
+    ErrorCode,
+    IllegalTransition,
+    ProtocolError,
+    abandon_close_codes,
+    close_code_name,
+    truncate_reason,
+)
 from .events import (
     ChannelClosed,
     ChannelData,
@@ -52,6 +63,8 @@ from .flow import (
     CreditWindow,
     PauseSet,
 )
+from .heartbeat import Heartbeat
+from .liveness import Verification, is_suspect_after_hidden
 from .messages import (
     Auth,
     Close,
@@ -75,8 +88,10 @@ from .messages import (
     Target,
     Term,
     User,
+    ctl_from_dict,
 )
 from .profiles import DEFAULT_MAX_FRAME, Frame, WireProfile, get_profile
+from .reconnect import Reconnect
 from .resume import NullResumeStore, ResumeState, ResumeStore, StoredChannel
 from .retry import RetryPolicy
 from .state import (
@@ -89,7 +104,68 @@ from .state import (
     transition,
 )
 
-__all__ = ["ClientChannel", "ClientOptions", "ClientSession"]
+__all__ = [
+    "ClientChannel",
+    "ClientOptions",
+    "ClientSession",
+    "auth_from_value",
+    "describe_state_change",
+    "normalize_signal",
+    "reached_ready",
+]
+
+#: Channel states in which the application may still send input (``open_ok`` may be pending).
+TAKES_INPUT = frozenset({ChannelState.OPENING, ChannelState.OPEN})
+#: Channel states before ``open_ok``: output has nobody to go to yet.
+AWAITING_OPEN = frozenset({ChannelState.OPENING})
+#: Channel states whose remote process runs: output is delivered, resizes and signals go out.
+RUNNING = frozenset({ChannelState.OPEN})
+
+
+def reached_ready(ev: StateChanged) -> bool:
+    """Whether the state change ``ev`` is the connection becoming ``ready``."""
+    return ev.new == ConnState.READY.value
+
+
+def describe_state_change(ev: StateChanged) -> str | None:
+    """A one-line notice for a user watching the connection (CLI status line), or ``None``.
+
+    ``"connection lost (...); reconnecting..."`` when a ready connection
+    drops, ``"reconnected"`` when a resume brought it back, ``"connection
+    closed: ..."`` when it ended other than by the application's own close.
+    """
+    if ev.new == ConnState.RECONNECTING.value and ev.old == ConnState.READY.value:
+        return f"connection lost ({ev.reason}); reconnecting..."
+    if ev.new == ConnState.READY.value and ev.old == ConnState.AUTHENTICATING.value and ev.reason == "resumed":
+        return "reconnected"
+    if ev.new == ConnState.CLOSED.value and ev.reason != "closed by application":
+        return f"connection closed: {ev.reason}"
+    return None
+
+
+def auth_from_value(value: Any) -> Auth | None:
+    """``hello.auth`` from what an application's ``auth`` provider returned.
+
+    ``None`` (no auth) and :class:`~.messages.Auth` pass through; a mapping
+    ``{"scheme": "bearer", "token": ...}`` or ``{"scheme": "none"}`` (the
+    scheme defaults to ``"none"``) is validated by the same rules as a
+    received ``hello`` (:func:`~.messages.ctl_from_dict`), so client and
+    server agree on what is valid.  Raises ``TypeError`` for anything else and
+    :class:`~.errors.ProtocolError` for an invalid mapping.
+    """
+    if value is None or isinstance(value, Auth):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"auth provider returned {type(value).__name__}, expected a dict or None")
+    auth = {"scheme": "none", **value}
+    hello = ctl_from_dict({"t": "hello", "proto": 1, "auth": auth})
+    assert isinstance(hello, Hello)
+    return hello.auth
+
+
+def normalize_signal(sig: str) -> str:
+    """The wire name of a signal: upper case, without a ``SIG`` prefix (``"sigint"`` -> ``"INT"``)."""
+    return sig.strip().upper().removeprefix("SIG")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +194,22 @@ class ClientOptions:
     #: adaptive window) instead of after the first heartbeat.  The runtimes
     #: turn it on; off by default so the bare machine sends only what it must.
     ping_on_ready: bool = False
+    #: Seconds :meth:`ClientSession.verify` waits for any frame before the
+    #: transport is dropped as lost (reconnect and resume).
+    verify_timeout: float = 5.0
+    #: Seconds hidden after which a page's connection is suspect on return
+    #: (``None``: :attr:`heartbeat_interval`; see :mod:`.liveness`).
+    suspect_after: float | None = None
+
+    def __post_init__(self) -> None:
+        # Rule: the credit window never shrinks below its start (max_window >= window).
+        if self.max_window < self.window:
+            object.__setattr__(self, "max_window", self.window)
+
+    @property
+    def suspect_after_s(self) -> float:
+        """:attr:`suspect_after`, or the heartbeat interval when unset."""
+        return self.heartbeat_interval if self.suspect_after is None else self.suspect_after
 
 
 @dataclass(slots=True, eq=False)
@@ -169,13 +261,12 @@ class ClientSession:
         self._resume_ttl = self.options.resume_ttl
         self._resuming = False
         self._was_ready = False
-        self._attempt = 0
+        self._reconnect = Reconnect(self.options.retry)
         self._transport = False  # a socket is open or opening
-        self._reconnect_at: float | None = None
         self._handshake_deadline: float | None = None
-        self._next_ping: float | None = None
-        self._ping_ts: float | None = None
-        self._missed = 0
+        self._heartbeat = Heartbeat(self.options.heartbeat_interval, self.options.heartbeat_misses)
+        self._verify: Verification | None = None
+        self._hidden_since: float | None = None
         self._resize_due: float | None = None
         self.rtt: float | None = None
         self.buffered_amount = 0
@@ -238,12 +329,48 @@ class ClientSession:
 
     def next_deadline(self) -> float | None:
         """Earliest time :meth:`tick` must be called, or ``None``."""
+        verify = None if self._verify is None else self._verify.deadline
         ds = [
             d
-            for d in (self._reconnect_at, self._handshake_deadline, self._next_ping, self._resize_due)
+            for d in (
+                self._reconnect.at,
+                self._handshake_deadline,
+                self._heartbeat.next_ping,
+                self._resize_due,
+                verify,
+            )
             if d is not None
         ]
         return min(ds) if ds else None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection ended for good (its state has no way out in the table)."""
+        return not CONNECTION_TRANSITIONS[self._state]
+
+    def takes_input(self, cid: int) -> bool:
+        """Whether channel ``cid`` still accepts input (open, or ``open_ok`` pending)."""
+        ch = self._channels.get(cid)
+        return ch is not None and ch.state in TAKES_INPUT
+
+    def channel_state(self, cid: int) -> str:
+        """The public name of channel ``cid``'s state (``"closed"`` once it is gone)."""
+        ch = self._channels.get(cid)
+        return (ChannelState.CLOSED if ch is None else ch.state).value
+
+    def closed_error(self) -> CloseError:
+        """The error a call on a closed connection raises: the terminal one, or ``CLOSED``."""
+        return self.error or CloseError(CloseCode.NORMAL, None, ErrorCode.CLOSED, "connection is closed")
+
+    @property
+    def ready(self) -> bool:
+        """Whether the connection is ``ready`` (handshake done, channels usable)."""
+        return self._ready()
+
+    @property
+    def attempt(self) -> int:
+        """Failed connection attempts since the connection was last ready."""
+        return self._reconnect.attempt
 
     # ---------------------------------------------------------- lifecycle
 
@@ -254,7 +381,7 @@ class ClientSession:
 
     def transport_opened(self, now: float, auth: Auth | None = None) -> None:
         """The WebSocket is open; ``auth`` is what goes into ``hello.auth``."""
-        if not self._transport or self._state not in (ConnState.CONNECTING, ConnState.RECONNECTING):
+        if not self._transport or not self._can(ConnEvent.OPENED):
             return
         self._move(ConnEvent.OPENED, "socket open")
         resume = None
@@ -281,16 +408,17 @@ class ClientSession:
             return
         self._transport = False
         self._handshake_deadline = None
-        self._next_ping = None
-        self._diag(now, "transport", "transport_closed", wsCode=code, reason=reason[:120])
-        if self._state == ConnState.CLOSED:
+        self._heartbeat.stop()
+        self._verify = None
+        self._diag(now, "transport", "transport_closed", wsCode=code, reason=truncate_reason(reason))
+        if self.closed:
             return
         if code == CloseCode.RESUME_FAILED:
             self._diag(now, "resume", "resume_rejected", wsCode=code)
             self._fail(now, CloseError.from_close(code, reason), close_socket=False)
             return
         resumable = self._was_ready and self._resume is not None
-        if code in RETRYABLE_CLOSE_CODES and (resumable or self._state == ConnState.RECONNECTING):
+        if code in RETRYABLE_CLOSE_CODES and resumable:  # (reconnecting implies resumable)
             self._lost(now, f"transport closed ({code})")
         elif code == CloseCode.NORMAL:
             self._finish(now, None, "closed by server")
@@ -304,16 +432,91 @@ class ClientSession:
 
     def close(self, now: float, code: int = 1000, reason: str = "") -> None:
         """Close for good: with 1000 the server ends the session and its channels."""
-        if self._state == ConnState.CLOSED:
+        if not self._can(ConnEvent.CLOSE):
             return
-        if self._transport:
-            self._events.append(CloseTransport(code, reason))
-            self._transport = False
+        self._close_transport(code, reason)
         if code == CloseCode.NORMAL:
             self._clear_resume(now)
         else:
             self._save_resume(now)  # the server keeps the session: store the final rx for a later resume
         self._finish(now, None, "closed by application")
+
+    def cancel(self, now: float) -> None:
+        """The application gave up on connecting (a cancelled ``connect``).
+
+        The socket closes with 4000 (``CANCELLED``: the server keeps a
+        resumable session) and the connection ends without an error, as
+        :meth:`close` with that code.  Nothing happens once closed.
+        """
+        self.close(now, CloseCode.CANCELLED, "connect cancelled")
+
+    def auth_provider_failed(self, now: float, reason: str) -> None:
+        """The application's ``auth`` provider raised or returned something unusable.
+
+        Ends the connection for good with ``CloseError(4003, 4003,
+        AUTH_PROVIDER_FAILED)``; the socket closes with 4000 (``CANCELLED``:
+        nothing was sent for the server to judge, and a stored resume state
+        stays usable).  Nothing happens once closed.
+        """
+        if not self._can(ConnEvent.FAILED):
+            return
+        self._close_transport(CloseCode.CANCELLED, "auth provider failed")
+        self._save_resume(now)
+        err = CloseError(
+            CloseCode.AUTH_FAILED,
+            CloseCode.AUTH_FAILED,
+            ErrorCode.AUTH_PROVIDER_FAILED,
+            f"auth provider failed: {reason}",
+        )
+        self._finish(now, err, err.code)
+
+    def verify(self, now: float, why: str, **extras: Any) -> None:
+        """Check that a suspect connection is alive: ping now, give up on silence.
+
+        Only while ``ready`` and not already verifying.  Emits diagnostic
+        ``connection_suspect``; any frame received within
+        ``options.verify_timeout`` seconds (the pong, or output) proves the
+        socket alive (``connection_verified``).  Otherwise, at that deadline
+        (:meth:`next_deadline`), ``connection_verify_failed`` and the
+        transport is dropped as a network loss: the socket closes with 4000
+        and the session reconnects and resumes as after a 1006.
+        """
+        if not self._ready() or not self._transport or self._verify is not None:
+            return
+        self._diag(now, "connection", "connection_suspect", why=why, **extras)
+        self._verify = Verification(why, now, now + self.options.verify_timeout)
+        self.ping(now)
+
+    def page_visibility(self, hidden: bool, now: float) -> None:
+        """The page became hidden or visible (``document.visibilityState``).
+
+        Hidden: credit is withheld (pause ``visibility``) and the resume state
+        persisted (a hidden tab may be discarded without ``pagehide``).
+        Visible: credit flows again and, when the page was hidden longer than
+        ``options.suspect_after`` (:func:`.liveness.is_suspect_after_hidden`),
+        the connection is verified (:meth:`verify`).
+        """
+        if hidden:
+            if self._hidden_since is None:
+                self._hidden_since = now
+            self.set_pause("visibility", True, now)
+            self.persist(now)
+            return
+        since, self._hidden_since = self._hidden_since, None
+        self.set_pause("visibility", False, now)
+        if since is not None and is_suspect_after_hidden(now - since, self.options.suspect_after_s):
+            self.verify(now, "visibility", hiddenMs=round((now - since) * 1000))
+
+    def page_online(self, online: bool, now: float) -> None:
+        """The network went offline or came back (``navigator.onLine``).
+
+        Offline withholds credit (pause ``offline``); back online, credit
+        flows and the connection is verified (the network may have changed
+        under an open socket).
+        """
+        self.set_pause("offline", not online, now)
+        if online:
+            self.verify(now, "online")
 
     def tick(self, now: float) -> None:
         """Fire every deadline that has passed."""
@@ -321,21 +524,29 @@ class ClientSession:
             self._handshake_deadline = None
             self._diag(now, "handshake", "handshake_timeout")
             self._drop_transport(now, CloseCode.TIMEOUT, "handshake timeout")
-        if self._reconnect_at is not None and now >= self._reconnect_at:
-            self._reconnect_at = None
-            self._diag(now, "reconnect", "reconnect_attempt", attempt=self._attempt)
+        if self._reconnect.due(now):
+            self._diag(now, "reconnect", "reconnect_attempt", attempt=self._reconnect.attempt)
             self._open_transport(now)
-        if self._next_ping is not None and now >= self._next_ping:
-            if self._ping_ts is not None:
-                self._missed += 1
-                self._diag(now, "heartbeat", "heartbeat_miss", missed=self._missed)
-            if self._missed >= self.options.heartbeat_misses:
-                self._diag(now, "heartbeat", "heartbeat_timeout", missed=self._missed)
+        verify = self._verify
+        if verify is not None and now >= verify.deadline:
+            self._verify = None
+            self._diag(
+                now,
+                "connection",
+                "connection_verify_failed",
+                why=verify.why,
+                timeoutMs=round(self.options.verify_timeout * 1000),
+            )
+            self._abandon(now, f"no answer after {verify.why}")
+        beat = self._heartbeat.due(now)
+        if beat is not None:
+            if beat.missed:
+                self._diag(now, "heartbeat", "heartbeat_miss", missed=self._heartbeat.missed)
+            if beat.timed_out:
+                self._diag(now, "heartbeat", "heartbeat_timeout", missed=self._heartbeat.missed)
                 self._drop_transport(now, CloseCode.TIMEOUT, "heartbeat timeout")
-            else:
-                self._ping_ts = round(now * 1000, 3)
-                self._send_ctl(Ping(self._ping_ts))
-                self._next_ping = now + self.options.heartbeat_interval
+            elif beat.ping is not None:
+                self._send_ctl(Ping(beat.ping))
         if self._resize_due is not None and now >= self._resize_due:
             self._resize_due = None
             for ch in self._channels.values():
@@ -343,10 +554,8 @@ class ClientSession:
 
     def ping(self, now: float) -> None:
         """Send a ping now (e.g. to verify a suspect connection after the page was hidden)."""
-        if self._state == ConnState.READY:
-            self._ping_ts = round(now * 1000, 3)
-            self._send_ctl(Ping(self._ping_ts))
-            self._next_ping = now + self.options.heartbeat_interval
+        if self._ready():
+            self._send_ctl(Ping(self._heartbeat.ping_now(now)))
 
     def persist(self, now: float) -> None:
         """Write the resume state now (call on page hide/unload)."""
@@ -368,8 +577,8 @@ class ClientSession:
         not announce ``caps.command`` fails the channel with ``UNSUPPORTED``
         rather than silently starting a shell.
         """
-        if self._state == ConnState.CLOSED:
-            raise RuntimeError("connection is closed")
+        if self.closed:
+            raise ClientClosedError("connection is closed")
         cid = self._next_id
         while cid in self._channels:
             cid += 1
@@ -383,7 +592,7 @@ class ClientSession:
         if term is not None:
             ch.size = ch.size_sent = (term.cols, term.rows)
         self._channels[cid] = ch
-        if self._state == ConnState.READY:
+        if self._ready():
             self._send_open(ch)
         return cid
 
@@ -393,9 +602,9 @@ class ClientSession:
         Needs the server's ``caps.eof``; raises ``ValueError`` without it.
         """
         ch = self._channels.get(cid)
-        if ch is None or ch.state not in (ChannelState.OPEN, ChannelState.OPENING):
+        if ch is None or not self.takes_input(cid):
             raise ValueError(f"channel {cid} is not open")
-        if self._state == ConnState.READY and not self._server_eof:
+        if self._ready() and not self._server_eof:
             raise ValueError("the server does not support eof")
         ch.eof = True
         self._flush_input(ch)
@@ -403,7 +612,7 @@ class ClientSession:
     def input_capacity(self, cid: int) -> int:
         """Input bytes :meth:`send_input` would accept now for channel ``cid``."""
         ch = self._channels.get(cid)
-        if ch is None or ch.state not in (ChannelState.OPEN, ChannelState.OPENING):
+        if ch is None or not self.takes_input(cid):
             return 0
         if self._pause.reasons & {"transport"}:
             return 0
@@ -416,7 +625,7 @@ class ClientSession:
         is full or the transport is paused; wait for capacity and retry.
         """
         ch = self._channels.get(cid)
-        if ch is None or ch.state not in (ChannelState.OPEN, ChannelState.OPENING):
+        if ch is None or not self.takes_input(cid):
             raise ValueError(f"channel {cid} is not open")
         if ch.eof:
             raise ValueError(f"channel {cid}: input already ended (eof)")
@@ -437,22 +646,27 @@ class ClientSession:
         self._flush_resize(ch, now)
 
     def signal(self, cid: int, sig: str) -> None:
-        """Send ``sig`` (``INT``, ``TERM``, ``HUP``...) to channel ``cid``'s process."""
+        """Send ``sig`` (``INT``, ``TERM``, ``HUP``...) to channel ``cid``'s process.
+
+        ``sig`` is normalised (:func:`normalize_signal`: ``"int"`` and
+        ``"SIGINT"`` are ``"INT"``).  A signal is momentary: while the channel
+        does not run or the connection is not ready, it is dropped.
+        """
         ch = self._channels.get(cid)
-        if ch is not None and ch.state == ChannelState.OPEN and self._state == ConnState.READY:
-            self._send_ctl(Signal(cid, sig))
+        if ch is not None and ch.state in RUNNING and self._ready():
+            self._send_ctl(Signal(cid, normalize_signal(sig)))
 
     def close_channel(self, cid: int, reason: str | None = None) -> None:
         """Close channel ``cid``; :class:`ChannelClosed` follows the server's answer."""
         ch = self._channels.get(cid)
-        if ch is None or ch.state in (ChannelState.CLOSING, ChannelState.CLOSED):
+        if ch is None or not self._can_chan(ch, ChanEvent.LOCAL_CLOSE):
             return
-        if ch.state == ChannelState.OPENING and not ch.open_sent:
+        if not ch.open_sent:  # never left this client: nothing to tell the server
             self._chan(ch, ChanEvent.LOST)
             self._forget(ch, "closed before open", None)
             return
         self._chan(ch, ChanEvent.LOCAL_CLOSE)
-        if self._state == ConnState.READY:
+        if self._ready():
             self._send_ctl(Close(cid, reason))
 
     def consumed(self, cid: int, n: int, now: float) -> None:
@@ -498,12 +712,16 @@ class ClientSession:
 
     def receive_frame(self, frame: Frame, now: float) -> None:
         """Feed one WebSocket message from the server."""
-        if not self._transport or self._state is ConnState.CLOSED:
+        if not self._transport or self.closed:
             return
-        self._missed = 0
+        self._heartbeat.received(now)
+        verify, self._verify = self._verify, None
+        if verify is not None:
+            waited = round((now - verify.started) * 1000, 3)
+            self._diag(now, "connection", "connection_verified", why=verify.why, waitedMs=waited)
         try:
             msg = self.profile.decode(frame, self._max_frame)
-            if self._state is ConnState.AUTHENTICATING:
+            if self._can(ConnEvent.ACCEPTED):  # the handshake: only hello_ok may come
                 if not isinstance(msg, HelloOk):
                     raise ProtocolError(CloseCode.BAD_HELLO, f"expected hello_ok, got {_kind(msg)}")
                 self._on_hello_ok(msg, now)
@@ -511,11 +729,17 @@ class ClientSession:
                 self._on_data(msg, now)
             else:
                 self._on_ctl(msg, now)
+        except IllegalTransition as exc:
+            # A peer message the tables do not allow now: the contract's "message
+            # of the wrong direction / out of place" (PROTOCOL.md 3) closes 4009.
+            self._protocol_error(now, ProtocolError(CloseCode.UNSUPPORTED_MESSAGE, str(exc)))
         except ProtocolError as exc:
-            self._diag(now, "protocol", "protocol_error", closeCode=int(exc.code), message=exc.message)
-            self._events.append(CloseTransport(int(exc.code), exc.message[:120]))
-            self._transport = False
-            self._fail(now, CloseError(int(exc.code), int(exc.code), exc.code.name, exc.message), False)
+            self._protocol_error(now, exc)
+
+    def _protocol_error(self, now: float, exc: ProtocolError) -> None:
+        self._diag(now, "protocol", "protocol_error", closeCode=int(exc.code), message=exc.message)
+        self._close_transport(int(exc.code), exc.message)
+        self._fail(now, CloseError(int(exc.code), int(exc.code), exc.code.name, exc.message), False)
 
     def _on_hello_ok(self, m: HelloOk, now: float) -> None:
         if m.caps.profile_accepted != self.profile.id:
@@ -529,7 +753,7 @@ class ClientSession:
         self._server_command = m.caps.command
         resumed = self._resuming
         self._resuming = False
-        self._attempt = 0
+        self._reconnect.succeeded()
         self._was_ready = True
         self._move(ConnEvent.ACCEPTED, "resumed" if resumed else "hello_ok")
         self._diag(now, "handshake", "hello_ok", server=m.server, ack=self._ack, profile=self.profile.id)
@@ -539,7 +763,7 @@ class ClientSession:
             for ch in list(self._channels.values()):
                 if ch.open_sent and ch.id in back:
                     self._resume_channel(ch, back[ch.id], now)
-                elif ch.open_sent and ch.state == ChannelState.CLOSING:
+                elif ch.open_sent and not self._can_chan(ch, ChanEvent.LOCAL_CLOSE):  # closing
                     # Our close reached the server (it forgot the channel); its reply was lost.
                     self._chan(ch, ChanEvent.PEER_CLOSE)
                     self._forget(ch, "closed", None)
@@ -552,13 +776,11 @@ class ClientSession:
         else:
             self._resume = None
         self._save_resume(now)
-        self._next_ping = now + self.options.heartbeat_interval
-        self._ping_ts = None
-        self._missed = 0
+        self._heartbeat.start(now)
         if self.options.ping_on_ready:
             self.ping(now)
         for ch in list(self._channels.values()):
-            if not ch.open_sent and ch.state == ChannelState.OPENING:
+            if not ch.open_sent and self._can_chan(ch, ChanEvent.LOCAL_CLOSE):  # opening, never sent
                 self._send_open(ch)
 
     def _resume_channel(self, ch: ClientChannel, rx: int, now: float) -> None:
@@ -574,25 +796,25 @@ class ClientSession:
                 return
         ch.tx_sent = rx if self._ack else ch.tx.start
         ch.credit.restart()
-        if ch.state == ChannelState.OPENING:
+        if ch.state in AWAITING_OPEN:
             if ch.resume_key is None:
                 return  # open_ok still to come (the server repeats it after a resume)
             self._chan(ch, ChanEvent.OPEN_OK)  # restored from storage
         self._events.append(ChannelOpened(ch.id, resumed=True))
         ch.eof_sent = False  # an eof in flight at the drop may be lost: repeat it after the input
         self._flush_input(ch)
-        if ch.size is not None and ch.state == ChannelState.OPEN:
+        if ch.size is not None and ch.state in RUNNING:
             ch.size_sent = None
             self._flush_resize(ch, now)
-        if ch.state == ChannelState.CLOSING:
+        if not self._can_chan(ch, ChanEvent.LOCAL_CLOSE):  # closing: repeat our close
             self._send_ctl(Close(ch.id))
         else:
             self._maybe_grant(ch, now)
 
     def _on_data(self, df: DataFrame, now: float) -> None:
         ch = self._channels.get(df.id)
-        if ch is None or ch.state is ChannelState.OPENING:
-            self.ignored_frames += 1
+        if ch is None or ch.state in AWAITING_OPEN:
+            self.ignored_frames += 1  # before open_ok: nothing to deliver it to
             return
         n = len(df.payload)
         if not ch.credit.on_data(n, starvation=not self._pause.reasons):
@@ -600,7 +822,7 @@ class ClientSession:
                 CloseCode.FLOW_VIOLATION,
                 f"channel {df.id}: {ch.credit.received} bytes received, {ch.credit.granted} granted",
             )
-        if ch.state is ChannelState.OPEN:
+        if ch.state in RUNNING:
             self._events.append(ChannelData(df.id, df.stream, df.payload))
         else:
             ch.credit.on_consumed(n)  # nobody will read it
@@ -610,12 +832,12 @@ class ClientSession:
             case Ping():
                 self._send_ctl(Pong(m.ts))
             case Pong():
-                if self._ping_ts is not None and m.ts == self._ping_ts:
-                    self.rtt = max(0.0, now - m.ts / 1000)
-                    self._ping_ts = None
+                rtt = self._heartbeat.pong(m.ts, now)
+                if rtt is not None:
+                    self.rtt = rtt
             case OpenOk():
                 ch = self._channels.get(m.id)
-                if ch is None or ch.state not in (ChannelState.OPENING, ChannelState.CLOSING):
+                if ch is None or not self._can_chan(ch, ChanEvent.OPEN_OK):
                     self.ignored_frames += 1  # a repeat after a resume, or a channel we closed
                     return
                 ch.resume_key = m.resume_key
@@ -629,7 +851,7 @@ class ClientSession:
                     self._maybe_grant(ch, now)
             case OpenErr():
                 ch = self._channels.get(m.id)
-                if ch is not None and ch.state in (ChannelState.OPENING, ChannelState.CLOSING):
+                if ch is not None and self._can_chan(ch, ChanEvent.OPEN_ERR):
                     self._chan(ch, ChanEvent.OPEN_ERR)
                     self._events.append(ChannelOpenFailed(m.id, m.code, m.msg))
                     self._forget(ch, "open failed", m.code, emit=False)
@@ -638,20 +860,20 @@ class ClientSession:
                 if ch is None:
                     self.ignored_frames += 1
                     return
-                if ch.state == ChannelState.OPEN:
-                    ch.exit = (m.code, m.sig)
+                if not self._can_chan(ch, ChanEvent.LOCAL_CLOSE):  # closing
                     self._chan(ch, ChanEvent.EXIT)
-                    self._events.append(ChannelExit(m.id, m.code, m.sig))
-                    self._chan(ch, ChanEvent.LOCAL_CLOSE)
-                    self._send_ctl(Close(m.id))
-                elif ch.state == ChannelState.CLOSING:
                     self._send_ctl(Close(m.id))  # repeat our acknowledgement after a resume
+                    return
+                ch.exit = (m.code, m.sig)
+                self._chan(ch, ChanEvent.EXIT)  # a miss (exit before open_ok, twice) closes 4009
+                self._events.append(ChannelExit(m.id, m.code, m.sig))
+                self._chan(ch, ChanEvent.LOCAL_CLOSE)
+                self._send_ctl(Close(m.id))
             case Close():
                 ch = self._channels.get(m.id)
                 if ch is None:
                     return
-                was = ch.state
-                if was == ChannelState.OPENING:
+                if ch.state in AWAITING_OPEN:
                     # A server MAY close a channel before open_ok (PROTOCOL.md 6): the open failed.
                     if ch.open_sent:
                         self._chan(ch, ChanEvent.OPEN_ERR)
@@ -659,8 +881,9 @@ class ClientSession:
                         self._events.append(ChannelOpenFailed(m.id, "CLOSED", m.reason or "closed by server"))
                         self._forget(ch, "open failed", "CLOSED", emit=False)
                     return
+                answer = self._can_chan(ch, ChanEvent.LOCAL_CLOSE)  # not closing: acknowledge
                 self._chan(ch, ChanEvent.PEER_CLOSE)
-                if was in (ChannelState.OPEN, ChannelState.EXITED):
+                if answer:
                     self._send_ctl(Close(m.id))
                 self._forget(ch, m.reason or "closed", None)
             case Flow():
@@ -682,6 +905,32 @@ class ClientSession:
         if new != old:
             self._events.append(StateChanged(old.value, new.value, reason))
 
+    def _can(self, event: ConnEvent) -> bool:
+        """Whether the connection table has ``event`` in the current state."""
+        return event in CONNECTION_TRANSITIONS[self._state]
+
+    def _can_chan(self, ch: ClientChannel, event: ChanEvent) -> bool:
+        """Whether the channel table has ``event`` in ``ch``'s state."""
+        return event in CHANNEL_TRANSITIONS[ch.state]
+
+    def _ready(self) -> bool:
+        """The handshake is done and the transport usable (state ``ready``)."""
+        return self._state is ConnState.READY
+
+    def _close_transport(self, code: int, reason: str) -> None:
+        """Tell the runtime to close the current socket (once)."""
+        if self._transport:
+            self._events.append(CloseTransport(code, truncate_reason(reason)))
+            self._transport = False
+
+    def _abandon(self, now: float, reason: str) -> None:
+        """Give up on the current socket as if the network had dropped it (verify failure)."""
+        if not self._transport:
+            return
+        sent, reported = abandon_close_codes()
+        self._events.append(CloseTransport(sent, truncate_reason(reason)))
+        self.transport_closed(now, reported, reason)
+
     def _chan(self, ch: ClientChannel, event: ChanEvent) -> ChannelState:
         new = transition(CHANNEL_TRANSITIONS, ch.state, event)
         assert isinstance(new, ChannelState)
@@ -702,7 +951,7 @@ class ClientSession:
         self._send_ctl(ch.open_msg)
 
     def _flush_input(self, ch: ClientChannel) -> None:
-        if self._state != ConnState.READY or ch.state != ChannelState.OPEN:
+        if not self._ready() or ch.state not in RUNNING:
             return
         if ch.tx_sent < ch.tx.end:
             for stream, part in ch.tx.read(ch.tx_sent, ch.tx.end - ch.tx_sent):
@@ -715,9 +964,7 @@ class ClientSession:
             self._send_ctl(Eof(ch.id))
 
     def _flush_resize(self, ch: ClientChannel, now: float) -> None:
-        if ch.size is None or ch.size == ch.size_sent or ch.state != ChannelState.OPEN:
-            return
-        if self._state != ConnState.READY:
+        if ch.size is None or ch.size == ch.size_sent or ch.state not in RUNNING or not self._ready():
             return
         due = ch.resize_at + self.options.resize_interval
         if now < due:
@@ -728,7 +975,7 @@ class ClientSession:
         self._send_ctl(Resize(ch.id, ch.size[0], ch.size[1]))
 
     def _maybe_grant(self, ch: ClientChannel, now: float) -> None:
-        if self._state is not ConnState.READY or ch.state is not ChannelState.OPEN or self._pause.reasons:
+        if not self._ready() or ch.state not in RUNNING or self._pause.reasons:
             return
         grant = ch.credit.take_grant(now, self.rtt)
         if grant:
@@ -755,49 +1002,48 @@ class ClientSession:
     def _open_transport(self, now: float) -> None:
         self._transport = True
         self._handshake_deadline = now + self.options.handshake_timeout
-        self._events.append(OpenTransport(self.profile.subprotocols, self._attempt))
+        self._events.append(OpenTransport(self.profile.subprotocols, self._reconnect.attempt))
 
     def _drop_transport(self, now: float, code: int, reason: str) -> None:
         """We give up on the current socket ourselves (timeouts)."""
         if not self._transport:
             return
-        self._events.append(CloseTransport(code, reason))
-        self._transport = False
-        self._next_ping = None
+        self._close_transport(code, reason)
+        self._heartbeat.stop()
+        self._verify = None
         self._handshake_deadline = None
-        if self._state == ConnState.CLOSED:
+        if self.closed:
             return
-        if self._was_ready and self._resume is not None:
-            self._lost(now, reason)
-        elif self._state == ConnState.RECONNECTING:
+        if self._was_ready and self._resume is not None:  # (reconnecting implies this)
             self._lost(now, reason)
         else:
             self._fail(now, CloseError(code, code, close_code_name(code), reason), close_socket=False)
 
     def _lost(self, now: float, reason: str) -> None:
-        if self._state != ConnState.READY:  # a try failed, before or after its socket opened
-            self._attempt += 1
-        if self._attempt >= self.options.retry.max_retries:
-            self._fail(now, CloseError(1006, None, "RETRIES_EXHAUSTED", f"gave up after {self._attempt} attempts"), False)
+        delay = self._reconnect.lost(now, self._rand)
+        attempt = self._reconnect.attempt
+        if delay is None:
+            err = CloseError(CloseCode.ABNORMAL, None, ErrorCode.RETRIES_EXHAUSTED, f"gave up after {attempt} attempts")
+            self._fail(now, err, False)
             return
         self._move(ConnEvent.LOST, reason)
-        delay = self.options.retry.delay(self._attempt, self._rand)
-        self._reconnect_at = now + delay
-        self._diag(now, "reconnect", "reconnect_scheduled", attempt=self._attempt, delayMs=round(delay * 1000))
+        self._diag(now, "reconnect", "reconnect_scheduled", attempt=attempt, delayMs=round(delay * 1000))
 
     def _fail(self, now: float, err: CloseError, close_socket: bool) -> None:
-        if close_socket and self._transport:
-            self._events.append(CloseTransport(err.ws_code, err.message[:120]))
-            self._transport = False
+        if close_socket:
+            self._close_transport(err.ws_code, err.message)
         if err.ws_code == CloseCode.RESUME_FAILED or not (self._was_ready and err.ws_code in RETRYABLE_CLOSE_CODES):
             self._clear_resume(now)
         self._finish(now, err, err.code)
 
     def _finish(self, now: float, err: CloseError | None, reason: str) -> None:
         self.error = err
-        self._reconnect_at = self._handshake_deadline = self._next_ping = self._resize_due = None
+        self._reconnect.cancel()
+        self._heartbeat.stop()
+        self._verify = None
+        self._handshake_deadline = self._resize_due = None
         for ch in list(self._channels.values()):
-            if ch.state != ChannelState.CLOSED:
+            if self._can_chan(ch, ChanEvent.LOST):
                 self._chan(ch, ChanEvent.LOST)
             self._forget(ch, reason, None if err is None else err.code, persist=False)
         self._move(ConnEvent.FAILED if err is not None else ConnEvent.CLOSE, reason)
@@ -813,7 +1059,8 @@ class ClientSession:
     def _forget(
         self, ch: ClientChannel, reason: str, error: str | None, *, emit: bool = True, persist: bool = True
     ) -> None:
-        ch.state = ChannelState.CLOSED
+        if self._can_chan(ch, ChanEvent.LOST):  # callers normally moved it to closed already
+            self._chan(ch, ChanEvent.LOST)
         if self._channels.pop(ch.id, None) is not None and emit:
             self._events.append(ChannelClosed(ch.id, reason, error))
         if persist and ch.resume_key is not None and self._resume is not None:
@@ -847,12 +1094,12 @@ class ClientSession:
         if st is None:
             return
         t = now if now is not None else clock
-        if t is not None and self._state == ConnState.READY:
+        if t is not None and self._ready():
             st.expires_at = t + self._resume_ttl  # the server's retention starts at the drop
         st.channels = [
             StoredChannel(c.id, c.resume_key, c.credit.received)
             for c in self._channels.values()
-            if c.resume_key is not None and c.state != ChannelState.CLOSED
+            if c.resume_key is not None and self._can_chan(c, ChanEvent.LOST)  # not closed
         ]
         self._store.save(st.to_dict())
         if now is not None:

@@ -14,6 +14,7 @@ The hierarchy (everything nimbus raises derives from :class:`NimbusError`)::
     ├── ChannelError       a channel ended abnormally or takes no input: .code (ErrorCode)
     │   └── ChannelOpenError   the server refused the channel (open_err)
     ├── BackendError       a server backend could not open or run a channel: .code (ErrorCode)
+    ├── ClientClosedError  a local call on a closed client session (also a RuntimeError)
     └── IllegalTransition  a state machine was asked for a move its table has not
                            (local misuse; on peer input the machines close with the
                            contract's code instead)
@@ -24,18 +25,23 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "MAX_CLOSE_REASON_BYTES",
     "RETRYABLE_CLOSE_CODES",
     "BackendError",
     "ChannelError",
     "ChannelOpenError",
     "CloseCode",
+    "ClientClosedError",
     "CloseError",
     "ErrorCode",
     "IllegalTransition",
     "NimbusError",
     "ProtocolError",
+    "abandon_close_codes",
     "close_code_name",
     "describe_close_code",
+    "sendable_close_code",
+    "truncate_reason",
 ]
 
 
@@ -191,6 +197,48 @@ RETRYABLE_CLOSE_CODES: frozenset[int] = frozenset(
 )
 
 
+#: The longest close reason a WebSocket close frame carries: 123 bytes of UTF-8
+#: (RFC 6455 5.5: a control frame's payload is at most 125 bytes, 2 of them the code).
+MAX_CLOSE_REASON_BYTES = 123
+
+
+def truncate_reason(reason: str, limit: int = MAX_CLOSE_REASON_BYTES) -> str:
+    """Cut ``reason`` to at most ``limit`` bytes of UTF-8, never inside a character.
+
+    Every close reason nimbus puts on the wire goes through this function
+    (the core's ``CloseTransport`` reasons and the runtimes' ``close()``
+    calls), so a long or non-ASCII message never makes ``close()`` throw.
+    """
+    raw = reason.encode("utf-8")
+    if len(raw) <= limit:
+        return reason
+    return raw[:limit].decode("utf-8", "ignore")
+
+
+def sendable_close_code(code: int) -> int:
+    """Map ``code`` to one a client's WHATWG ``close()`` accepts (1000 or 3000-4999).
+
+    Codes a client may not send (1001-1015: reserved or only the peer's to
+    send, like 1006 or 1009) become 4000 (``CANCELLED``): never 1000, because
+    an explicit 1000 ends the server-side session (contract 12.7) and a
+    client that merely gives up on one socket must keep its session.
+    """
+    if code == CloseCode.NORMAL or 3000 <= code <= 4999:
+        return code
+    return int(CloseCode.CANCELLED)
+
+
+def abandon_close_codes() -> tuple[int, int]:
+    """``(sent, reported)`` when a client abandons a socket as if the network dropped it.
+
+    ``sent`` (4000 ``CANCELLED``) is what the abandoned socket's ``close()``
+    sends: the server keeps the session for a resume.  ``reported`` (1006
+    ``ABNORMAL``) is the close code the session is told, so it reconnects and
+    resumes exactly as after a real network loss.
+    """
+    return int(CloseCode.CANCELLED), int(CloseCode.ABNORMAL)
+
+
 def close_code_name(code: int) -> str:
     """Return the stable upper-case name of ``code`` (``"UNKNOWN_<n>"`` if none)."""
     try:
@@ -283,6 +331,13 @@ class BackendError(NimbusError):
         self.code: ErrorCode = code if isinstance(code, ErrorCode) else ErrorCode.of(code)
         super().__init__(f"{self.code}: {message}")
         self.message = message
+
+
+class ClientClosedError(NimbusError, RuntimeError):
+    """A local call on a client session that is already closed (for example ``open_channel``).
+
+    Also a ``RuntimeError``, which is what earlier versions raised.
+    """
 
 
 class IllegalTransition(NimbusError):

@@ -224,22 +224,6 @@ class ByteLog:
                 self._segs[0] = (stream, data[n:])
                 self.start += n
 
-    def take(self, limit: int) -> list[tuple[Stream, bytes]]:
-        """Remove and return up to ``limit`` bytes from the front."""
-        out: list[tuple[Stream, bytes]] = []
-        while self._segs and limit > 0:
-            stream, data = self._segs[0]
-            if len(data) <= limit:
-                self._segs.popleft()
-                out.append((stream, data))
-            else:
-                self._segs[0] = (stream, data[limit:])
-                data = data[:limit]
-                out.append((stream, data))
-            self.start += len(data)
-            limit -= len(data)
-        return out
-
     def read(self, offset: int, limit: int) -> list[tuple[Stream, bytes]]:
         """Return (without removing) up to ``limit`` bytes starting at absolute ``offset``.
 
@@ -269,10 +253,6 @@ class ByteLog:
             out.append((stream, data))
             limit -= len(data)
         return out
-
-    def segments(self) -> list[tuple[Stream, bytes]]:
-        """Everything held, in order, without removing it."""
-        return list(self._segs)
 
     def clear(self, start: int) -> None:
         """Drop everything and restart at ``start``."""

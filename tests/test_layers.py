@@ -39,10 +39,7 @@ def _modules(folder: str) -> Iterator[tuple[Path, str]]:
         rel = path.relative_to(base).with_suffix("")
         parts = [p for p in rel.parts if p != "__init__"]
         dotted = ".".join([ROOTS[folder], *parts])
-        if path.name == "__init__.py":
-            dotted_pkg = dotted
-        else:
-            dotted_pkg = dotted.rpartition(".")[0]
+        dotted_pkg = dotted if path.name == "__init__.py" else dotted.rpartition(".")[0]
         yield path, dotted_pkg
 
 
@@ -160,3 +157,142 @@ def test_every_module_is_checked(folder: str) -> None:
         "web_runtime": {"web_runtime/bridge.py"},
     }
     assert must[folder] <= names
+
+
+# --------------------------------------------------------------------------
+# Protocol rules live in the core: runtimes hold no close code and test no state
+# --------------------------------------------------------------------------
+
+#: Close codes whose choice is a protocol rule (RFC 6455 1000/1001, contract 4000-4015).
+CLOSE_CODES = frozenset({1000, 1001, *range(4000, 4016)})
+#: Public names of connection and channel states (core/state.py).
+STATE_ENUMS = frozenset({"ConnState", "ChannelState", "ConnPhase"})
+STATE_NAMES = frozenset(
+    {"idle", "connecting", "authenticating", "ready", "reconnecting", "closed"}
+    | {"opening", "open", "exited", "closing"}
+)
+#: Runtime folders: everything outside the sans-I/O core and its shared client.
+RUNTIME_FOLDERS = ("web_runtime", "node_runtime")
+
+
+def _name_of(node: ast.AST) -> str:
+    """The rightmost name of ``a.b.c`` / ``c`` / ``f(...)`` (lower case), else ``""``."""
+    if isinstance(node, ast.Call):
+        return _name_of(node.func)
+    if isinstance(node, ast.Attribute):
+        return node.attr.lower()
+    if isinstance(node, ast.Name):
+        return node.id.lower()
+    return ""
+
+
+def _codeish(name: str) -> bool:
+    return "code" in name or "close" in name or "abort" in name
+
+
+def _close_code_literals(tree: ast.AST) -> list[tuple[int, int]]:
+    """(line, value) of close-code integers used where a close code goes."""
+    hits: list[tuple[int, int]] = []
+
+    def lit(node: ast.AST | None) -> int | None:
+        if isinstance(node, ast.Constant) and type(node.value) is int and node.value in CLOSE_CODES:
+            return node.value
+        return None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            callee = _name_of(node.func)
+            args = [*node.args, *(k.value for k in node.keywords)]
+            if _codeish(callee) or callee.endswith("error") or callee.endswith("event"):
+                hits += [(a.lineno, v) for a in args if (v := lit(a)) is not None]
+            hits += [
+                (k.value.lineno, v)
+                for k in node.keywords
+                if k.arg and _codeish(k.arg) and (v := lit(k.value)) is not None
+            ]
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(_codeish(_name_of(s)) for s in sides):
+                for s in sides:
+                    elts = s.elts if isinstance(s, (ast.Tuple, ast.List, ast.Set)) else [s]
+                    hits += [(e.lineno, v) for e in elts if (v := lit(e)) is not None]
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(_codeish(_name_of(t)) for t in targets) and (v := lit(node.value)) is not None:
+                hits.append((node.lineno, v))
+        elif isinstance(node, ast.arguments):
+            params = [*node.posonlyargs, *node.args]
+            defaults = [None] * (len(params) - len(node.defaults)) + list(node.defaults)
+            pairs = [
+                *zip(params, defaults, strict=True),
+                *zip(node.kwonlyargs, node.kw_defaults, strict=True),
+            ]
+            hits += [
+                (d.lineno, v)
+                for p, d in pairs
+                if d is not None and _codeish(p.arg.lower()) and (v := lit(d)) is not None
+            ]
+    return hits
+
+
+def _state_comparisons(tree: ast.AST) -> list[int]:
+    """Lines comparing a connection/channel state (enum members or their public names)."""
+    hits: list[int] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        flat: list[ast.AST] = []
+        for s in sides:
+            flat += s.elts if isinstance(s, (ast.Tuple, ast.List, ast.Set)) else [s]
+        enum_member = any(
+            isinstance(e, ast.Attribute)
+            and isinstance(e.value, ast.Name)
+            and e.value.id in STATE_ENUMS
+            for e in flat
+        )
+        statey = any(_name_of(s) in {"state", "phase", "_state", "_phase"} for s in sides)
+        name_literal = any(isinstance(e, ast.Constant) and e.value in STATE_NAMES for e in flat)
+        if enum_member or (statey and name_literal):
+            hits.append(node.lineno)
+    return hits
+
+
+def _runtime_files() -> Iterator[Path]:
+    for folder in RUNTIME_FOLDERS:
+        yield from sorted((REPO_ROOT / folder).rglob("*.py"))
+
+
+def test_runtimes_hold_no_close_code_literal() -> None:
+    bad = []
+    for path in _runtime_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        bad += [
+            f"{path.relative_to(REPO_ROOT)}:{line}: {v}" for line, v in _close_code_literals(tree)
+        ]
+    assert bad == [], "close-code choices belong in the core (core/errors.py):\n" + "\n".join(bad)
+
+
+def test_runtimes_compare_no_protocol_state() -> None:
+    bad = []
+    for path in _runtime_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        bad += [f"{path.relative_to(REPO_ROOT)}:{line}" for line in _state_comparisons(tree)]
+    assert bad == [], "state decisions belong to the core's tables (core/state.py):\n" + "\n".join(
+        bad
+    )
+
+
+def test_rule_checkers_find_what_they_look_for() -> None:
+    """The two checkers themselves, on a sample that breaks both rules."""
+    sample = ast.parse(
+        "def f(ws, ch, code=4000):\n"
+        "    ws.close(4003, 'x')\n"
+        "    err = CloseError(1006, None, 'X', 'y')\n"
+        "    if ev.code == 4011: pass\n"
+        "    if ch.state == ChannelState.OPEN: pass\n"
+        "    if conn.state != 'ready': pass\n"
+        "    ms = now * 1000\n"
+    )
+    assert sorted(v for _, v in _close_code_literals(sample)) == [4000, 4003, 4011]
+    assert _state_comparisons(sample) == [5, 6]

@@ -25,7 +25,7 @@ try:  # pragma: no cover - only inside Pyodide
     from pyodide.ffi import JsProxy, create_proxy, to_js  # type: ignore[import-not-found,no-redef]
 
     try:
-        from pyodide.ffi import jsnull  # type: ignore[import-not-found,no-redef]
+        from pyodide.ffi import jsnull  # type: ignore[import-not-found,no-redef,unused-ignore]
     except ImportError:
         jsnull = None
 except ImportError:

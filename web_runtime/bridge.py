@@ -38,15 +38,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..core.aio.connection import (
-    Channel,
-    ChannelError,
-    ChannelOpenError,
-    Listener,
-    ResumeOptions,
-    RetryOptions,
-)
-from ..core.errors import CloseError
+from ..core.aio.connection import Channel, ChannelError, ChannelOpenError, Listener
+from ..core.aio.options import ConnectOptions
+from ..core.errors import CloseCode, CloseError
 from ..core.events import ChannelExit, Diagnostic, PolicyEvent, StateChanged
 from . import _ffi
 from .connection import WebConnection, connect
@@ -87,69 +81,34 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
-def _ms(value: Any) -> float:
-    return float(value) / 1000
-
-
-#: JSON option (camelCase) -> (keyword of :func:`~.connection.connect`, converter).
-_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "profile": ("profile", str),
-    "highWaterMark": ("high_water_mark", int),
-    "lowWaterMark": ("low_water_mark", int),
-    "clientInfo": ("client_info", lambda v: {str(k): str(x) for k, x in dict(v).items()}),
-    "heartbeatIntervalMs": ("heartbeat_interval", _ms),
-    "heartbeatMisses": ("heartbeat_misses", int),
-    "handshakeTimeoutMs": ("handshake_timeout", _ms),
-    "window": ("window", int),
-    "maxWindow": ("max_window", int),
-    "inputBufferLimit": ("input_buffer_limit", int),
-    "ack": ("ack", bool),
-    "closeTimeoutMs": ("close_timeout", _ms),
-    "transport": ("transport", str),
-    "lifecycle": ("lifecycle", bool),
-    "verifyTimeoutMs": ("verify_timeout", _ms),
-    "suspectAfterMs": ("suspect_after", _ms),
-}
-_RETRY = {
-    "baseMs": "base_ms",
-    "jitter": "jitter",
-    "maxRetries": "max_retries",
-    "factor": "factor",
-    "maxDelayMs": "max_delay_ms",
-}
-_IGNORED = frozenset({"url", "auth", "on", "WebSocket"})
+#: Facade keys that are no :class:`ConnectOptions` field, handled here.
+_WEB_ONLY = frozenset({"lifecycle", "resumeKey"})
+#: Keys the facade passes separately (``url``, ``auth``...) or that no longer
+#: do anything (``transport``: there is one transport, the classic WebSocket).
+_IGNORED = frozenset({"url", "auth", "on", "WebSocket", "transport"})
 
 
 def connect_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :func:`~.connection.connect` from the facade's JSON options.
 
-    Unknown keys are an error (a misspelt option must not be silently
+    The shared options are read by
+    :meth:`~nimbus_websocket.core.aio.ConnectOptions.from_json` (camelCase
+    names and millisecond units come from its fields) into ``options``; the
+    browser-only ``lifecycle`` and ``resume.key`` become keywords of their
+    own.  Unknown keys are an error (a misspelt option must not be silently
     ignored); ``null`` means "default".
     """
-    kw: dict[str, Any] = {}
-    for key, value in options.items():
-        if value is None or key in _IGNORED:
-            continue
-        if key in _OPTIONS:
-            name, conv = _OPTIONS[key]
-            kw[name] = conv(value)
-        elif key == "retry":
-            unknown = set(value) - set(_RETRY)
-            if unknown:
-                raise ValueError(f"unknown retry option(s): {', '.join(sorted(unknown))}")
-            kw["retry"] = RetryOptions(**{_RETRY[k]: v for k, v in value.items() if v is not None})
-        elif key == "resume":
-            unknown = set(value) - {"storage", "ttlMs", "key"}
-            if unknown:
-                raise ValueError(f"unknown resume option(s): {', '.join(sorted(unknown))}")
-            kw["resume"] = ResumeOptions(
-                storage=str(value.get("storage") or "session"),
-                ttl_ms=int(value.get("ttlMs") or 60_000),
-            )
-            if value.get("key"):
-                kw["resume_key"] = str(value["key"])
-        else:
-            raise ValueError(f"unknown connect option {key!r}")
+    opts, rest = ConnectOptions.from_json(
+        {k: v for k, v in options.items() if k not in _IGNORED}
+    )
+    unknown = sorted(set(rest) - _WEB_ONLY)
+    if unknown:
+        raise ValueError(f"unknown connect option(s): {', '.join(repr(k) for k in unknown)}")
+    kw: dict[str, Any] = {"options": opts}
+    if "lifecycle" in rest:
+        kw["lifecycle"] = bool(rest["lifecycle"])
+    if "resumeKey" in rest:
+        kw["resume_key"] = str(rest["resumeKey"])
     return kw
 
 
@@ -491,8 +450,8 @@ class ConnectionHandle:
         if self.conn is not None:
             self.conn.verify(str(why))
 
-    async def close(self, code: int = 1000, reason: str = "") -> str:
-        """Close the connection (1000 ends the server session and clears the resume state)."""
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> str:
+        """Close the connection (``NORMAL``, the default, ends the server session and clears the resume state)."""
         try:
             if self.conn is not None:
                 await self.conn.close(int(code), str(reason))

@@ -1,22 +1,20 @@
-"""Page lifecycle -> connection policy: visibility, online/offline, pagehide.
+"""Page lifecycle -> the core: visibility, online/offline, pagehide.
 
-:class:`PageLifecycle` listens to the page and tells the connection:
+:class:`PageLifecycle` listens to the page and *reports* what happened; every
+decision is the core's (:class:`~nimbus_websocket.core.ClientSession`):
 
-* ``visibilitychange``: while ``document.visibilityState`` is ``"hidden"``
-  the connection withholds credit (pause reason ``visibility``: a hidden
-  terminal does not need output, and the server stops reading the
-  terminal within one window); hiding also persists the resume state (a
-  mobile browser may discard a hidden tab without ``pagehide``).  On return,
-  if the page was hidden for longer than ``suspect_after`` (the heartbeat
-  interval: background tabs have their timers throttled, so heartbeats may
-  not have run), the connection is *suspect* and verified with a ping
-  (:meth:`~.connection.WebConnection.verify`);
-* ``offline`` / ``online`` (``navigator.onLine``): pause reason ``offline``
-  while offline; back online, the connection is verified the same way (the
-  network may have changed under an open socket);
+* ``visibilitychange`` -> :meth:`~.connection.WebConnection.page_visibility`:
+  while hidden the core withholds credit (pause reason ``visibility``) and
+  persists the resume state; on return it decides whether the connection is
+  suspect (hidden longer than ``suspect_after``, by default the heartbeat
+  interval: :func:`nimbus_websocket.core.liveness.is_suspect_after_hidden`)
+  and verifies it with a ping;
+* ``offline`` / ``online`` (``navigator.onLine``) ->
+  :meth:`~.connection.WebConnection.page_online`: pause reason ``offline``,
+  verification when back online;
 * ``pagehide``: the resume state is persisted now
-  (:meth:`~nimbus_websocket.core.aio.Connection.persist`), with
-  the exact count of bytes received, so a reload resumes from that byte.
+  (:meth:`~nimbus_websocket.core.aio.Connection.persist`), with the exact
+  count of bytes received, so a reload resumes from that byte.
 
 Each pause and resume is a ``policy`` event (``flow_pause``/``flow_resume``
 with the reason) emitted by the core.  Outside a browser (Node) the missing
@@ -38,48 +36,41 @@ log = logging.getLogger("nimbus_websocket.web")
 
 
 class LifecycleTarget(Protocol):
-    """What :class:`PageLifecycle` drives (a :class:`~.connection.WebConnection`)."""
+    """What :class:`PageLifecycle` reports to (a :class:`~.connection.WebConnection`)."""
 
-    def set_pause(self, reason: str, paused: bool) -> None:
-        """Withhold credit for ``reason`` or stop doing so."""
+    def page_visibility(self, hidden: bool) -> None:
+        """The page became hidden (``True``) or visible (``False``)."""
+        ...
+
+    def page_online(self, online: bool) -> None:
+        """The network went offline (``False``) or came back (``True``)."""
         ...
 
     def persist(self) -> None:
         """Write the resume state now."""
         ...
 
-    def verify(self, why: str, **extras: Any) -> None:
-        """Check with a ping that the connection is alive; drop it if not."""
-        ...
-
 
 class PageLifecycle:
-    """Page events -> pause reasons, verification and persistence (see the module doc).
+    """Page events, reported to the connection's core (see the module doc).
 
     ``document``/``window``/``navigator`` default to the JavaScript globals
-    (``None`` where they do not exist, e.g. Node).  ``suspect_after`` is in
-    seconds of the injected ``clock``.
+    (``None`` where they do not exist, e.g. Node).
     """
 
     def __init__(
         self,
         target: LifecycleTarget,
         *,
-        clock: Callable[[], float],
-        suspect_after: float,
         document: Any = None,
         window: Any = None,
         navigator: Any = None,
     ) -> None:
         self._target = target
-        self._clock = clock
-        self.suspect_after = suspect_after
         self._document = document if document is not None else _ffi.global_get("document")
         self._window = window if window is not None else _ffi.global_get("window")
         self._navigator = navigator if navigator is not None else _ffi.global_get("navigator")
         self._listeners: list[tuple[Any, str, Any]] = []
-        #: Clock time the page became hidden (``None`` while visible).
-        self.hidden_since: float | None = None
         self.attached = False
 
     # ---------------------------------------------------------------- public
@@ -97,10 +88,9 @@ class PageLifecycle:
             self._listen(win, "online", self._on_online)
             self._listen(win, "pagehide", self._on_pagehide)
         if self.hidden:
-            self.hidden_since = self._clock()
-            self._target.set_pause("visibility", True)
+            self._target.page_visibility(True)
         if self.offline:
-            self._target.set_pause("offline", True)
+            self._target.page_online(False)
 
     def detach(self) -> None:
         """Stop listening and destroy the listener proxies."""
@@ -146,25 +136,13 @@ class PageLifecycle:
     # -------------------------------------------------------------- handlers
 
     def _on_visibility(self, _ev: Any = None) -> None:
-        if self.hidden:
-            if self.hidden_since is None:
-                self.hidden_since = self._clock()
-            self._target.set_pause("visibility", True)
-            self._target.persist()
-            return
-        since, self.hidden_since = self.hidden_since, None
-        self._target.set_pause("visibility", False)
-        if since is not None:
-            hidden_for = self._clock() - since
-            if hidden_for > self.suspect_after:
-                self._target.verify("visibility", hiddenMs=round(hidden_for * 1000))
+        self._target.page_visibility(self.hidden)
 
     def _on_offline(self, _ev: Any = None) -> None:
-        self._target.set_pause("offline", True)
+        self._target.page_online(False)
 
     def _on_online(self, _ev: Any = None) -> None:
-        self._target.set_pause("offline", False)
-        self._target.verify("online")
+        self._target.page_online(True)
 
     def _on_pagehide(self, _ev: Any = None) -> None:
         self._target.persist()

@@ -30,7 +30,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..core.aio.whatwg import CLOSED, CloseEvent, Event, sendable_close_code
+from ..core.aio.whatwg import CLOSED, CloseEvent, Event
+from ..core.errors import CloseCode, abandon_close_codes, sendable_close_code, truncate_reason
 from . import _ffi
 
 __all__ = ["BrowserWebSocket", "socket_factory"]
@@ -86,7 +87,6 @@ class BrowserWebSocket:
         self.messages_received = 0
         #: Payload bytes of binary messages received so far.
         self.bytes_received = 0
-        self._next_message: list[Callable[[], None]] = []
         self._on_finished: list[Callable[[], None]] = []
         self._finished = False
         # bufferedAmount only grows through send(): until the next send after
@@ -176,32 +176,40 @@ class BrowserWebSocket:
         else:
             self._ws.send(_ffi.to_js(data))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake; ``onclose`` follows the JavaScript ``close`` event."""
-        self._ws.close(sendable_close_code(code), reason)
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; ``onclose`` follows the JavaScript ``close`` event.
 
-    def abort(self, code: int = 1006, reason: str = "connection abandoned") -> None:
+        The code goes through the core's
+        :func:`~nimbus_websocket.core.errors.sendable_close_code`, the reason
+        through :func:`~nimbus_websocket.core.errors.truncate_reason`: the
+        JavaScript ``close()`` never throws for them.
+        """
+        self._ws.close(sendable_close_code(code), truncate_reason(reason))
+
+    def abort(self, reason: str = "connection abandoned") -> None:
         """Give up on this socket now, as if the network had dropped it.
 
         The JavaScript listeners are removed and their proxies destroyed, the
-        JavaScript socket is closed (4000: the server keeps the session), and
-        ``onclose`` is called at once with ``code`` (1006 by default, which
-        the client treats as a network loss: reconnect and resume).  Used when
-        a connection is suspect (no answer after the page came back) -- a dead
-        TCP connection can take minutes to report its own close.
+        JavaScript socket is closed and ``onclose`` is called at once; both
+        codes are the core's (:func:`~nimbus_websocket.core.errors.abandon_close_codes`:
+        the socket sends 4000, so the server keeps the session, and reports
+        1006, which the client treats as a network loss: reconnect and
+        resume).  A dead TCP connection can take minutes to report its own
+        close; this does not wait for it.
         """
         if self._finished:
             return
+        sent, reported = abandon_close_codes()
         self._finish()
         try:
-            self._ws.close(4000, reason[:120])
+            self._ws.close(sent, truncate_reason(reason))
         except Exception:  # already closed or never opened
             log.debug("close after abort failed", exc_info=True)
-        self._call(self.onclose, CloseEvent(code, reason, False))
+        self._call(self.onclose, CloseEvent(reported, reason, False))
         self._run_finished()
 
-    def payload_view(self, payload: bytes) -> Any:
-        """``payload`` as a ``Uint8Array`` view of the binary message being handled, or ``None``.
+    def payload_location(self, payload: bytes) -> tuple[Any, int, int] | None:
+        """``(ArrayBuffer, offset, length)`` of ``payload`` in the message being handled, or ``None``.
 
         Only while ``onmessage`` runs, and only when ``payload`` is that
         message's tail after an envelope of at most 64 bytes (``nimbus.v1``:
@@ -210,17 +218,9 @@ class BrowserWebSocket:
         event of it before returning, so output seen here comes from this
         message: the check is structural (length, first and last byte), not a
         comparison of every byte (``bytes.endswith`` of 64 KiB costs ~20 us in
-        Pyodide).  Nothing else writes to a received ``ArrayBuffer``: the view
-        is the caller's to keep, and saves copying the payload back.
-        """
-        where = self.payload_location(payload)
-        return None if where is None else _ffi.js.Uint8Array.new(*where)
-
-    def payload_location(self, payload: bytes) -> tuple[Any, int, int] | None:
-        """``(ArrayBuffer, offset, length)`` of ``payload`` in the message being handled, or ``None``.
-
-        What :meth:`payload_view` checks, without creating the view (the
-        facade builds it in JavaScript: one FFI call fewer per chunk).
+        Pyodide).  Nothing else writes to a received ``ArrayBuffer``: the
+        facade builds a ``Uint8Array`` view on it in JavaScript, which is the
+        caller's to keep and saves copying the payload back.
         """
         current = self.current_message
         if current is None or not payload:
@@ -231,10 +231,6 @@ class BrowserWebSocket:
         if 0 <= offset <= 64 and raw[offset] == payload[0] and raw[-1] == payload[-1]:
             return buffer, offset, n
         return None
-
-    def notify_next_message(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` once, when the next message arrives (any kind)."""
-        self._next_message.append(callback)
 
     def notify_finished(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the socket is finished (at once if it already is)."""
@@ -254,14 +250,11 @@ class BrowserWebSocket:
             if isinstance(data, str):
                 payload: bytes | str = data
             else:
-                payload = data.to_bytes()  # ArrayBuffer -> bytes (one copy)
-                self.bytes_received += len(payload)
-                self.current_message = (payload, data)
+                raw: bytes = data.to_bytes()  # ArrayBuffer -> bytes (one copy)
+                payload = raw
+                self.bytes_received += len(raw)
+                self.current_message = (raw, data)
             self.messages_received += 1
-            if self._next_message:
-                waiters, self._next_message = self._next_message, []
-                for cb in waiters:
-                    cb()
             direct = self.onmessagedata
             if direct is not None:
                 direct(payload)
@@ -280,7 +273,7 @@ class BrowserWebSocket:
         try:
             event = CloseEvent(int(ev.code), str(ev.reason or ""), bool(ev.wasClean))
         except Exception:
-            event = CloseEvent(1006, "", False)
+            event = CloseEvent(CloseCode.ABNORMAL, "", False)
         handler = self.onclose
         self._finish()
         self._call(handler, event)
@@ -310,7 +303,6 @@ class BrowserWebSocket:
     def _finish(self) -> None:
         """Detach the JavaScript listeners and destroy their proxies (once)."""
         self._finished = True
-        self._next_message = []
         ws = self._ws
         try:
             ws.onopen = ws.onmessage = ws.onclose = ws.onerror = None

@@ -15,6 +15,7 @@ the modules of :mod:`nimbus_websocket.core` outside it never import asyncio.
 Modules:
 
 * :mod:`.connection` -- :class:`Connection`, :class:`Channel`, :func:`connect_with`;
+* :mod:`.options` -- :class:`ConnectOptions`, the one options object of every entry point;
 * :mod:`.whatwg` -- the socket interface the connection is written against.
 """
 
@@ -26,6 +27,7 @@ from .connection import (
     ChannelError,
     ChannelOpenError,
     Connection,
+    ConnectOptions,
     Listener,
     ResumeOptions,
     RetryOptions,
@@ -38,6 +40,7 @@ __all__ = [
     "Channel",
     "ChannelError",
     "ChannelOpenError",
+    "ConnectOptions",
     "Connection",
     "Listener",
     "ResumeOptions",

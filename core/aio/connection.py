@@ -42,6 +42,7 @@ client granted, and the client grants only what was consumed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -49,11 +50,18 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from ..client import ClientOptions, ClientSession
-from ..errors import ChannelError, ChannelOpenError, CloseError, NimbusError
+from ..client import ClientOptions, ClientSession, auth_from_value, reached_ready
+from ..errors import (
+    ChannelError,
+    ChannelOpenError,
+    CloseCode,
+    CloseError,
+    NimbusError,
+    sendable_close_code,
+    truncate_reason,
+)
 from ..events import (
     ChannelClosed,
     ChannelData,
@@ -68,19 +76,18 @@ from ..events import (
     PolicyEvent,
     StateChanged,
 )
-from ..flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WINDOW, DEFAULT_WINDOW
-from ..messages import Auth, Target, Term, User
-from ..profiles import Frame, WireProfile
-from ..resume import MemoryResumeStore, NullResumeStore, ResumeStore
-from ..retry import RetryPolicy
-from ..state import ChannelState, ConnState
-from .whatwg import CLOSED, OPEN, SocketFactory, WebSocketLike, sendable_close_code
+from ..messages import Target, Term, User
+from ..profiles import Frame
+from ..resume import ResumeStore
+from .options import ConnectOptions, ResumeOptions, RetryOptions
+from .whatwg import CLOSED, OPEN, SocketFactory, WebSocketLike
 
 __all__ = [
     "AuthProvider",
     "Channel",
     "ChannelError",
     "ChannelOpenError",
+    "ConnectOptions",
     "Connection",
     "ResumeOptions",
     "RetryOptions",
@@ -98,60 +105,6 @@ Listener = Callable[[Any], object]
 BUFFERED_POLL_INTERVAL = 0.01
 #: Timers fire this much after a deadline, so ``tick`` never runs a hair early.
 _TIMER_SLACK = 0.001
-
-
-# -------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True, slots=True)
-class RetryOptions:
-    """Reconnect backoff (contract defaults: base 300 ms, jitter on, at most 10 tries).
-
-    The delay before attempt ``n`` (0-based) is ``min(max_delay_ms, base_ms *
-    factor ** n)``, with jitter a uniform draw in its upper half.
-    """
-
-    base_ms: float = 300
-    jitter: bool = True
-    max_retries: int = 10
-    factor: float = 2.0
-    max_delay_ms: float = 10_000
-
-    def to_policy(self) -> RetryPolicy:
-        """The core's :class:`~nimbus_websocket.core.RetryPolicy`."""
-        return RetryPolicy(
-            base=self.base_ms / 1000,
-            factor=self.factor,
-            max_delay=self.max_delay_ms / 1000,
-            jitter=self.jitter,
-            max_retries=self.max_retries,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeOptions:
-    """Where resume state lives and for how long (at most; the server's grant may be shorter).
-
-    ``storage`` is ``"memory"`` (survives reconnects of this connection),
-    ``"none"`` (no resume: a lost connection is final) or any object with
-    ``load()``/``save(dict)``/``clear()`` (a
-    :class:`~nimbus_websocket.core.ResumeStore`); a store object shared
-    between :func:`connect` calls lets a new connection resume the channels
-    of an old one (they appear in :attr:`Connection.resumed_channels`).
-    """
-
-    storage: str | ResumeStore = "memory"
-    ttl_ms: int = 60_000
-
-    def make_store(self) -> ResumeStore:
-        """The store object for ``storage``."""
-        if isinstance(self.storage, str):
-            if self.storage == "memory":
-                return MemoryResumeStore()
-            if self.storage == "none":
-                return NullResumeStore()
-            raise ValueError(f"unknown resume storage {self.storage!r} (use 'memory', 'none' or a store)")
-        return self.storage
 
 
 # ------------------------------------------------------------------- emitter
@@ -174,10 +127,8 @@ class _Emitter:
         lst.append(callback)
 
         def unsubscribe() -> None:
-            try:
+            with contextlib.suppress(ValueError):
                 lst.remove(callback)
-            except ValueError:
-                pass
 
         return unsubscribe
 
@@ -265,8 +216,7 @@ class Channel:
     @property
     def state(self) -> str:
         """``opening``, ``open``, ``exited``, ``closing`` or ``closed``."""
-        ch = self._conn._session.channel(self.id)
-        return ChannelState.CLOSED.value if ch is None or self.closed else ch.state.value
+        return self._conn._session.channel_state(self.id)
 
     @property
     def queued_bytes(self) -> int:
@@ -336,7 +286,7 @@ class Channel:
         a reconnect).
         """
         conn = self._conn
-        conn._session.signal(self.id, sig.upper())
+        conn._session.signal(self.id, sig)  # the core normalises the name
         conn._pump()
 
     async def send_eof(self) -> None:
@@ -377,8 +327,7 @@ class Channel:
     # ------------------------------------------------------------- internals
 
     def _check_input(self) -> None:
-        ch = self._conn._session.channel(self.id)
-        if self.closed or ch is None or ch.state not in (ChannelState.OPEN, ChannelState.OPENING):
+        if self.closed or not self._conn._session.takes_input(self.id):
             raise self.error or self._conn.error or ChannelError("CLOSED", f"channel {self.id} takes no input")
 
     def _wake(self) -> None:
@@ -518,7 +467,7 @@ class Connection:
         self.resumed_channels: list[Channel] = []
         #: The terminal error, once the connection ended abnormally.
         self.error: CloseError | None = None
-        self._local_error: CloseError | None = None
+        self._started = False
         self._ws: WebSocketLike | None = None
         self._socket_gen = 0
         self._protocol = ""
@@ -611,8 +560,8 @@ class Connection:
         :class:`ChannelOpenError` on ``open_err`` and the connection's
         :class:`~nimbus_websocket.core.CloseError` if it ends meanwhile.
         """
-        if self._session.state == ConnState.CLOSED:
-            raise self.error or CloseError(1000, None, "CLOSED", "connection is closed")
+        if self._session.closed:
+            raise self.error or self._session.closed_error()
         cid = self._session.open_channel(
             _target(target), _user(user), _term(term), now=self._clock(), **extra
         )
@@ -628,28 +577,31 @@ class Connection:
 
     async def start(self) -> None:
         """Connect and wait until ``ready``; raise the :class:`CloseError` if that fails."""
-        if self._session.state == ConnState.IDLE:
+        if not self._started:
+            self._started = True
             self._session.connect(self._clock())
             self._pump()
         try:
             await asyncio.shield(self._ready_fut)
         except asyncio.CancelledError:
-            if self._session.state != ConnState.CLOSED:
-                self._session.close(self._clock(), 4000, "connect cancelled")
-                self._pump()
+            self._session.cancel(self._clock())  # the core picks the code (4000) and the outcome
+            self._pump()
             raise
         if not self._was_ready:
-            raise self.error or CloseError(1006, None, "CONNECT_FAILED", "connection closed while connecting")
+            raise self.error or CloseError(
+                CloseCode.ABNORMAL, None, "CONNECT_FAILED", "connection closed while connecting"
+            )
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection; with 1000 the server ends the session and its channels.
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close the connection; with ``NORMAL`` (the default) the server ends the session and its channels.
 
-        Waits (at most ``close_timeout`` seconds) for the socket's closing
-        handshake, so the server has seen the close code when this returns.
+        Any other code (e.g. ``CloseCode.CANCELLED``) leaves the session on
+        the server for a later resume.  Waits (at most ``close_timeout``
+        seconds) for the socket's closing handshake, so the server has seen
+        the close code when this returns.
         """
-        if self._session.state != ConnState.CLOSED:
-            self._session.close(self._clock(), code, reason)
-            self._pump()
+        self._session.close(self._clock(), code, reason)  # nothing once closed
+        self._pump()
         pending = [f for f in self._closing_sockets if not f.done()]
         if pending:
             await asyncio.wait(pending, timeout=self._close_timeout)
@@ -771,7 +723,7 @@ class Connection:
             case ChannelData():
                 self._on_channel_data(ev)
             case StateChanged():
-                if ev.new == ConnState.READY:
+                if reached_ready(ev):
                     self._was_ready = True
                     if not self._ready_fut.done():
                         self._ready_fut.set_result(None)
@@ -806,7 +758,7 @@ class Connection:
                 if ch is not None:
                     err: NimbusError | None = None
                     if ev.error is not None:
-                        err = self._session.error or self._local_error or ChannelError(ev.error, ev.reason)
+                        err = self._session.error or ChannelError(ev.error, ev.reason)
                     ch._on_closed(ev.reason, err)
             case ConnectionClosed():
                 self._on_connection_closed(ev.error)
@@ -822,7 +774,6 @@ class Connection:
         self._spawn_all(self._events.emit(name, arg))
 
     def _on_connection_closed(self, err: CloseError | None) -> None:
-        err = err or self._local_error
         self.error = err
         self._finished = True
         if not self._ready_fut.done():
@@ -871,13 +822,7 @@ class Connection:
     def _wake_senders(self, everyone: bool = False) -> None:
         s = self._session
         for cid in list(self._send_waiters):
-            ch = s.channel(cid)
-            if (
-                everyone
-                or ch is None
-                or ch.state not in (ChannelState.OPEN, ChannelState.OPENING)
-                or s.input_capacity(cid) > 0
-            ):
+            if everyone or not s.takes_input(cid) or s.input_capacity(cid) > 0:
                 for fut in self._send_waiters.pop(cid):
                     if not fut.done():
                         fut.set_result(None)
@@ -904,7 +849,7 @@ class Connection:
 
     def _socket_failed(self, gen: int, reason: str) -> None:
         if gen == self._socket_gen and self._ws is None and not self._finished:
-            self._session.transport_closed(self._clock(), 1006, reason)
+            self._session.transport_closed(self._clock(), CloseCode.ABNORMAL, reason)
             self._pump()
 
     def _on_open(self, ws: WebSocketLike) -> None:
@@ -923,12 +868,11 @@ class Connection:
             result = self._auth()
             if inspect.isawaitable(result):
                 result = await result
-            auth = _to_auth(result)
+            auth = auth_from_value(result)  # the core's validation of hello.auth
         except Exception as exc:
             if ws is self._ws and not self._finished:
                 log.warning("auth provider failed: %s", exc)
-                self._local_error = CloseError(4003, 4003, "AUTH_PROVIDER_FAILED", f"auth provider failed: {exc}")
-                self._session.close(self._clock(), 4000, "auth provider failed")
+                self._session.auth_provider_failed(self._clock(), str(exc))  # the core picks the codes
                 self._pump()
             return
         if ws is not self._ws or ws.readyState != OPEN:
@@ -971,7 +915,8 @@ class Connection:
         self._ws = None
         _detach(ws)
         now = self._clock()
-        self._session.transport_closed(now, int(getattr(ev, "code", 1006)), str(getattr(ev, "reason", "")))
+        code = int(getattr(ev, "code", CloseCode.ABNORMAL))
+        self._session.transport_closed(now, code, str(getattr(ev, "reason", "")))
         self._session.set_buffered_amount(0, now)  # that socket's buffer is gone with it
         self._pump()
 
@@ -994,7 +939,7 @@ class Connection:
             closed(None)
             return
         try:
-            ws.close(sendable_close_code(code), _truncate_reason(reason))
+            ws.close(sendable_close_code(code), truncate_reason(reason))
         except Exception:
             log.exception("socket close failed")
             closed(None)
@@ -1007,27 +952,6 @@ def _detach(ws: WebSocketLike) -> None:
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = None
     if hasattr(ws, "onmessagedata"):
         ws.onmessagedata = None
-
-
-def _truncate_reason(reason: str) -> str:
-    raw = reason.encode("utf-8")[:123]
-    return raw.decode("utf-8", "ignore")
-
-
-def _to_auth(value: Any) -> Auth | None:
-    if value is None or isinstance(value, Auth):
-        return value
-    if not isinstance(value, Mapping):
-        raise TypeError(f"auth provider returned {type(value).__name__}, expected a dict or None")
-    scheme = value.get("scheme", "none")
-    if scheme == "none":
-        return Auth("none")
-    if scheme == "bearer":
-        token = value.get("token")
-        if not isinstance(token, str) or not token:
-            raise ValueError("bearer auth needs a non-empty 'token'")
-        return Auth("bearer", token)
-    raise ValueError(f"unknown auth scheme {scheme!r}")
 
 
 def _target(t: Mapping[str, Any] | Target) -> Target:
@@ -1048,101 +972,45 @@ def _term(t: Mapping[str, Any] | Term | None) -> Term | None:
     return Term(int(t.get("cols", 80)), int(t.get("rows", 24)), dict(t.get("env") or {}))
 
 
-def make_options(
-    *,
-    profile: str | WireProfile = "nimbus.v1",
-    retry: RetryOptions | None = None,
-    resume: ResumeOptions | None = None,
-    high_water_mark: int = DEFAULT_HIGH_WATER,
-    low_water_mark: int = DEFAULT_LOW_WATER,
-    client_info: Mapping[str, str] | None = None,
-    heartbeat_interval: float = 20.0,
-    heartbeat_misses: int = 3,
-    handshake_timeout: float = 10.0,
-    window: int = DEFAULT_WINDOW,
-    max_window: int = DEFAULT_MAX_WINDOW,
-    input_buffer_limit: int = 1 << 20,
-    ack: bool = True,
-) -> tuple[ClientOptions, ResumeStore]:
-    """Build the core's :class:`~nimbus_websocket.core.ClientOptions` and the resume store."""
-    resume = resume or ResumeOptions()
-    options = ClientOptions(
-        profile=profile,
-        ack=ack,
-        client_info=dict(client_info) if client_info else None,
-        heartbeat_interval=heartbeat_interval,
-        heartbeat_misses=heartbeat_misses,
-        handshake_timeout=handshake_timeout,
-        retry=(retry or RetryOptions()).to_policy(),
-        window=window,
-        max_window=max(max_window, window),
-        high_water_mark=high_water_mark,
-        low_water_mark=low_water_mark,
-        input_buffer_limit=input_buffer_limit,
-        resume_ttl=resume.ttl_ms / 1000,
-        ping_on_ready=True,
-    )
-    return options, resume.make_store()
-
-
 async def connect_with(
     url: str,
     socket_factory: SocketFactory,
     *,
-    profile: str | WireProfile = "nimbus.v1",
+    options: ConnectOptions | None = None,
     auth: AuthProvider | None = None,
-    retry: RetryOptions | None = None,
-    high_water_mark: int = DEFAULT_HIGH_WATER,
-    low_water_mark: int = DEFAULT_LOW_WATER,
-    resume: ResumeOptions | None = None,
-    client_info: Mapping[str, str] | None = None,
-    heartbeat_interval: float = 20.0,
-    heartbeat_misses: int = 3,
-    handshake_timeout: float = 10.0,
-    window: int = DEFAULT_WINDOW,
-    max_window: int = DEFAULT_MAX_WINDOW,
-    input_buffer_limit: int = 1 << 20,
-    ack: bool = True,
-    close_timeout: float = 5.0,
+    store: ResumeStore | None = None,
     on: Mapping[str, Listener] | None = None,
     clock: Callable[[], float] = time.time,
     rand: Callable[[], float] = random.random,
+    **keywords: Any,
 ) -> Connection:
     """Connect to ``url`` with sockets made by ``socket_factory(url, protocols)``; return when ready.
 
     ``socket_factory`` is a WHATWG-shaped ``WebSocket`` class or callable
-    (:mod:`.whatwg`).  ``on`` registers listeners before the first state
-    change (e.g. ``{"statechange": cb}``).  Every other option is the core's
-    (:class:`~nimbus_websocket.core.ClientOptions`); times are in seconds
-    except in :class:`RetryOptions`/:class:`ResumeOptions` (milliseconds, as
-    in the browser API).  Raises :class:`~nimbus_websocket.core.CloseError`
-    if the connection cannot be established (refused, auth failed, resume
-    rejected, handshake timeout...).
+    (:mod:`.whatwg`).  The connection's options are ``options`` (a
+    :class:`ConnectOptions`) with ``keywords`` -- any of its fields, e.g.
+    ``heartbeat_interval=5.0`` or ``retry=RetryOptions(max_retries=3)`` --
+    replacing fields (an unknown keyword is a ``TypeError``).  ``store``
+    replaces the store ``options.resume`` would make.  ``auth`` is a sync or
+    async callable returning ``{"scheme": "bearer", "token": ...}``,
+    ``{"scheme": "none"}`` or ``None``, called before every ``hello``.
+    ``on`` registers listeners before the first state change (e.g.
+    ``{"statechange": cb}``).  Raises
+    :class:`~nimbus_websocket.core.CloseError` if the connection cannot be
+    established (refused, auth failed, resume rejected, handshake timeout...).
     """
-    options, store = make_options(
-        profile=profile,
-        retry=retry,
-        resume=resume,
-        high_water_mark=high_water_mark,
-        low_water_mark=low_water_mark,
-        client_info=client_info,
-        heartbeat_interval=heartbeat_interval,
-        heartbeat_misses=heartbeat_misses,
-        handshake_timeout=handshake_timeout,
-        window=window,
-        max_window=max_window,
-        input_buffer_limit=input_buffer_limit,
-        ack=ack,
-    )
+    opts = ConnectOptions.from_keywords(options, **keywords)
+    if store is None:
+        store = (opts.resume or ResumeOptions()).make_store()
     conn = Connection(
         url,
         socket_factory,
-        options=options,
+        options=opts.client_options(),
         store=store,
         auth=auth,
         clock=clock,
         rand=rand,
-        close_timeout=close_timeout,
+        close_timeout=opts.close_timeout,
         listeners=on,
     )
     await conn.start()

@@ -12,7 +12,8 @@ what the protocol needs:
   :data:`CLOSING`, :data:`CLOSED`), ``protocol`` (the subprotocol the server
   selected, ``""`` for none);
 * ``send(data)`` -- ``str`` is a text frame, ``bytes`` a binary frame;
-* ``close(code, reason)`` -- ``code`` is 1000 or 3000-4999;
+* ``close(code, reason)`` -- ``code`` is ``NORMAL`` or 3000-4999 (the core's
+  :func:`~nimbus_websocket.core.errors.sendable_close_code` maps any other);
 * handler attributes ``onopen``, ``onmessage``, ``onclose``, ``onerror``,
   each called with one event object: a message event has ``.data``
   (``str`` or ``bytes``), a close event ``.code`` and ``.reason``;
@@ -34,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import CloseCode, sendable_close_code
+
 __all__ = [
     "CLOSED",
     "CLOSING",
@@ -44,7 +47,7 @@ __all__ = [
     "MessageEvent",
     "SocketFactory",
     "WebSocketLike",
-    "sendable_close_code",
+    "sendable_close_code",  # re-exported from the core (its home: core/errors.py)
 ]
 
 #: ``readyState`` values, as in the WHATWG interface.
@@ -110,23 +113,10 @@ class WebSocketLike(Protocol):
         """Queue one message (text for ``str``, binary for ``bytes``)."""
         ...
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake (or abandon a connection still opening)."""
         ...
 
 
 #: ``factory(url, protocols) -> socket``: a WHATWG ``WebSocket``-like class or callable.
 SocketFactory = Callable[[str, list[str]], WebSocketLike]
-
-
-def sendable_close_code(code: int) -> int:
-    """Map ``code`` to one a WHATWG ``close()`` accepts (1000 or 3000-4999).
-
-    Codes a client may not send (1001-1015: reserved or only the peer's to
-    send, like 1006 or 1009) become 4000 (CANCELLED): never 1000, because
-    an explicit 1000 ends the server-side session (contract 12.7) and a
-    client that merely gives up on one socket must keep its session.
-    """
-    if code == 1000 or 3000 <= code <= 4999:
-        return code
-    return 4000

@@ -41,7 +41,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ...core.aio.connection import Channel, ChannelError, Connection
+from ...core.aio.options import ConnectOptions
+from ...core.client import describe_state_change
 from ...core.errors import NimbusError
+from ...core.events import StateChanged
 
 __all__ = ["add_parser", "run_connect"]
 
@@ -64,7 +67,10 @@ def add_parser(sub: Any) -> None:
     cred.add_argument("--identity", "-i", metavar="FILE", help="SSH private key file")
     p.add_argument("--token-env", metavar="VAR", help="bearer token for the WebSocket server, from this variable")
     p.add_argument("--command", "-c", metavar="CMD", default=None, help="run CMD instead of a login shell")
-    p.add_argument("--profile", default="nimbus.v1", help="wire profile id (default nimbus.v1)")
+    default_profile = str(ConnectOptions().profile)
+    p.add_argument(
+        "--profile", default=default_profile, help=f"wire profile id (default {default_profile})"
+    )
     tty = p.add_mutually_exclusive_group()
     tty.add_argument("-t", dest="tty", action="store_true", default=None, help="force a remote PTY")
     tty.add_argument("-T", dest="tty", action="store_false", help="never ask for a remote PTY")
@@ -128,6 +134,7 @@ class _Session:
         self.conn: Connection | None = None
         self.channel: Channel | None = None
         self.last_sigint = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
         self.failed = False
 
     # ------------------------------------------------------------- messages
@@ -164,8 +171,9 @@ class _Session:
         if args.verbose:
             listeners["diagnostic"] = lambda d: self.note(f"[{d.phase}] {d.code} {dict(d.extras)}")
         try:
+            options = ConnectOptions.from_keywords(profile=args.profile)
             self.conn = conn = await connect(
-                args.url, websocket_impl=WebsocketsImpl, profile=args.profile, auth=auth, on=listeners
+                args.url, websocket_impl=WebsocketsImpl, options=options, auth=auth, on=listeners
             )
         except NimbusError as exc:
             self.note(f"cannot connect to {args.url}: {exc}")
@@ -264,13 +272,10 @@ class _Session:
                 return
 
     # --------------------------------------------------------------- events
-    def on_state(self, ev: Any) -> None:
-        if ev.new == "reconnecting" and ev.old == "ready":
-            self.note(f"connection lost ({ev.reason}); reconnecting...")
-        elif ev.new == "ready" and ev.old == "authenticating" and ev.reason == "resumed":
-            self.note("reconnected")
-        elif ev.new == "closed" and ev.reason not in ("closed by application",):
-            self.note(f"connection closed: {ev.reason}")
+    def on_state(self, ev: StateChanged) -> None:
+        notice = describe_state_change(ev)  # which changes a user hears of is the core's call
+        if notice is not None:
+            self.note(notice)
 
     def on_sigint(self) -> None:
         loop = asyncio.get_running_loop()
@@ -279,7 +284,9 @@ class _Session:
         if now - self.last_sigint < 1.0 or ch is None or ch.closed:
             raise KeyboardInterrupt
         self.last_sigint = now
-        loop.create_task(ch.signal("INT"))
+        task = loop.create_task(ch.signal("INT"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def enter_raw(self) -> Callable[[], None]:
         import termios

@@ -38,6 +38,7 @@ bounded: no context takeover in either direction, window bits 10-12
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections import deque
@@ -61,6 +62,7 @@ from ...core.aio.whatwg import (
     MessageEvent,
     SocketFactory,
 )
+from ...core.errors import MAX_CLOSE_REASON_BYTES, CloseCode, sendable_close_code, truncate_reason
 from ...core.profiles import DEFAULT_MAX_FRAME
 from ..ws_push import PushMessages
 
@@ -214,10 +216,8 @@ class WebsocketsImpl:
         n = self._out_bytes
         conn = self._conn
         if conn is not None and self._ready_state in (OPEN, CLOSING):
-            try:
+            with contextlib.suppress(Exception):  # transport already gone
                 n += conn.transport.get_write_buffer_size()
-            except Exception:  # transport already gone
-                pass
         return n
 
     # --------------------------------------------------------------- methods
@@ -260,12 +260,17 @@ class WebsocketsImpl:
             return False
         return True
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake (after queued messages), or abandon the connect."""
-        if not (code == 1000 or 3000 <= code <= 4999):
-            raise ValueError(f"InvalidAccessError: close code {code} (use 1000 or 3000-4999)")
-        if len(reason.encode("utf-8")) > 123:
-            raise ValueError("SyntaxError: close reason longer than 123 bytes")
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake (after queued messages), or abandon the connect.
+
+        Raises as the WHATWG ``close()`` does for a code a client may not send
+        (the core's :func:`~nimbus_websocket.core.errors.sendable_close_code`)
+        or a reason over 123 bytes of UTF-8.
+        """
+        if sendable_close_code(code) != code:
+            raise ValueError(f"InvalidAccessError: close code {code} (use NORMAL or 3000-4999)")
+        if truncate_reason(reason) != reason:
+            raise ValueError(f"SyntaxError: close reason longer than {MAX_CLOSE_REASON_BYTES} bytes")
         if self._ready_state in (CLOSING, CLOSED):
             return
         if self._ready_state == CONNECTING:
@@ -325,18 +330,18 @@ class WebsocketsImpl:
         try:
             conn = await ws_connect(self.url, create_connection=_PushConnection, **kwargs)
         except asyncio.CancelledError:
-            self._report_close(1006, "connection abandoned", False)
+            self._report_close(CloseCode.ABNORMAL, "connection abandoned", False)
             return
         except Exception as exc:
             log.debug("WebSocket connect to %s failed: %r", self.url, exc)
             self._ready_state = CLOSED
             self._fire("onerror", Event("error"))
-            self._report_close(1006, f"connect failed: {exc}"[:123], False)
+            self._report_close(CloseCode.ABNORMAL, truncate_reason(f"connect failed: {exc}"), False)
             return
         self._conn = conn
         if self._ready_state != CONNECTING:  # close() raced with the handshake
-            await conn.close(*(self._close_req or (1000, "")))
-            self._report_close(conn.close_code or 1006, conn.close_reason or "", False)
+            await conn.close(*(self._close_req or (CloseCode.NORMAL, "")))
+            self._report_close(conn.close_code or CloseCode.ABNORMAL, conn.close_reason or "", False)
             return
         self._ready_state = OPEN
         self._protocol = conn.subprotocol or ""
@@ -362,7 +367,7 @@ class WebsocketsImpl:
             await conn.wait_closed()
         if self._writer is not None:
             self._writer.cancel()
-        code = conn.close_code or 1006
+        code = conn.close_code or CloseCode.ABNORMAL
         clean = conn.protocol.close_rcvd is not None and conn.protocol.close_sent is not None
         self._report_close(code, conn.close_reason or "", clean)
 

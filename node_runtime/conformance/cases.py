@@ -771,7 +771,7 @@ async def resume_after_normal_close(ctx: Ctx) -> str:
     _need_resume(ctx)
     w1, ok1 = await ctx.ready()
     assert ok1.resume is not None
-    await w1.close(1000)
+    await w1.close(CloseCode.NORMAL)
     w2 = await ctx.connect()
     await w2.send(ctx.hello_msg(resume=ResumeRequest(ok1.resume.token)))
     code = await w2.expect_close({CloseCode.RESUME_FAILED}, "resume of a session closed with 1000")

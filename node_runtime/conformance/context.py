@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.errors import CloseCode
 from ...core.messages import (
     Auth,
     Hello,
@@ -155,7 +156,7 @@ class Ctx:
             self.profile,
             timeout=self.opts.timeout,
             subprotocols=subprotocols,
-            origin=org,  # type: ignore[arg-type]
+            origin=org,
             label=f"c{self._labels}",
             log=self.log,
             t0=self.t0,
@@ -187,7 +188,7 @@ class Ctx:
     async def cleanup(self) -> None:
         """Close every connection of the case (1000 ends its session on the server)."""
         wires, self.wires = self.wires, []
-        await asyncio.gather(*(w.close(1000) for w in wires), return_exceptions=True)
+        await asyncio.gather(*(w.close(CloseCode.NORMAL) for w in wires), return_exceptions=True)
 
     # -------------------------------------------------------------- channels
 

@@ -18,6 +18,12 @@ A breach raises :class:`Violation`.  Every wait takes a timeout and raises
 :class:`WaitTimeout` when it expires; a close by the server raises
 :class:`ServerClosed` (except in :meth:`Wire.expect_close`).  The last frames
 in both directions are kept, abbreviated, for failure reports.
+
+:meth:`Wire.send` accounts for what goes out (``flow`` credit, input bytes,
+``caps.ack``), so a frame sent by hand is checked against like one sent
+by :meth:`Wire.grant` or :meth:`Wire.send_input`.  :class:`WireClient` is
+the same wire with the short scripted API the project's own server tests
+use (``hello()``, ``open(1)``, ``type(1, ...)``, ``until_output(...)``).
 """
 
 from __future__ import annotations
@@ -39,20 +45,27 @@ from websockets.protocol import State
 
 from ...core.errors import CloseCode, ProtocolError, close_code_name
 from ...core.messages import (
+    Auth,
     Close,
     Ctl,
     DataFrame,
     Exit,
     Flow,
     Hello,
+    HelloCaps,
     HelloOk,
+    Open,
     OpenErr,
     OpenOk,
     Ping,
     Pong,
+    ResumeRequest,
+    Target,
+    Term,
+    User,
     ctl_to_dict,
 )
-from ...core.profiles import DEFAULT_MAX_FRAME, Frame, WireProfile
+from ...core.profiles import DEFAULT_MAX_FRAME, Frame, WireProfile, get_profile
 
 __all__ = [
     "ChannelView",
@@ -63,6 +76,7 @@ __all__ = [
     "Violation",
     "WaitTimeout",
     "Wire",
+    "WireClient",
     "code_label",
     "raw_json_frame",
     "summarize_frame",
@@ -99,11 +113,13 @@ class ServerClosed(KitFailure):
 
 
 class ConnectRefused(KitFailure):
-    """The WebSocket upgrade failed (``status`` is the HTTP status, if any)."""
+    """The WebSocket upgrade failed (``status`` is the HTTP status, if any;
+    ``error`` the ``websockets`` or OS exception behind it)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, error: BaseException | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.error = error
 
 
 class Skip(Exception):
@@ -234,8 +250,12 @@ class Wire:
         label: str = "",
         log: deque[str] | None = None,
         t0: float | None = None,
+        max_size: int = _CLIENT_MAX_SIZE,
     ) -> Wire:
-        """Upgrade to a WebSocket requesting ``subprotocols`` (default: the profile's)."""
+        """Upgrade to a WebSocket requesting ``subprotocols`` (default: the profile's).
+
+        ``max_size`` bounds one incoming WebSocket message before decoding.
+        """
         protos = list(profile.subprotocols if subprotocols is None else subprotocols)
         try:
             ws = await asyncio.wait_for(
@@ -248,7 +268,7 @@ class Wire:
                     open_timeout=timeout,
                     close_timeout=min(2.0, timeout),
                     ping_interval=None,
-                    max_size=_CLIENT_MAX_SIZE,
+                    max_size=max_size,
                     max_queue=4096,
                     user_agent_header="nimbus-ws-conformance",
                 ),
@@ -256,11 +276,11 @@ class Wire:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
-            raise ConnectRefused(f"WebSocket upgrade refused with HTTP {status}", status) from None
+            raise ConnectRefused(f"WebSocket upgrade refused with HTTP {status}", status, exc) from None
         except InvalidHandshake as exc:
-            raise ConnectRefused(f"WebSocket upgrade failed: {exc}") from None
+            raise ConnectRefused(f"WebSocket upgrade failed: {exc}", error=exc) from None
         except (OSError, TimeoutError) as exc:
-            raise ConnectRefused(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
+            raise ConnectRefused(f"cannot connect to {url}: {exc or type(exc).__name__}", error=exc) from None
         w = cls(ws, profile, timeout=timeout, label=label, log=log, t0=t0)
         w._note(">", f"upgrade subprotocols={protos} -> {ws.subprotocol!r}")
         return w
@@ -289,8 +309,22 @@ class Wire:
             self._closed_from_ws()
             raise ServerClosed(self.close_code or 1006, self.close_reason, "sending") from None
 
-    async def send(self, m: Ctl) -> None:
-        """Send one control message encoded by the profile."""
+    async def send(self, m: Ctl | DataFrame) -> None:
+        """Send one message encoded by the profile, and account for it.
+
+        ``hello`` sets :attr:`ack` from its ``caps`` (``hello_ok`` may still
+        refuse it); ``flow`` adds its credit to the channel's grants; data
+        adds its payload to the channel's input bytes sent.
+        """
+        if isinstance(m, DataFrame):
+            for frame in self.profile.encode_data(m, self.max_frame):
+                await self.send_frame(frame)
+            self.chan(m.id).sent += len(m.payload)
+            return
+        if isinstance(m, Hello):
+            self.ack = bool(m.caps and m.caps.ack)
+        elif isinstance(m, Flow):
+            self.chan(m.id).granted += max(0, m.credit)
         await self.send_frame(self.profile.encode_ctl(m))
 
     async def send_json(self, obj: Any) -> None:
@@ -299,19 +333,13 @@ class Wire:
 
     async def send_input(self, cid: int, payload: bytes, *, chunk: int | None = None) -> None:
         """Send client input (stdin) on ``cid``, in frames of at most ``chunk`` payload bytes."""
-        ch = self.chan(cid)
         step = chunk or max(1, self.max_frame - 128)
         for i in range(0, len(payload), step):
-            part = payload[i : i + step]
-            for frame in self.profile.encode_data(DataFrame("stdout", cid, part), self.max_frame):
-                await self.send_frame(frame)
-            ch.sent += len(part)
+            await self.send(DataFrame("stdout", cid, payload[i : i + step]))
 
     async def grant(self, cid: int, n: int) -> None:
         """Grant ``n`` bytes of credit on ``cid`` (with ``ack`` under ``caps.ack``)."""
-        ch = self.chan(cid)
-        ch.granted += n
-        await self.send(Flow(cid, n, ch.received if self.ack else None))
+        await self.send(Flow(cid, n, self.chan(cid).received if self.ack else None))
 
     def auto_credit(self, cid: int, window: int) -> None:
         """Keep ``window`` bytes of credit outstanding on ``cid`` (0 turns it off)."""
@@ -327,7 +355,7 @@ class Wire:
         """Send a ``ping``."""
         await self.send(Ping(ts))
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the WebSocket (bounded by the connection's close timeout)."""
         if self.close_code is None:
             self._note(">", f"websocket close {code_label(code)}")
@@ -390,6 +418,12 @@ class Wire:
                 raise Violation(f"server sent {_kind(m)} before hello_ok")
             self.ready = True
             self.hello_ok = m
+            self.ack = self.ack and m.caps.ack
+            for rc in m.caps.resumed or ():
+                # Input acks count from the channel's start: a resumed channel's
+                # baseline is what the server says it received (cases check that claim).
+                ch = self.chan(rc.id)
+                ch.sent = max(ch.sent, rc.rx)
             if m.caps.max_frame is not None:
                 self.max_frame = m.caps.max_frame
             return m
@@ -484,11 +518,8 @@ class Wire:
 
     async def hello(self, h: Hello, timeout: float | None = None) -> HelloOk:
         """Send ``h`` and return the server's ``hello_ok``."""
-        self.ack = bool(h.caps and h.caps.ack)
         await self.send(h)
-        ok = await self.expect_hello_ok(timeout)
-        self.ack = self.ack and ok.caps.ack
-        return ok
+        return await self.expect_hello_ok(timeout)
 
     async def expect_ctl(self, t: type[Ctl], cid: int | None = None, timeout: float | None = None) -> Ctl:
         """The next control message of type ``t`` (and channel ``cid``)."""
@@ -581,3 +612,150 @@ def _kind(m: Ctl | DataFrame) -> str:
 OVERSIZE_CODES = {int(CloseCode.MESSAGE_TOO_BIG), int(CloseCode.FRAME_TOO_LARGE)}
 #: Close codes a server may use for the control-rate limit (section 9).
 RATE_CODES = {int(CloseCode.POLICY_DENIED), int(CloseCode.POLICY_VIOLATION)}
+
+
+#: Defaults of :meth:`WireClient.open`.
+DEFAULT_TERM = Term(80, 24, {"TERM": "xterm"})
+DEFAULT_TARGET = Target("localhost", 22)
+DEFAULT_USER = User("me")
+
+
+class WireClient:
+    """A scripted raw client for server tests, on one :class:`Wire`.
+
+    The short, test-flavoured API of the project's server tests
+    (``hello()``, ``open(1)``, ``type(1, "ls\\n")``, ``until_output(1, b"...")``)
+    over the kit's wire: every frame the server sends is still decoded and
+    checked by :class:`Wire` (credit, ordering, acks), so a test also fails on
+    a contract breach.  Differences from the kit's own calls, kept for the
+    tests' sake: waits raise :class:`TimeoutError`; a refused upgrade raises
+    the ``websockets`` exception (``InvalidStatus`` ...); :attr:`out` keeps
+    every payload byte per channel (both streams, untrimmed) until a test
+    pops it; :attr:`ctl` lists every control message received.
+    """
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        self.out: dict[int, bytearray] = {}
+        self.ctl: list[Ctl] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        profile: str = "nimbus.v1",
+        *,
+        origin: str | None = None,
+        max_size: int = _CLIENT_MAX_SIZE,
+        timeout: float = 10.0,
+    ) -> WireClient:
+        """Upgrade to a WebSocket speaking ``profile``."""
+        try:
+            wire = await Wire.open(url, get_profile(profile), timeout=timeout, origin=origin, max_size=max_size)
+        except ConnectRefused as exc:
+            if exc.error is not None:
+                raise exc.error from None
+            raise
+        return cls(wire)
+
+    @property
+    def ws(self) -> ClientConnection:
+        """The ``websockets`` connection (to send raw bytes or drop the TCP connection)."""
+        return self.wire.ws
+
+    @property
+    def profile(self) -> WireProfile:
+        """The wire profile in use."""
+        return self.wire.profile
+
+    async def send(self, m: Ctl | DataFrame) -> None:
+        """Send one message (see :meth:`Wire.send`)."""
+        await self.wire.send(m)
+
+    async def recv(self, timeout: float = 10) -> Ctl | DataFrame:
+        """The next message from the server (``TimeoutError`` if none arrives in time)."""
+        try:
+            m = await self.wire.next(timeout)
+        except WaitTimeout as exc:
+            raise TimeoutError(str(exc)) from None
+        if isinstance(m, DataFrame):
+            self.out.setdefault(m.id, bytearray()).extend(m.payload)
+        else:
+            self.ctl.append(m)
+        return m
+
+    async def hello(self, token: str | None = None, ack: bool = True, resume: ResumeRequest | None = None) -> HelloOk:
+        """``hello`` (bearer ``token`` or no auth) and its ``hello_ok``."""
+        auth = Auth("bearer", token) if token else Auth("none")
+        m = await self.wire.hello(Hello(auth=auth, caps=HelloCaps(self.profile.id, ack), resume=resume))
+        self.ctl.append(m)
+        return m
+
+    async def open(
+        self,
+        cid: int = 1,
+        term: Term | None = DEFAULT_TERM,
+        credit: int = 1 << 20,
+        target: Target = DEFAULT_TARGET,
+        user: User = DEFAULT_USER,
+    ) -> OpenOk:
+        """Open channel ``cid``, require ``open_ok``, then grant ``credit`` (0: none)."""
+        await self.send(Open(cid, target, user, term))
+        m = await self.until(lambda m: isinstance(m, (OpenOk, OpenErr)) and m.id == cid)
+        assert isinstance(m, OpenOk), m
+        if credit:
+            await self.send(Flow(cid, credit))
+        return m
+
+    async def type(self, cid: int, text: str | bytes) -> None:
+        """Send ``text`` as input on ``cid`` (one data message)."""
+        await self.send(DataFrame("stdout", cid, text.encode() if isinstance(text, str) else text))
+
+    async def until(self, pred: Callable[[Ctl | DataFrame], bool], timeout: float = 10) -> Ctl | DataFrame:
+        """Read until ``pred`` holds for a message; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = await self.recv(max(0.01, deadline - time.monotonic()))
+            if pred(m):
+                return m
+
+    async def until_output(self, cid: int, needle: bytes, timeout: float = 10, grant: bool = True) -> bytes:
+        """Read until ``needle`` is anywhere in ``cid``'s output, granting credit back as data arrives."""
+        rx = re.compile(re.escape(needle))
+        await self.until_match(cid, rx, timeout, grant)
+        return bytes(self.out[cid])
+
+    async def until_match(
+        self, cid: int, pattern: bytes | re.Pattern[bytes], timeout: float = 10, grant: bool = True
+    ) -> re.Match[bytes]:
+        """Read (granting credit back) until ``pattern`` matches ``cid``'s output."""
+        rx = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while (mt := rx.search(self.out.get(cid, b""))) is None:
+            m = await self.recv(max(0.01, deadline - time.monotonic()))
+            if grant and isinstance(m, DataFrame) and m.payload and m.id == cid:
+                await self.send(Flow(cid, len(m.payload)))
+        return mt
+
+    async def until_exit(self, cid: int, timeout: float = 10) -> Exit:
+        """Read until ``cid``'s ``exit``."""
+        m = await self.until(lambda m: isinstance(m, Exit) and m.id == cid, timeout)
+        assert isinstance(m, Exit)
+        return m
+
+    async def expect_close(self, timeout: float = 10) -> int:
+        """Read (and discard) until the server closes; its close code (1006: dropped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.recv(max(0.01, deadline - time.monotonic()))
+            except ServerClosed as exc:
+                return exc.code
+
+    async def close(self, code: int = CloseCode.NORMAL) -> None:
+        """Close the WebSocket with ``code``."""
+        await self.wire.close(code)
+
+    async def close_channel(self, cid: int) -> None:
+        """Send ``close`` for channel ``cid``."""
+        await self.send(Close(cid))

@@ -3,7 +3,9 @@
 This module only shuttles: WebSocket messages into
 :class:`~nimbus_websocket.core.ServerConnection`, its frames out, its backend
 requests to PTY/SSH backends, and backend output back into the session.
-Every protocol rule lives in the core.
+Every protocol rule lives in the core: close codes, limits (including failed
+resumes per client IP), the subprotocol choice and backend pausing are the
+core's decisions; this module passes the peer's address and acts on events.
 
 Embedding::
 
@@ -20,8 +22,7 @@ import contextlib
 import logging
 import mimetypes
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from pathlib import Path
@@ -35,6 +36,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
+from websockets.typing import Subprotocol
 
 from ...core.errors import CloseCode
 from ...core.events import (
@@ -52,8 +54,15 @@ from ...core.events import (
     ServerEvent,
 )
 from ...core.messages import Stream
-from ...core.profiles import available_profiles, get_profile
-from ...core.server import ServerConfig, ServerConnection, ServerSession, SessionRegistry
+from ...core.server import (
+    ServerChannel,
+    ServerConfig,
+    ServerConnection,
+    ServerSession,
+    SessionRegistry,
+    advertised_subprotocols,
+    select_subprotocol,
+)
 from ..ws_push import PushMessages
 from .backend import Backend, BackendError, LocalProcessBackend
 from .metrics import Metrics
@@ -104,14 +113,31 @@ class ServerOptions:
     ssh: SshOptions = field(default_factory=SshOptions)
     #: ``False`` (default) or ``True`` for bounded permessage-deflate.
     per_message_deflate: bool = False
-    #: Honour ``open.command`` [ext]; ``None``: yes, unless ``pty_command`` is set.
+    #: Honour ``open.command`` [ext]; ``None``: ``config.allow_command``, except
+    #: that a set ``pty_command`` (PTY backend) means no (the operator chose what runs).
     allow_client_command: bool | None = None
     #: Factory ``(sink, open_event) -> Backend`` replacing the built-in backends.
     backend_factory: Callable[[Any, BackendOpen], Backend] | None = None
-    #: Failed resumes (4011) tolerated per client IP within ``resume_failure_window``
-    #: seconds; past that, resume attempts from that IP are refused with 4004.
-    resume_failure_limit: int = 20
-    resume_failure_window: float = 60.0
+    #: Failed resumes (``RESUME_FAILED``) tolerated per client IP within ``resume_failure_window``
+    #: seconds; past that, resume attempts from that IP are refused (``POLICY_DENIED``).
+    #: ``None``: the config's (``ServerConfig.resume_failure_limit``, 20 in 60 s).
+    resume_failure_limit: int | None = None
+    resume_failure_window: float | None = None
+
+    @property
+    def effective_config(self) -> ServerConfig:
+        """``config`` with the options that refine it applied (the options stay as given)."""
+        allow = self.allow_client_command
+        if allow is None and self.pty_command is not None and self.backend == "pty":
+            allow = False
+        changes: dict[str, Any] = {}
+        if allow is not None:
+            changes["allow_command"] = allow
+        if self.resume_failure_limit is not None:
+            changes["resume_failure_limit"] = self.resume_failure_limit
+        if self.resume_failure_window is not None:
+            changes["resume_failure_window"] = self.resume_failure_window
+        return replace(self.config, **changes) if changes else self.config
 
 
 class _PushWsConnection(PushMessages, WsConnection):
@@ -166,7 +192,12 @@ class _Conn:
         self.ip = str(peer[0]) if peer else "?"
         self.wake_ev = asyncio.Event()
         self.core = ServerConnection(
-            server.registry, now=time.time(), subprotocol=ws.subprotocol, wake=self.flush, peer=self.peer
+            server.registry,
+            now=time.time(),
+            subprotocol=ws.subprotocol,
+            wake=self.flush,
+            peer=self.peer,
+            peer_key=self.ip,
         )
         self.session: ServerSession | None = None
         self.close_req: tuple[int, str] | None = None
@@ -193,7 +224,7 @@ class _Conn:
             pass
         finally:
             rcvd = self.ws.protocol.close_rcvd
-            code = rcvd.code if rcvd is not None else 1006
+            code = rcvd.code if rcvd is not None else CloseCode.ABNORMAL
             self.core.transport_closed(code, time.time())
             self.process()
             self.done = True
@@ -215,10 +246,10 @@ class _Conn:
             self.core.receive_frame(msg, time.time())
             self.process()
             self.flush()
-        except Exception:  # a bug, not bad input (the core closes for that): 1011, as websockets would
+        except Exception:  # a bug, not bad input (the core closes for that): INTERNAL_ERROR_WS, as websockets would
             log.exception("message handling failed", extra={"event": "internal_error", "peer": self.peer})
             with contextlib.suppress(Exception):
-                self.ws.protocol.fail(1011, "internal error")
+                self.ws.protocol.fail(CloseCode.INTERNAL_ERROR_WS, "internal error")
                 self.ws.send_data()
 
     def flush(self) -> None:
@@ -295,7 +326,7 @@ class _Conn:
                     self.close_req = (ev.code, ev.reason)
                     self.wake_ev.set()
             elif isinstance(ev, AuthRequested):
-                asyncio.create_task(self._auth(ev))
+                self.server._spawn(self._auth(ev))
             elif self.session is not None:
                 self.server._handle(self.session, ev)
             else:
@@ -303,13 +334,6 @@ class _Conn:
         self._count()
 
     async def _auth(self, ev: AuthRequested) -> None:
-        resuming = self.core.resuming
-        if resuming and self.server._resume_blocked(self.ip):
-            log.warning("resume refused", extra={"event": "resume_rate_limited", "peer": self.peer})
-            self.core.close(CloseCode.POLICY_DENIED, "too many failed resume attempts", time.time())
-            self.process()
-            self.wake_ev.set()
-            return
         try:
             principal = await self.server.auth.authenticate(ev.scheme, ev.token)
         except Exception:  # a broken hook refuses, it does not crash the server
@@ -317,8 +341,6 @@ class _Conn:
             principal = None
         log.info("auth", extra={"event": "auth", "peer": self.peer, "ok": principal is not None, "scheme": ev.scheme})
         self.core.auth_result(principal, time.time())
-        if resuming and self.core.close_code == CloseCode.RESUME_FAILED:
-            self.server._resume_failed(self.ip)
         self.process()
         self.wake_ev.set()
 
@@ -352,11 +374,9 @@ class Server:
 
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = opts = options or ServerOptions()
-        if opts.pty_command is not None and opts.backend == "pty" and opts.allow_client_command is None:
-            opts.allow_client_command = False  # the operator chose what runs
-        if opts.allow_client_command is not None and opts.allow_client_command != opts.config.allow_command:
-            opts.config = replace(opts.config, allow_command=opts.allow_client_command)
-        self.registry = SessionRegistry(opts.config)
+        #: The core's config, derived once from the options (which are not changed).
+        self.config = opts.effective_config
+        self.registry = SessionRegistry(self.config)
         loopback = is_loopback(opts.host)
         self.auth = AuthPolicy(opts.tokens, opts.auth_hook, loopback)
         self.origins = OriginPolicy(opts.allow_origins, loopback_host_only=loopback)
@@ -364,21 +384,20 @@ class Server:
         self.metrics = Metrics() if opts.metrics else None
         self._backends: dict[tuple[str, int], Backend] = {}
         self._closing: set[Backend] = set()  # closed, not yet reaped
-        #: Times of recent failed resumes per client IP (brute-force budget).
-        self._resume_failures: dict[str, deque[float]] = {}
+        #: Tasks the server started (auth hooks, backend starts, reaping): kept until done.
+        self._tasks: set[asyncio.Future[None]] = set()
         self._sinks: dict[tuple[str, int], _Sink] = {}
         self._ws: WsServer | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._static = Path(opts.static_dir).resolve() if opts.static_dir else None
         if not loopback and not opts.tokens and opts.auth_hook is None:
-            log.warning("bound to %s without --token: every connection will be refused (4003)", opts.host)
+            log.warning("bound to %s without --token: every connection will be refused (AUTH_FAILED)", opts.host)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Listen (``options.port`` 0 picks a free port)."""
-        opts = self.options
-        allowed = opts.config.profiles or available_profiles()
-        subprotocols = [sp for pid in allowed for sp in get_profile(pid).subprotocols]
+        opts, config = self.options, self.config
+        subprotocols = [Subprotocol(sp) for sp in advertised_subprotocols(config)]
         kw: dict[str, Any] = {"compression": None}
         if opts.per_message_deflate:
             from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -399,11 +418,11 @@ class Server:
             self._handler,
             opts.host,
             opts.port,
-            subprotocols=subprotocols,  # type: ignore[arg-type]
-            select_subprotocol=_select_subprotocol,
+            subprotocols=subprotocols,
+            select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
             create_connection=_PushWsConnection,
-            max_size=opts.config.max_frame,
+            max_size=config.max_frame,
             ping_interval=None,
             close_timeout=5,
             server_header="nimbus-ws",
@@ -429,7 +448,7 @@ class Server:
         return f"ws://{host}:{self.port}{self.options.path}"
 
     async def stop(self, code: int = CloseCode.GOING_AWAY) -> None:
-        """Stop accepting, close every connection with ``code`` (1001), end all sessions."""
+        """Stop accepting, close every connection with ``code`` (``GOING_AWAY``), end all sessions."""
         if self._ws is None:
             return
         ws, self._ws = self._ws, None
@@ -452,24 +471,15 @@ class Server:
         assert self._ws is not None
         await self._ws.serve_forever()
 
-    def _resume_blocked(self, ip: str) -> bool:
-        """True while ``ip`` has used up its failed-resume budget."""
-        times = self._resume_failures.get(ip)
-        if not times:
-            return False
-        horizon = time.monotonic() - self.options.resume_failure_window
-        while times and times[0] < horizon:
-            times.popleft()
-        if not times:
-            del self._resume_failures[ip]
-            return False
-        return len(times) >= self.options.resume_failure_limit
+    def _select_subprotocol(self, ws: WsConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        sp = select_subprotocol(self.config, offered)
+        return None if sp is None else Subprotocol(sp)
 
-    def _resume_failed(self, ip: str) -> None:
-        times = self._resume_failures.setdefault(ip, deque(maxlen=max(1, self.options.resume_failure_limit)))
-        times.append(time.monotonic())
-        if len(self._resume_failures) > 10_000:  # bounded: forget the oldest peer
-            del self._resume_failures[next(iter(self._resume_failures))]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task the server keeps a reference to until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------- plumbing
     async def _handler(self, ws: WsConnection) -> None:
@@ -482,7 +492,7 @@ class Server:
     def _handle(self, session: ServerSession, ev: ServerEvent) -> None:
         key = (session.sid, getattr(ev, "id", 0))
         if isinstance(ev, BackendOpen):
-            asyncio.create_task(self._open(session, ev))
+            self._spawn(self._open(session, session.channels.get(ev.id), ev))
         elif isinstance(ev, BackendInput):
             be = self._backends.get(key)
             if be is not None:
@@ -492,10 +502,8 @@ class Server:
         elif isinstance(ev, BackendPause):
             be = self._backends.get(key)
             if be is not None:
-                # The truth is the session's budget, not the event's order.
-                paused = session.read_budget(ev.id) <= 0
-                be.pause(paused)
-                self._pause_time(key, paused)
+                be.pause(ev.paused)
+                self._pause_time(key, ev.paused)
         elif isinstance(ev, BackendEof):
             be = self._backends.get(key)
             if be is not None:
@@ -516,11 +524,17 @@ class Server:
             if be is not None:
                 be.close()
                 self._closing.add(be)
-                asyncio.ensure_future(be.wait_closed()).add_done_callback(lambda _f, b=be: self._closing.discard(b))
+                self._spawn(self._reap(be))
                 if self.metrics:
                     self.metrics.channels.dec()
         else:
             self._observe(ev)
+
+    async def _reap(self, be: Backend) -> None:
+        try:
+            await be.wait_closed()
+        finally:
+            self._closing.discard(be)
 
     def _pause_time(self, key: tuple[str, int], paused: bool) -> None:
         sink = self._sinks.get(key)
@@ -544,9 +558,10 @@ class Server:
             level = logging.WARNING if ev.code == "protocol_error" else logging.INFO
             log.log(level, ev.code, extra={"event": ev.code, "phase": ev.phase, **_safe_extras(ev.extras)})
         elif isinstance(ev, PolicyEvent):
-            log.warning(ev.kind, extra={"event": ev.kind, "channel": ev.channel})
+            level = logging.DEBUG if ev.kind == "channel_closed" else logging.WARNING
+            log.log(level, ev.kind, extra={"event": ev.kind, "channel": ev.channel, "reason": ev.reason})
 
-    async def _open(self, session: ServerSession, ev: BackendOpen) -> None:
+    async def _open(self, session: ServerSession, channel: ServerChannel | None, ev: BackendOpen) -> None:
         cid = ev.id
         log.info(
             "open",
@@ -565,7 +580,7 @@ class Server:
             be = SshBackend(sink, ev.target, ev.user, term, opts.ssh, command=ev.command)
         else:
             command = ev.command if ev.command is not None else opts.pty_command
-            be = LocalProcessBackend(sink, term, command, max_read=opts.config.max_read)
+            be = LocalProcessBackend(sink, term, command, max_read=self.config.max_read)
         try:
             await be.start()
         except BackendError as exc:
@@ -578,8 +593,8 @@ class Server:
             session.channel_open_failed(cid, "BACKEND_FAILED", str(exc)[:200])
             self._pump(session)
             return
-        if session.destroyed or cid not in session.channels:
-            be.close()
+        if session.destroyed or channel is None or session.channels.get(cid) is not channel:
+            be.close()  # the channel closed while the backend started (its id may be reused)
             return
         key = (session.sid, cid)
         self._backends[key] = be
@@ -642,15 +657,6 @@ def _response(status: int, body: bytes, ctype: str) -> Response:
         ]
     )
     return Response(status, HTTPStatus(status).phrase, headers, body)
-
-
-def _select_subprotocol(ws: WsConnection, offered: Any) -> Any:
-    """First offered subprotocol we know; none (nimbus.v1 then decodes hello) otherwise."""
-    known = {sp for pid in available_profiles() for sp in get_profile(pid).subprotocols}
-    for sp in offered:
-        if sp in known:
-            return sp
-    return None
 
 
 def _safe_extras(extras: Any) -> dict[str, Any]:

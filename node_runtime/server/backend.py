@@ -85,7 +85,7 @@ def read_burst(fd: int, limit: int, wait: float = 0.0) -> tuple[bytes, bool]:
     if wait > 0:
         p = select.poll()
         p.register(fd, select.POLLIN)
-        if not p.poll(wait * 1000):
+        if not p.poll(wait * 1e3):  # milliseconds
             return b"", False
     chunks: list[bytes] = []
     got = 0
@@ -447,7 +447,8 @@ class LocalProcessBackend:
         assert self._master is not None
         try:
             buf = fcntl.ioctl(self._master, termios.FIONREAD, b"\0\0\0\0")
-            return struct.unpack("i", buf)[0] > 0
+            (pending,) = struct.unpack("i", buf)
+            return int(pending) > 0
         except OSError:
             return False
 

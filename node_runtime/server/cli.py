@@ -108,7 +108,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully (1001)."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (``GOING_AWAY``)."""
     setup_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     return asyncio.run(_serve(options_from_args(args)))
 

@@ -51,13 +51,8 @@ class AuthPolicy:
         self._hook = hook
         self._loopback = loopback
 
-    @property
-    def open_access(self) -> bool:
-        """True when scheme ``none`` is accepted (no token, no hook, loopback)."""
-        return not self._tokens and self._hook is None and self._loopback
-
     async def authenticate(self, scheme: str, token: str | None) -> str | None:
-        """The principal for ``scheme``/``token``, or ``None`` (4003)."""
+        """The principal for ``scheme``/``token``, or ``None`` (the core closes ``AUTH_FAILED``)."""
         if self._hook is not None:
             res = self._hook(scheme, token)
             if inspect.isawaitable(res):

@@ -1,4 +1,4 @@
-"""Fixtures and helpers for the host client tests (echo server, proxy, condition waits)."""
+"""Fixtures and helpers for the host client tests (the reference server with an echo backend, proxy, condition waits)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from support.proxy import TcpProxy
 
 @pytest.fixture
 async def echo() -> AsyncIterator[EchoServer]:
-    """An echo server on 127.0.0.1 (default config, any auth)."""
+    """The reference server with an echo backend on 127.0.0.1 (default config, any auth)."""
     async with EchoServer() as srv:
         yield srv
 
 
 @pytest.fixture
 async def make_echo() -> AsyncIterator[Callable[..., Awaitable[EchoServer]]]:
-    """Start echo servers with options; all stopped at the end."""
+    """Start echo (reference) servers with options; all stopped at the end."""
     servers: list[EchoServer] = []
 
     async def make(**kw: Any) -> EchoServer:

@@ -1,7 +1,7 @@
-"""Fixtures for the conformance-kit tests: reference and example servers, the kit's CLI.
+"""Fixtures for the conformance-kit tests: the reference server, the minimal oracle server, the kit's CLI.
 
-Servers listen on 127.0.0.1 port 0.  The example server is a standalone
-script (``node_runtime/server/examples/minimal_server.py``, one wire profile
+Servers listen on 127.0.0.1 port 0.  The minimal server is a standalone
+test-oracle script (``tests/oracles/minimal_server.py``, one wire profile
 per process): it runs as a subprocess that prints ``listening
 ws://HOST:PORT/``, or is loaded as a module when a test needs a deliberately
 broken variant.
@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from kithelpers import EXAMPLE_SERVER, SHELL, stderr_text
+from kithelpers import MINIMAL_SERVER, SHELL, stderr_text
 from nimbus_websocket.node_runtime.server import Server
 
 
@@ -43,7 +43,7 @@ async def example_process() -> AsyncIterator[Callable[..., Awaitable[str]]]:
     async def start(profile: str, *args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(EXAMPLE_SERVER),
+            str(MINIMAL_SERVER),
             "--profile",
             profile,
             "--host",
@@ -62,7 +62,7 @@ async def example_process() -> AsyncIterator[Callable[..., Awaitable[str]]]:
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), 15)
         except TimeoutError:
-            pytest.fail(f"{EXAMPLE_SERVER.name} --profile {profile} did not report its address within 15 s")
+            pytest.fail(f"{MINIMAL_SERVER.name} --profile {profile} did not report its address within 15 s")
         text = line.decode().strip()
         assert text.startswith("listening ws://127.0.0.1:"), (text, await stderr_text(proc))
         return text.split()[1]

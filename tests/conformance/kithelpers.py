@@ -12,9 +12,10 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "node_runtime" / "server" / "examples"
-#: The reference server for other languages (``--profile json-base64.v1|lenpfx.v1``).
-EXAMPLE_SERVER = EXAMPLES / "minimal_server.py"
+#: Test oracles: independent servers written from PROTOCOL.md alone.
+ORACLES = REPO / "tests" / "oracles"
+#: The minimal server, also a starting point for other languages (``--profile json-base64.v1|lenpfx.v1``).
+MINIMAL_SERVER = ORACLES / "minimal_server.py"
 #: The shell every test channel runs: bash without rc files (fast, predictable).
 SHELL = "bash --norc --noprofile -i"
 
@@ -28,10 +29,10 @@ async def stderr_text(proc: asyncio.subprocess.Process) -> str:
     return ""
 
 
-def load_example(script: str = EXAMPLE_SERVER.name) -> ModuleType:
-    """Import an example script as a module (to subclass its Connection)."""
-    name = "nimbus_example_" + Path(script).stem
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / script)
+def load_example(script: str = MINIMAL_SERVER.name) -> ModuleType:
+    """Import an oracle script (default: the minimal server) as a module, to subclass its Connection."""
+    name = "nimbus_oracle_" + Path(script).stem
+    spec = importlib.util.spec_from_file_location(name, ORACLES / script)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod

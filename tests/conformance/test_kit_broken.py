@@ -16,12 +16,14 @@ The servers run in this event loop; the kit runs as a CLI subprocess.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from kithelpers import load_example, run_cli
+from nimbus_websocket.core import ResumeRequest
 from nimbus_websocket.core.server import ServerSession
 from nimbus_websocket.node_runtime.server import Server
 
@@ -42,7 +44,7 @@ async def test_server_ignoring_credit(reference: Callable[..., Awaitable[Server]
         ch = self.channels.get(cid)
         if ch is not None:
             ch.credit += 1 << 20  # the bug: initial credit is not 0
-            self._flush(ch)
+            self.flush(ch)
 
     monkeypatch.setattr(ServerSession, "channel_opened", opened_with_credit)
     srv = await reference()
@@ -97,12 +99,17 @@ async def test_server_wrong_code_for_malformed_frames(in_process_example: Callab
 async def test_server_resuming_from_the_wrong_offset(
     reference: Callable[..., Awaitable[Server]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    orig = ServerSession._rebind
+    orig = ServerSession.rebind
 
-    def rebind_after_sent(self: ServerSession, ch: Any, rx: int | None) -> None:
-        orig(self, ch, None if rx is None else ch.sent)  # the bug: bytes in flight are lost
+    def rebind_after_sent(self: ServerSession, req: ResumeRequest) -> Any:
+        # The bug: replay from what was sent, not from the client's rx (bytes in flight are lost).
+        wrong = tuple(
+            dataclasses.replace(c, rx=self.channels[c.id].sent) if c.id in self.channels else c
+            for c in req.channels or ()
+        )
+        return orig(self, dataclasses.replace(req, channels=wrong))
 
-    monkeypatch.setattr(ServerSession, "_rebind", rebind_after_sent)
+    monkeypatch.setattr(ServerSession, "rebind", rebind_after_sent)
     srv = await reference()
     rc, out = await run_cli(srv.url, "--profile", "json-base64.v1", "--only", "ack.*", "--only", "resume.same_shell")
     assert rc == 1, out

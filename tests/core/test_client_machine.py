@@ -680,6 +680,223 @@ def test_client_survives_any_server_sequence(script: list[Any]) -> None:
         if isinstance(m, Flow):
             assert 0 < m.credit <= 2**31
     codes = [e.code for e in h.of(CloseTransport)]
-    assert all(code in (4007, 4012) for code in codes), codes
+    # 4007: credit overrun; 4012: heartbeat; 4009: a message the tables do not
+    # allow now (an exit before open_ok) -- never an exception, never another code.
+    assert all(code in (4007, 4009, 4012) for code in codes), codes
     event(f"closed with {codes[-1] if codes else None}")
     event(f"channel data events: {min(len(h.of(ChannelData)), 3)}+")
+
+
+# ------------------------------------------- rules moved into the core (#12)
+
+
+def test_verify_pings_and_any_frame_satisfies_it() -> None:
+    h = ClientHarness(ClientOptions(verify_timeout=5.0))
+    h.connect()
+    t0 = h.clock()
+    h.client.verify(t0, "visibility", hiddenMs=30_000)
+    (ping,) = h.drain()
+    assert isinstance(ping, Ping)
+    assert h.client.next_deadline() == pytest.approx(t0 + 5.0)  # the verify deadline comes first
+    (suspect,) = diags(h, "connection_suspect")
+    assert suspect.extras["why"] == "visibility" and suspect.extras["hiddenMs"] == 30_000
+    h.client.verify(t0, "again")  # already verifying: nothing more
+    assert h.drain() == [] and len(diags(h, "connection_suspect")) == 1
+    h.clock.t = t0 + 0.25
+    h.feed(Ping(1.0))  # any frame proves the socket alive, not only the pong
+    (ok,) = diags(h, "connection_verified")
+    assert ok.extras["waitedMs"] == pytest.approx(250.0)
+    h.tick_to(t0 + 5.0)
+    assert not diags(h, "connection_verify_failed") and h.client.state == ConnState.READY
+    assert h.client.next_deadline() == pytest.approx(t0 + 20.0)  # back to the heartbeat
+
+
+def test_verify_timeout_drops_the_transport_as_a_network_loss() -> None:
+    h = ClientHarness(ClientOptions(verify_timeout=5.0))
+    h.connect()
+    t0 = h.clock()
+    h.client.verify(t0, "online")
+    h.drain()
+    h.tick_to(t0 + 4.999)
+    assert h.client.state == ConnState.READY
+    h.tick_to(t0 + 5.0)
+    (failed,) = diags(h, "connection_verify_failed")
+    assert failed.extras["timeoutMs"] == 5000 and failed.extras["why"] == "online"
+    # The abandoned socket closes with 4000 (the server keeps the session); the
+    # session is told 1006, so it reconnects and resumes.
+    assert [(c.code, c.reason) for c in h.of(CloseTransport)] == [(4000, "no answer after online")]
+    assert [d.extras["wsCode"] for d in diags(h, "transport_closed")] == [1006]
+    assert h.client.state == ConnState.RECONNECTING
+    assert h.store.load() is not None
+
+
+def test_verify_only_when_ready() -> None:
+    h = ClientHarness()
+    h.client.verify(h.clock(), "visibility")
+    h.drain()
+    assert not diags(h, "connection_suspect") and h.client.next_deadline() is None
+
+
+def test_page_visibility_suspect_rule_uses_the_heartbeat_interval() -> None:
+    h = ClientHarness(ClientOptions(heartbeat_interval=20.0))
+    h.connect()
+    t0 = h.clock()
+    h.client.page_visibility(True, t0)
+    assert h.client.paused_for("visibility")
+    h.client.page_visibility(False, t0 + 20.0)  # hidden exactly one interval: not suspect
+    assert not h.client.paused_for("visibility")
+    h.drain()
+    assert not diags(h, "connection_suspect")
+    h.client.page_visibility(True, t0 + 21.0)
+    h.client.page_visibility(True, t0 + 30.0)  # repeated: hidden since the first
+    h.client.page_visibility(False, t0 + 41.5)
+    h.drain()
+    (suspect,) = diags(h, "connection_suspect")
+    assert suspect.extras == {**suspect.extras, "why": "visibility", "hiddenMs": 20_500}
+    from nimbus_websocket.core.liveness import is_suspect_after_hidden
+
+    assert is_suspect_after_hidden(20.001, 20.0) and not is_suspect_after_hidden(20.0, 20.0)
+    assert ClientOptions(suspect_after=3.0).suspect_after_s == 3.0
+    assert ClientOptions(heartbeat_interval=7.0).suspect_after_s == 7.0
+
+
+def test_page_online_pauses_then_verifies() -> None:
+    h = ClientHarness()
+    h.connect()
+    h.client.page_online(False, h.clock())
+    assert h.client.paused_for("offline")
+    h.client.page_online(True, h.clock())
+    h.drain()
+    assert not h.client.paused_for("offline")
+    assert [d.extras["why"] for d in diags(h, "connection_suspect")] == ["online"]
+
+
+def test_cancel_closes_4000_without_error() -> None:
+    h = ClientHarness()
+    h.client.connect(h.clock())
+    h.drain()
+    h.client.cancel(h.clock())
+    h.drain()
+    assert [(c.code, c.reason) for c in h.of(CloseTransport)] == [(4000, "connect cancelled")]
+    (closed,) = h.of(ConnectionClosed)
+    assert closed.error is None and h.client.state == ConnState.CLOSED
+    h.client.cancel(h.clock())  # once closed: nothing
+    assert h.drain() == [] and len(h.of(CloseTransport)) == 1
+
+
+def test_auth_provider_failure_is_4003_and_closes_4000() -> None:
+    h = ClientHarness()
+    h.client.connect(h.clock())
+    h.drain()
+    h.client.auth_provider_failed(h.clock(), "vault down")
+    h.drain()
+    assert [c.code for c in h.of(CloseTransport)] == [4000]
+    (closed,) = h.of(ConnectionClosed)
+    err = closed.error
+    assert err is not None and (err.ws_code, err.app_code, err.code) == (4003, 4003, "AUTH_PROVIDER_FAILED")
+    assert "vault down" in err.message and h.client.error is err
+    assert h.client.state == ConnState.CLOSED
+    h.client.auth_provider_failed(h.clock(), "again")
+    assert len(h.of(ConnectionClosed)) == 1
+
+
+def test_close_reasons_are_cut_to_123_utf8_bytes() -> None:
+    from nimbus_websocket.core.errors import MAX_CLOSE_REASON_BYTES, truncate_reason
+
+    assert MAX_CLOSE_REASON_BYTES == 123
+    assert truncate_reason("short") == "short"
+    cut = truncate_reason("é" * 100)  # 200 bytes; never split a character
+    assert len(cut.encode()) == 122 and cut == "é" * 61
+    assert len(truncate_reason("x" * 500).encode()) == 123
+    h = ClientHarness()
+    h.client.connect(h.clock())
+    h.drain()
+    h.client.close(h.clock(), 4000, "€" * 100)
+    h.drain()
+    (ct,) = h.of(CloseTransport)
+    assert len(ct.reason.encode()) <= 123 and ct.reason == "€" * 41
+
+
+def test_sendable_close_code_and_abandon_codes_are_the_cores() -> None:
+    from nimbus_websocket.core.errors import abandon_close_codes, sendable_close_code
+
+    assert [sendable_close_code(c) for c in (1000, 1001, 1006, 1009, 3000, 4012, 4999, 5000)] == [
+        1000, 4000, 4000, 4000, 3000, 4012, 4999, 4000,
+    ]
+    assert abandon_close_codes() == (4000, 1006)
+
+
+def test_illegal_transition_on_peer_input_closes_4009() -> None:
+    h = ClientHarness()
+    h.connect()
+    cid = h.client.open_channel(TARGET, USER, now=h.clock())
+    h.drain()
+    h.feed(Exit(cid, 0))  # exit before open_ok: the channel table has no such move
+    assert [c.code for c in h.of(CloseTransport)] == [4009]
+    (closed,) = h.of(ConnectionClosed)
+    assert closed.error is not None and closed.error.code == "UNSUPPORTED_MESSAGE"
+    assert "exit" in closed.error.message and h.client.state == ConnState.CLOSED
+
+
+def test_local_misuse_raises_locally() -> None:
+    from nimbus_websocket.core.errors import ClientClosedError, NimbusError
+
+    h = ClientHarness()
+    h.connect()
+    with pytest.raises(IllegalTransition):
+        h.client.connect(h.clock())
+    assert not h.of(CloseTransport)  # misuse never closes the connection
+    h.client.close(h.clock())
+    with pytest.raises(ClientClosedError) as info:
+        h.client.open_channel(TARGET, USER)
+    assert isinstance(info.value, NimbusError) and isinstance(info.value, RuntimeError)
+
+
+def test_signal_is_normalised_and_takes_input_follows_the_channel() -> None:
+    h = ClientHarness()
+    h.connect()
+    cid = h.client.open_channel(TARGET, USER, now=h.clock())
+    h.drain()
+    assert h.client.takes_input(cid) and not h.client.takes_input(99)
+    h.feed(OpenOk(cid, "k"))
+    for sig in ("int", "SIGTERM", " hup "):
+        h.client.signal(cid, sig)
+    assert [m.sig for m in h.drain() if isinstance(m, Signal)] == ["INT", "TERM", "HUP"]
+    h.client.close_channel(cid)
+    assert not h.client.takes_input(cid)
+
+
+def test_window_is_never_larger_than_max_window() -> None:
+    o = ClientOptions(window=1 << 22, max_window=1 << 20)
+    assert o.max_window == 1 << 22
+    assert ClientOptions().max_window >= ClientOptions().window
+
+
+def test_heartbeat_fits_the_server_rule_ping_only_when_idle() -> None:
+    from nimbus_websocket.core.heartbeat import Heartbeat
+
+    hb = Heartbeat(10.0, None, only_when_idle=True)
+    hb.start(0.0)
+    assert hb.due(9.9) is None
+    hb.received(5.0)
+    beat = hb.due(10.0)
+    assert beat is not None and beat.ping is None and not beat.timed_out  # busy: no ping
+    assert hb.next_ping == 20.0
+    beat = hb.due(20.0)
+    assert beat is not None and beat.ping == 20_000.0  # idle for an interval: ping
+    assert hb.pong(20_000.0, 20.5) == pytest.approx(0.5) and hb.pong(20_000.0, 21.0) is None
+    for t in (30.0, 40.0, 50.0):
+        beat = hb.due(t)
+        assert beat is not None and not beat.timed_out  # misses=None: never decides
+
+
+def test_reconnect_counts_failed_tries_only() -> None:
+    from nimbus_websocket.core.reconnect import Reconnect
+
+    r = Reconnect(RetryPolicy(base=1.0, factor=2.0, jitter=False, max_retries=3))
+    r.succeeded()
+    assert r.lost(0.0, lambda: 0.5) == 1.0 and r.attempt == 0  # loss of a ready connection
+    assert not r.due(0.999) and r.due(1.0) and not r.due(1.0)
+    assert r.lost(1.0, lambda: 0.5) == 2.0 and r.attempt == 1  # that try failed
+    assert r.lost(3.0, lambda: 0.5) == 4.0 and r.attempt == 2
+    assert r.lost(7.0, lambda: 0.5) is None and r.at is None  # exhausted

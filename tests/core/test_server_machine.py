@@ -43,6 +43,21 @@ from nimbus_websocket.core import (
     Term,
     User,
 )
+from nimbus_websocket.core.errors import IllegalTransition
+from nimbus_websocket.core.events import Diagnostic
+from nimbus_websocket.core.server import (
+    ResumeLimiter,
+    ServerConnection,
+    advertised_subprotocols,
+    select_subprotocol,
+)
+from nimbus_websocket.core.state import (
+    PHASE_TRANSITIONS,
+    ChannelState,
+    ConnPhase,
+    PhaseEvent,
+    transition,
+)
 
 try:
     from support.memory import FakeClock, ServerHarness
@@ -710,17 +725,32 @@ actions = st.one_of(
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(actions, min_size=30, max_size=100), st.booleans(), st.none() | st.sampled_from([1000, 1006]))
 def test_server_survives_any_sequence_and_never_exceeds_credit(script: list[Any], ack: bool, drop: int | None) -> None:
-    """Valid messages in any order: the server never raises, and never sends more than the credit."""
+    """Valid messages in any order: the server never raises, and never sends more than the credit.
+
+    The backend side behaves like a runtime: each ``BackendOpen`` is answered at most
+    once (``channel_opened`` or ``channel_open_failed``), a second answer being local
+    misuse that raises.
+    """
     h = ServerHarness()
     assert h.hello(ack=ack) is not None
     open_channel(h, 1)
     open_channel(h, 2)
     granted: dict[int, int] = {}
     sent: dict[int, int] = {}
+    awaiting: set[int] = set()  # channels whose BackendOpen is not answered yet
+    seen = len(h.events)
     for kind, arg in script:
-        if h.conn.phase == "closed":
+        for ev in h.events[seen:]:
+            if isinstance(ev, BackendOpen):
+                awaiting.add(ev.id)
+            elif isinstance(ev, BackendClose):
+                awaiting.discard(ev.id)
+        seen = len(h.events)
+        if not h.conn.live:
             break
         s = h.session
+        if kind in ("opened", "failed") and arg not in awaiting:
+            continue
         if kind == "msg":
             if isinstance(arg, Flow):
                 granted[arg.id] = granted.get(arg.id, 0) + arg.credit
@@ -729,8 +759,10 @@ def test_server_survives_any_sequence_and_never_exceeds_credit(script: list[Any]
                 sent.pop(arg.id, None)
             h.send(arg)
         elif kind == "opened":
+            awaiting.discard(arg)
             s.channel_opened(arg)
         elif kind == "failed":
+            awaiting.discard(arg)
             s.channel_open_failed(arg, "X", "failed")
         elif kind == "output":
             cid, stream, n = arg
@@ -756,3 +788,184 @@ def test_server_survives_any_sequence_and_never_exceeds_credit(script: list[Any]
     assert code is None or 4000 <= code <= 4099, code
     event(f"close code {code}")
     event("server sent data" if sum(sent.values()) else "no data sent")
+
+
+# ------------------------------------------------- rules the core owns (issue #12)
+
+
+def _peer(srv: Server, ip: str) -> ServerHarness:
+    """A connection of ``srv`` from client address ``ip`` (the runtime passes it as ``peer_key``)."""
+    h = srv.conn()
+    h.registry = srv.registry  # (an empty registry is falsy: the harness would make its own)
+    h.conn = ServerConnection(srv.registry, now=h.clock(), subprotocol=h.profile.subprotocols[0], peer_key=ip)
+    return h
+
+
+def _guess(h: ServerHarness) -> None:
+    h.send(Hello(auth=Auth("bearer", "t"), caps=HelloCaps("nimbus.v1", ack=True),
+                 resume=ResumeRequest("0123456789abcdef.guess", ())))
+    if any(isinstance(e, AuthRequested) for e in h.events):
+        h.conn.auth_result("alice", h.clock())
+        h.drain()
+
+
+def test_failed_resumes_are_limited_per_peer_before_any_lookup() -> None:
+    srv = Server(ServerConfig(resume_failure_limit=3, resume_failure_window=10.0))
+    for _ in range(3):
+        h = _peer(srv, "10.0.0.1")
+        _guess(h)
+        assert h.close_code == 4011
+    blocked = _peer(srv, "10.0.0.1")
+    _guess(blocked)
+    assert blocked.close_code == 4004
+    assert not blocked.of(AuthRequested)  # refused before authentication and lookup
+    assert PolicyEvent("rate_limited", reason="resume") in blocked.events
+    other = _peer(srv, "10.0.0.2")  # another address keeps its budget
+    _guess(other)
+    assert other.close_code == 4011
+    fresh = _peer(srv, "10.0.0.1")  # a new session (no resume) is not affected
+    assert fresh.hello() is not None
+    srv.clock.advance(10.0)  # the window slides past the failures
+    later = _peer(srv, "10.0.0.1")
+    _guess(later)
+    assert later.close_code == 4011
+
+
+def test_resume_limiter_forgets_the_oldest_peer_and_never_limits_an_unnamed_one() -> None:
+    lim = ResumeLimiter(ServerConfig(resume_failure_limit=1, max_resume_peers=2))
+    for key in ("a", "b", "c"):
+        lim.failed(key, 0.0)
+    assert len(lim) == 2 and not lim.blocked("a", 0.0) and lim.blocked("c", 0.0)
+    lim.failed("", 0.0)
+    assert not lim.blocked("", 0.0) and len(lim) == 2
+
+
+@pytest.mark.parametrize(
+    ("profiles", "offered", "chosen"),
+    [
+        (None, ["nimbus.ssh.lenpfx.v1", "nimbus.ssh.v1"], "nimbus.ssh.lenpfx.v1"),
+        (("nimbus.v1",), ["nimbus.ssh.lenpfx.v1", "nimbus.ssh.v1"], "nimbus.ssh.v1"),
+        (("nimbus.v1",), ["nimbus.ssh.lenpfx.v1"], None),  # advertised and selected agree
+        (None, ["chat", "superchat"], None),
+        (None, [], None),
+    ],
+)
+def test_subprotocol_is_chosen_from_the_offer_and_the_configured_profiles(
+    profiles: tuple[str, ...] | None, offered: list[str], chosen: str | None
+) -> None:
+    config = ServerConfig(profiles=profiles)
+    assert select_subprotocol(config, offered) == chosen
+    advertised = advertised_subprotocols(config)
+    assert chosen is None or chosen in advertised
+    if profiles == ("nimbus.v1",):
+        assert advertised == ("nimbus.ssh.v1",)
+
+
+@pytest.mark.parametrize(
+    ("before", "message", "reason"),
+    [
+        ("hello", Open(1, TARGET, USER, None), "the first message must be hello"),
+        ("hello", DataFrame("stdout", 1, b"x"), "the first message must be hello"),
+        ("auth", Ping(1), "message before hello_ok"),
+        ("ready", Hello(caps=HelloCaps("nimbus.v1")), "second hello"),
+    ],
+)
+def test_a_message_the_phase_table_has_no_row_for_closes_4002(before: str, message: Any, reason: str) -> None:
+    h = ServerHarness()
+    if before == "auth":
+        h.send(Hello(caps=HelloCaps("nimbus.v1")))
+    elif before == "ready":
+        assert h.hello() is not None
+    assert h.conn.phase == before
+    h.send(message)  # never raises: the miss is the peer's fault
+    assert h.close_code == 4002
+    assert [e.extras["message"] for e in h.of(Diagnostic) if e.code == "protocol_error"] == [reason]
+    assert h.conn.phase is ConnPhase.CLOSED and h.conn.next_deadline() is None
+
+
+def test_phase_table_rows_and_misses() -> None:
+    assert set(PHASE_TRANSITIONS) == set(ConnPhase) and PHASE_TRANSITIONS[ConnPhase.CLOSED] == {}
+    assert transition(PHASE_TRANSITIONS, ConnPhase.HELLO, PhaseEvent.HELLO) is ConnPhase.AUTH
+    with pytest.raises(IllegalTransition) as info:
+        transition(PHASE_TRANSITIONS, ConnPhase.READY, PhaseEvent.HELLO)
+    assert (info.value.machine, info.value.state, info.value.event) == ("phase", "ready", "hello")
+
+
+def test_auth_result_is_local_misuse_outside_auth_and_ignored_after_the_close() -> None:
+    h = ServerHarness()
+    with pytest.raises(IllegalTransition):
+        h.conn.auth_result("alice", h.clock())  # no hello yet
+    assert h.hello() is not None
+    with pytest.raises(IllegalTransition):
+        h.conn.auth_result("alice", h.clock())  # answered twice
+    late = ServerHarness()
+    late.send(Hello(caps=HelloCaps("nimbus.v1")))
+    late.tick(10.0)  # the hello timeout closes while the authenticator runs
+    assert late.close_code == 4012
+    late.conn.auth_result("alice", late.clock())  # too late: ignored
+    assert not late.of(HelloOk)
+
+
+def _closed_events(h: ServerHarness) -> list[tuple[int | None, str | None]]:
+    return [(e.channel, e.reason) for e in h.events if isinstance(e, PolicyEvent) and e.kind == "channel_closed"]
+
+
+def test_every_channel_removal_goes_through_the_table_and_is_visible() -> None:
+    h = ready()
+    open_channel(h, 1)
+    h.send(Close(1))
+    assert _closed_events(h) == [(1, "closed by client")] and BackendClose(1) in h.events
+    h.send(Open(2, TARGET, USER, None))
+    h.session.channel_open_failed(2, "TARGET_UNREACHABLE", "no")
+    h.drain()
+    assert _closed_events(h)[-1] == (2, "open failed") and BackendClose(2) not in h.events
+    h.send(Open(3, TARGET, USER, None))
+    open_channel(h, 4)
+    h.conn.close(4004, "bye", h.clock())
+    h.drain()
+    assert sorted(_closed_events(h)[-2:]) == [(3, "closed with 4004"), (4, "closed with 4004")]
+    assert h.session is None and len(h.registry) == 0
+
+
+def test_a_channel_the_client_did_not_resume_is_closed_visibly() -> None:
+    srv, h, token, key = _session_with_channel(ack=True)
+    open_channel(h, 2)
+    h.conn.transport_closed(1006, srv.clock())
+    h2 = srv.conn()
+    assert _resume(h2, token, key) is not None  # lists channel 1 only
+    assert _closed_events(h2) == [(2, "not resumed")] and BackendClose(2) in h2.events
+    assert list(h2.session.channels) == [1]
+
+
+def test_input_for_an_exited_channel_is_ignored_by_the_table() -> None:
+    h = ready()
+    open_channel(h, 1, credit=100)
+    h.session.backend_exit(1, 0, None)
+    h.drain()
+    assert h.session.channels[1].state is ChannelState.EXITED
+    before = h.conn.stats["ignored"]
+    h.send(DataFrame("stdout", 1, b"late"))
+    h.send(Resize(1, 80, 24))
+    assert h.conn.stats["ignored"] == before + 2
+    assert not h.of(BackendInput) and not h.of(BackendResize)
+    assert h.close_code is None
+
+
+def test_credit_granted_while_the_backend_starts_leaves_it_reading() -> None:
+    h = ready()
+    h.send(Open(1, TARGET, USER, None))
+    h.send(Flow(1, 4096))  # before open_ok
+    h.session.channel_opened(1)
+    h.drain()
+    assert [e for e in h.events if isinstance(e, BackendPause)] == [BackendPause(1, False)]
+    assert h.session.read_budget(1) == 4096
+    with pytest.raises(IllegalTransition):
+        h.session.channel_opened(1)  # a second answer is local misuse
+
+
+def test_a_refused_command_is_a_visible_policy_decision() -> None:
+    h = ready(ServerConfig(allow_command=False))
+    h.send(Open(1, TARGET, USER, None, "id"))
+    assert h.of(OpenErr)[0].code == "POLICY_DENIED"
+    assert PolicyEvent("command_refused", channel=1) in h.events
+    assert not h.of(BackendOpen) and 1 not in h.session.channels

@@ -13,6 +13,7 @@ Screenshots go to ``artifacts/e2e/`` (gitignored).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -91,13 +92,11 @@ def context(browser: Any) -> Iterator[Any]:
         # End the pages' sessions (close 1000) so that their shells do not
         # linger on the server for the resume window; best effort.
         for page in ctx.pages:
-            try:
+            with contextlib.suppress(Exception):
                 page.evaluate(
                     "() => Promise.race([window.nimbusDemo?.conn?.close(),"
                     " new Promise((r) => setTimeout(r, 2000))])"
                 )
-            except Exception:
-                pass
         ctx.close()
 
 

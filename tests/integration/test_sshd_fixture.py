@@ -19,6 +19,7 @@ Findings pinned here (Debian bookworm, OpenSSH 9.2, asyncssh 2.24):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -81,10 +82,8 @@ def pids_running(argv: list[str]) -> list[int]:
 
 def kill_all(argv: list[str]) -> None:
     for pid in pids_running(argv):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
 
 
 async def wait_for_condition(cond, what: str, timeout: float = T) -> None:

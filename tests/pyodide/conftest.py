@@ -31,6 +31,7 @@ What this file adds to pytest-pyodide:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 import os
@@ -156,10 +157,8 @@ class _LazyBrowsers(dict[str, Any]):
 
     def close(self) -> None:
         for browser in self.values():
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 browser.close()
-            except Exception:  # already gone
-                pass
         self.clear()
         if self._playwright is not None:
             self._playwright.stop()

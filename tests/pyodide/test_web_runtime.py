@@ -151,7 +151,7 @@ async def _reconnect(selenium: Any, helpers_src: str, url: str) -> dict[str, Any
     await ch.send(b"one\n")
     await h.wait_for(lambda: bytes(out) == b"ready\none\n", 10, "first echo")
     for i in range(3):  # three drops, each resumed exactly once
-        sockets[-1].abort(1006, "test drop")
+        sockets[-1].abort("test drop")
         await h.wait_for(
             lambda n=i: len(sockets) == n + 2 and conn.state == "ready", 10, "reconnect"
         )

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from nimbus_websocket.core import (
     Auth,
+    AuthRequested,
     Close,
     CloseTransport,
     Ctl,
@@ -59,6 +60,7 @@ from nimbus_websocket.core import (
     get_profile,
 )
 from nimbus_websocket.core.messages import Eof
+from nimbus_websocket.core.state import ChanEvent
 from rel_util import figure
 
 PROFILE_IDS = ("nimbus.v1", "json-base64.v1", "lenpfx.v1")
@@ -279,6 +281,9 @@ class World:
         self.tokens: list[str] = []
         self.closes: list[int] = []
         self.frames_out = 0
+        #: Connections whose AuthRequested is not answered yet: a runtime answers
+        #: each once (answering without one is local misuse, which raises).
+        self.auth_due: set[ServerConnection] = set()
 
     def conn(self, i: int, subprotocol: str | None) -> ServerConnection:
         while len(self.conns) <= i % 3:
@@ -305,6 +310,8 @@ class World:
                     if isinstance(m, HelloOk) and m.resume is not None:
                         self.tokens.append(m.resume.token)
                 for ev in evs:
+                    if isinstance(ev, AuthRequested):
+                        self.auth_due.add(c)
                     if isinstance(ev, CloseTransport):
                         assert ev.code in SERVER_CODES, (ev.code, ev.reason)
                         self.closes.append(ev.code)
@@ -357,6 +364,7 @@ def _prelude(w: World, c: ServerConnection, profile: str, channels: int) -> None
             w.call(c.session.channel_opened, cid)
         w.call(c.receive_frame, p.encode_ctl(Flow(cid, 65536)), w.now)
     w.drain()
+    w.auth_due.discard(c)  # answered above
 
 
 def _run_machine(script: list[Any], subprotocol: str | None, preludes: list[int] = ()) -> World:  # type: ignore[assignment]
@@ -371,7 +379,9 @@ def _run_machine(script: list[Any], subprotocol: str | None, preludes: list[int]
             frame = arg.draw(_frames_for(w))
             w.call(c.receive_frame, frame, w.now)
         elif kind == "auth":
-            w.call(c.auth_result, arg, w.now)
+            if c in w.auth_due:
+                w.auth_due.discard(c)
+                w.call(c.auth_result, arg, w.now)
         elif kind == "tick":
             w.now += arg
             w.call(c.tick, w.now)
@@ -383,7 +393,9 @@ def _run_machine(script: list[Any], subprotocol: str | None, preludes: list[int]
             s = c.session
             if s is not None:
                 cid, n = arg
-                w.call(s.channel_opened, cid)
+                ch = s.channels.get(cid)
+                if ch is not None and ch.allows(ChanEvent.OPEN_OK):  # each open is answered once
+                    w.call(s.channel_opened, cid)
                 w.call(s.backend_output, cid, "stdout", bytes(n))
                 w.call(s.input_written, cid, n, w.now)
         w.drain()

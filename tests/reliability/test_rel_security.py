@@ -50,6 +50,7 @@ from nimbus_websocket.node_runtime.server import Server
 from nimbus_websocket.node_runtime.server import policy as policy_mod
 from nimbus_websocket.node_runtime.server.policy import AuthPolicy
 from rel_util import RawWs, ServerProcess
+from support.proxy import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -369,10 +370,7 @@ async def test_resume_works_within_the_window_and_not_after(make_server: Any) ->
     assert await _try_resume(srv, token, key) == "resumed"  # well within 1 s
     srv2: Server = await make_server(auth_hook=_who, config=ServerConfig(retention=0.2))
     token, key = await _alice_session(srv2)
-    deadline = time.monotonic() + 5
-    while len(srv2.registry) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    assert len(srv2.registry) == 0
+    assert await wait_until(lambda: len(srv2.registry) == 0, timeout=5)
     assert await _try_resume(srv2, token, key) == 4011
 
 

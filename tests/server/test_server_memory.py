@@ -6,8 +6,8 @@ import os
 
 import pytest
 from nimbus_websocket.core import DataFrame, Exit, Flow
+from nimbus_websocket.node_runtime.conformance.wire import WireClient
 from nimbus_websocket.node_runtime.server import Server
-from support.wire import WireClient
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,8 +20,8 @@ from nimbus_websocket.core import (
     ResumeChannel,
     ResumeRequest,
 )
+from nimbus_websocket.node_runtime.conformance.wire import WireClient
 from nimbus_websocket.node_runtime.server import Server
-from support.wire import WireClient
 from websockets.exceptions import InvalidStatus
 
 pytestmark = pytest.mark.timeout(60)
@@ -223,3 +223,17 @@ def test_target_rules_accept_bare_ipv6() -> None:
     assert p.allows(Target("::2", 22)) and not p.allows(Target("::2", 23))
     assert p.allows(Target("db1", 22)) and not p.allows(Target("db1", 23))
     assert not p.allows(Target(":", 1))
+
+
+def test_options_are_not_mutated_and_the_core_config_is_derived_once() -> None:
+    from nimbus_websocket.core.server import ServerConfig
+    from nimbus_websocket.node_runtime.server import Server, ServerOptions
+
+    config = ServerConfig()
+    opts = ServerOptions(pty_command="cat", config=config, resume_failure_limit=3)
+    srv = Server(opts)
+    assert opts.allow_client_command is None and opts.config is config  # untouched
+    assert srv.config.allow_command is False  # the operator chose what runs
+    assert srv.config.resume_failure_limit == 3 and srv.registry.config is srv.config
+    assert Server(ServerOptions(pty_command="cat", allow_client_command=True)).config.allow_command
+    assert ServerOptions().effective_config == ServerConfig()

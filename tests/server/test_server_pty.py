@@ -8,8 +8,8 @@ import os
 
 import pytest
 from nimbus_websocket.core import Close, DataFrame, Exit, Flow, Resize, Signal, Term
+from nimbus_websocket.node_runtime.conformance.wire import WireClient
 from nimbus_websocket.node_runtime.server import Server
-from support.wire import WireClient
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from nimbus_websocket.core import Close, DataFrame, Exit, Flow
+from nimbus_websocket.node_runtime.conformance.wire import WireClient
 from nimbus_websocket.node_runtime.server import Server
 from nimbus_websocket.node_runtime.server.backend import LocalProcessBackend
-from support.wire import WireClient
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from nimbus_websocket.core import OpenErr, Resize, Signal, Target, Term, User
+from nimbus_websocket.node_runtime.conformance.wire import WireClient
 from nimbus_websocket.node_runtime.server import Server, SshOptions
 from support.sshd import TestSshd
-from support.wire import WireClient
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.sshd]
 

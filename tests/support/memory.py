@@ -382,7 +382,7 @@ class ServerHarness:
     ) -> None:
         self.clock = clock or FakeClock()
         self.rng = random.Random(seed)
-        self.registry = registry or SessionRegistry(config, random_bytes=self.rng.randbytes)
+        self.registry = registry if registry is not None else SessionRegistry(config, random_bytes=self.rng.randbytes)
         self.profile: WireProfile = get_profile(profile)
         self.conn = ServerConnection(self.registry, now=self.clock(), subprotocol=self.profile.subprotocols[0])
         self.out: list[Ctl | DataFrame] = []

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from nimbus_websocket.core import CloseError
+from nimbus_websocket.core.aio import ConnectOptions
 from nimbus_websocket.node_runtime.client import ChannelOpenError, ResumeOptions, RetryOptions
 from nimbus_websocket.web_runtime import _ffi, bridge, storage
 from nimbus_websocket.web_runtime.lifecycle import PageLifecycle
@@ -57,19 +58,19 @@ class FakeTarget:
 
 
 class Target:
-    """Records what the lifecycle asks of the connection."""
+    """Records what the lifecycle reports to the connection (it decides nothing itself)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def set_pause(self, reason: str, paused: bool) -> None:
-        self.calls.append(("pause", reason, paused))
+    def page_visibility(self, hidden: bool) -> None:
+        self.calls.append(("hidden", hidden))
+
+    def page_online(self, online: bool) -> None:
+        self.calls.append(("online", online))
 
     def persist(self) -> None:
         self.calls.append(("persist",))
-
-    def verify(self, why: str, **extras: Any) -> None:
-        self.calls.append(("verify", why, extras))
 
 
 @pytest.fixture
@@ -86,46 +87,28 @@ def make_page(hidden: bool = False, online: bool = True) -> tuple[FakeTarget, Fa
     return doc, win, nav
 
 
-def test_lifecycle_pauses_verifies_persists_and_detaches(fake_proxies: None) -> None:
+def test_lifecycle_reports_page_events_and_detaches(fake_proxies: None) -> None:
     doc, win, nav = make_page()
-    now = [1000.0]
     target = Target()
-    lc = PageLifecycle(
-        target, clock=lambda: now[0], suspect_after=20.0, document=doc, window=win, navigator=nav
-    )
+    lc = PageLifecycle(target, document=doc, window=win, navigator=nav)
     lc.attach()
     assert lc.listener_count == 4 and FakeProxy.live == 4
-    assert target.calls == []  # visible and online: nothing to do
+    assert target.calls == []  # visible and online: nothing to report
 
     doc.visibilityState = "hidden"
     doc.fire("visibilitychange")
-    now[0] += 5  # shorter than the heartbeat interval: not suspect
     doc.visibilityState = "visible"
     doc.fire("visibilitychange")
-    assert target.calls == [
-        ("pause", "visibility", True),
-        ("persist",),
-        ("pause", "visibility", False),
-    ]
-
-    target.calls.clear()
-    doc.visibilityState = "hidden"
-    doc.fire("visibilitychange")
-    now[0] += 30
-    doc.visibilityState = "visible"
-    doc.fire("visibilitychange")
-    assert target.calls[-1] == ("verify", "visibility", {"hiddenMs": 30_000})
-
-    target.calls.clear()
     nav.onLine = False
     win.fire("offline")
     nav.onLine = True
     win.fire("online")
     win.fire("pagehide")
     assert target.calls == [
-        ("pause", "offline", True),
-        ("pause", "offline", False),
-        ("verify", "online", {}),
+        ("hidden", True),
+        ("hidden", False),
+        ("online", False),
+        ("online", True),
         ("persist",),
     ]
 
@@ -136,20 +119,61 @@ def test_lifecycle_pauses_verifies_persists_and_detaches(fake_proxies: None) -> 
     )
 
 
+def test_web_connection_reports_page_events_to_the_core(fake_proxies: None) -> None:
+    """Page events -> WebConnection -> the core's session, which decides (pauses, suspect rule)."""
+    import asyncio
+
+    from nimbus_websocket.web_runtime.connection import WebConnection
+
+    def no_socket(url: str, protocols: list[str]) -> Any:
+        raise OSError("no network")
+
+    async def run() -> list[tuple[str, bool]]:
+        doc, win, nav = make_page()
+        conn = WebConnection(
+            "ws://x",
+            no_socket,
+            page={"document": doc, "window": win, "navigator": nav},
+            clock=lambda: 1000.0,
+        )
+        assert conn.lifecycle is not None
+        conn.lifecycle.attach()
+        seen = []
+        doc.visibilityState = "hidden"
+        doc.fire("visibilitychange")
+        seen.append(("visibility", conn.session.paused_for("visibility")))
+        nav.onLine = False
+        win.fire("offline")
+        seen.append(("offline", conn.session.paused_for("offline")))
+        doc.visibilityState = "visible"
+        doc.fire("visibilitychange")
+        nav.onLine = True
+        win.fire("online")
+        seen.append(("visibility", conn.session.paused_for("visibility")))
+        seen.append(("offline", conn.session.paused_for("offline")))
+        conn.lifecycle.detach()
+        return seen
+
+    assert asyncio.run(run()) == [
+        ("visibility", True),
+        ("offline", True),
+        ("visibility", False),
+        ("offline", False),
+    ]
+
+
 def test_lifecycle_applies_the_state_at_attach(fake_proxies: None) -> None:
     doc, win, nav = make_page(hidden=True, online=False)
     target = Target()
-    lc = PageLifecycle(
-        target, clock=lambda: 0.0, suspect_after=20.0, document=doc, window=win, navigator=nav
-    )
+    lc = PageLifecycle(target, document=doc, window=win, navigator=nav)
     lc.attach()
-    assert target.calls == [("pause", "visibility", True), ("pause", "offline", True)]
-    assert lc.hidden and lc.offline and lc.hidden_since == 0.0
+    assert target.calls == [("hidden", True), ("online", False)]
+    assert lc.hidden and lc.offline
     lc.detach()
 
 
 def test_lifecycle_without_a_page_and_with_a_failing_target(fake_proxies: None) -> None:
-    lc = PageLifecycle(Target(), clock=lambda: 0.0, suspect_after=20.0)  # host: no js globals
+    lc = PageLifecycle(Target())  # host: no js globals
     lc.attach()
     assert lc.listener_count == 0 and not lc.hidden and not lc.offline
 
@@ -158,9 +182,7 @@ def test_lifecycle_without_a_page_and_with_a_failing_target(fake_proxies: None) 
             raise RuntimeError("boom")
 
     doc, win, nav = make_page()
-    lc = PageLifecycle(
-        Broken(), clock=lambda: 0.0, suspect_after=1.0, document=doc, window=win, navigator=nav
-    )
+    lc = PageLifecycle(Broken(), document=doc, window=win, navigator=nav)
     lc.attach()
     win.fire("pagehide")  # the exception is logged, never thrown into JavaScript
     lc.detach()
@@ -242,17 +264,29 @@ def test_bridge_connect_options_from_json() -> None:
         }
     )
     assert kw == {
-        "heartbeat_interval": 5.0,
-        "handshake_timeout": 2.5,
-        "high_water_mark": 1024,
-        "window": 65536,
-        "transport": "auto",
+        "options": ConnectOptions(
+            heartbeat_interval=5.0,
+            handshake_timeout=2.5,
+            high_water_mark=1024,
+            window=65536,
+            resume=ResumeOptions(storage="memory", ttl_ms=30000),
+            retry=RetryOptions(base_ms=50, max_retries=2),
+            client_info={"app": "demo"},
+        ),
         "lifecycle": False,
-        "resume": ResumeOptions(storage="memory", ttl_ms=30000),
         "resume_key": "k",
-        "retry": RetryOptions(base_ms=50, max_retries=2),
-        "client_info": {"app": "demo"},
     }
+    # Every shared option has its JSON name and unit on the one options object.
+    opts = kw["options"].client_options()
+    assert (opts.heartbeat_interval, opts.resume_ttl, opts.retry.base, opts.ping_on_ready) == (
+        5.0,
+        30.0,
+        0.05,
+        True,
+    )
+    assert bridge.connect_kwargs({"verifyTimeoutMs": 300, "suspectAfterMs": 1500})[
+        "options"
+    ].client_options().suspect_after_s == 1.5
     with pytest.raises(ValueError, match="noSuch"):
         bridge.connect_kwargs({"noSuch": 1})
     with pytest.raises(ValueError, match="retry"):
@@ -353,17 +387,19 @@ def test_browser_websocket_messages_views_buffered_amount_and_proxies(fake_js: A
     def on_message(ev: Any) -> None:
         got.append(ev.data)
         if isinstance(ev.data, bytes):
-            views.append(sock.payload_view(ev.data[5:]))
-            views.append(sock.payload_view(b"x" * (len(ev.data) - 5)))  # same length, other bytes
+            views.append(sock.payload_location(ev.data[5:]))
+            views.append(sock.payload_location(b"x" * (len(ev.data) - 5)))  # same length, other bytes
 
     sock.onmessage = on_message
     frame = b"\x01\x00\x00\x00\x01" + bytes(range(256)) * 300
     js_ws.onmessage(type("Ev", (), {"data": FakeArrayBuffer(frame)})())
     js_ws.onmessage(type("Ev", (), {"data": '{"t":"pong","ts":1}'})())
     assert got == [frame, '{"t":"pong","ts":1}']
-    assert views == [("view", frame[5:]), None]
+    assert len(views) == 2 and views[1] is None
+    buffer, offset, length = views[0]
+    assert (offset, length) == (5, len(frame) - 5) and isinstance(buffer, FakeArrayBuffer)
     assert (
-        sock.current_message is None and sock.payload_view(frame[5:]) is None
+        sock.current_message is None and sock.payload_location(frame[5:]) is None
     )  # only during onmessage
     assert (sock.messages_received, sock.bytes_received) == (2, len(frame))
 
@@ -395,10 +431,11 @@ def test_browser_websocket_abort_reports_a_drop(fake_js: Any) -> None:
     sock = BrowserWebSocket("ws://h/ws/ssh", js_class=fake_js.WebSocket)
     closes: list[Any] = []
     sock.onclose = closes.append
-    sock.abort(1006, "no answer")
+    sock.abort("no answer")
     sock.abort()  # once only
+    # Both codes are the core's: reported 1006 (a network loss), sent 4000 (the server keeps the session).
     assert [(c.code, c.reason) for c in closes] == [(1006, "no answer")]
-    assert sock.js_socket.closed == [(4000, "no answer")]  # 4000: the server keeps the session
+    assert sock.js_socket.closed == [(4000, "no answer")]
     assert sock.live_proxies == 0 and FakeProxy.live == 0
     with pytest.raises(ValueError):
         sock.binaryType = "blob"

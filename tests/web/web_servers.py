@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -196,10 +197,8 @@ class StallServer:
             self._drain.set()
         if self._server is not None:
             self._server.close(close_connections=True)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
-            except TimeoutError:
-                pass
 
     async def _handler(self, ws: Any) -> None:
         if ws.request.path == "/ctl":

@@ -572,7 +572,7 @@ export function createNimbus(pyodide, { WebSocket, defaults = {}, onListenerErro
      * retry {baseMs, jitter, maxRetries, factor, maxDelayMs}, highWaterMark,
      * lowWaterMark, clientInfo, heartbeatIntervalMs, heartbeatMisses,
      * handshakeTimeoutMs, window, maxWindow, inputBufferLimit, ack,
-     * closeTimeoutMs, transport ("auto"|"websocket"), lifecycle (follow page
+     * pingOnReady, closeTimeoutMs, lifecycle (follow page
      * visibility/online/pagehide, default true), verifyTimeoutMs,
      * suspectAfterMs, WebSocket (class), on {event: listener}.
      * Rejects with a NimbusError (code "CONNECT_FAILED", "AUTH_FAILED", ...).

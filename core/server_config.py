@@ -1,0 +1,105 @@
+"""Limits and negotiation rules of the server machines.
+
+:class:`ServerConfig` holds every tunable of the server side of the
+contract, with the contract's defaults; :func:`advertised_subprotocols` and
+:func:`select_subprotocol` are the one rule for the WebSocket upgrade's
+``Sec-WebSocket-Protocol`` (a runtime calls them, it does not decide).
+
+Memory bounds, per channel: output kept is at most the credit granted (the
+client may hold at most ``max_outstanding_credit``, 16 MiB) plus what the
+runtime reads after the budget ran out (the reference PTY backend: at most
+two reads, ``2 * max_read``); input not yet written to the backend at most
+``max_input_buffer`` (else 4007).  Per connection: ``max_channels`` channels,
+so at most ``max_channels * (max_outstanding_credit + 2 * max_read +
+max_input_buffer)`` (about 82 MiB with the defaults, when a client grants all
+the credit it may and reads nothing) plus the socket's ``write_high_water``.
+Per server: ``max_sessions`` sessions (else 4010), each holding its channels'
+bounds while detached for ``retention`` seconds, and at most
+``max_resume_peers`` peers' failed-resume times (``resume_failure_limit``
+floats each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .profiles import DEFAULT_MAX_FRAME, available_profiles, get_profile
+
+__all__ = ["ServerConfig", "advertised_subprotocols", "allowed_profiles", "select_subprotocol"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Limits and tunables of the server machines; defaults are the contract's."""
+
+    server_name: str = "nimbus-ws/0.1.0"
+    #: Profile ids the server accepts (``None``: every registered profile).
+    #: Both the upgrade's subprotocol and ``hello.caps.profile`` are chosen from these.
+    profiles: tuple[str, ...] | None = None
+    #: Largest WebSocket message accepted or sent (bytes; else 4008).
+    max_frame: int = DEFAULT_MAX_FRAME
+    #: Channels per connection (else 4006).
+    max_channels: int = 4
+    #: Control messages per second (all but ``flow`` and ``pong``), burst ``control_burst``.
+    control_rate: float = 50.0
+    control_burst: int = 50
+    idle_timeout: float = 60.0
+    ping_interval: float = 20.0
+    hello_timeout: float = 10.0
+    #: Seconds a session whose connection was lost is kept for a resume.
+    retention: float = 60.0
+    #: Credit a client may grant beyond what was sent, per channel (else 4007):
+    #: the output the server may have to hold for that channel.
+    max_outstanding_credit: int = 16 * 1024 * 1024
+    #: Offer exactly-once resume (``caps.ack``).
+    ack: bool = True
+    input_ack_bytes: int = 16 * 1024
+    input_ack_delay: float = 0.05
+    #: Largest backend read, hence the largest data frame payload (coalescing size).
+    max_read: int = 64 * 1024
+    #: The connection's unsent bytes (``bufferedAmount``) above which every
+    #: backend of the session stops reading, and below which it reads again:
+    #: a client that grants credit but does not read its socket holds at
+    #: most this much (plus one read per channel) in the server.
+    write_high_water: int = 1024 * 1024
+    write_low_water: int = 256 * 1024
+    #: Input bytes received but not yet written to a backend, per channel.
+    max_input_buffer: int = 4 * 1024 * 1024
+    #: Sessions per server, attached or retained (else 4010).
+    max_sessions: int = 10_000
+    #: Honour ``open.command`` [ext] (announced as ``caps.command``).
+    allow_command: bool = True
+    #: Wrong secrets tolerated per session before its token is revoked.
+    max_resume_failures: int = 5
+    #: Failed resumes (4011) tolerated per peer (client IP) within
+    #: ``resume_failure_window`` seconds; past that, resume attempts from that
+    #: peer are refused with 4004 before any lookup (guesses at unknown
+    #: sessions, which no per-session revocation stops).
+    resume_failure_limit: int = 20
+    resume_failure_window: float = 60.0
+    #: Peers whose failed resumes are remembered (the oldest is forgotten first).
+    max_resume_peers: int = 10_000
+
+
+def allowed_profiles(config: ServerConfig) -> tuple[str, ...]:
+    """Profile ids ``config`` accepts, in preference order."""
+    return config.profiles or available_profiles()
+
+
+def advertised_subprotocols(config: ServerConfig) -> tuple[str, ...]:
+    """The WebSocket subprotocols the server supports, in preference order."""
+    return tuple(sp for pid in allowed_profiles(config) for sp in get_profile(pid).subprotocols)
+
+
+def select_subprotocol(config: ServerConfig, offered: Iterable[str]) -> str | None:
+    """The subprotocol to select for a client that offered ``offered``.
+
+    The first offered one of :func:`advertised_subprotocols`; ``None`` when
+    none is (then ``nimbus.v1`` decodes ``hello``, PROTOCOL.md section 2).
+    """
+    known = advertised_subprotocols(config)
+    for sp in offered:
+        if sp in known:
+            return sp
+    return None
