@@ -5,18 +5,22 @@ contract, with the contract's defaults; :func:`advertised_subprotocols` and
 :func:`select_subprotocol` are the one rule for the WebSocket upgrade's
 ``Sec-WebSocket-Protocol`` (a runtime calls them, it does not decide).
 
-Memory bounds, per channel: output kept is at most the credit granted (the
-client may hold at most ``max_outstanding_credit``, 16 MiB) plus what the
-runtime reads after the budget ran out (the reference PTY backend: at most
-two reads, ``2 * max_read``); input not yet written to the backend at most
-``max_input_buffer`` (else 4007).  Per connection: ``max_channels`` channels,
-so at most ``max_channels * (max_outstanding_credit + 2 * max_read +
-max_input_buffer)`` (about 82 MiB with the defaults, when a client grants all
-the credit it may and reads nothing) plus the socket's ``write_high_water``.
-Per server: ``max_sessions`` sessions (else 4010), each holding its channels'
-bounds while detached for ``retention`` seconds, and at most
-``max_resume_peers`` peers' failed-resume times (``resume_failure_limit``
-floats each).
+Memory bounds (PROTOCOL.md section 11 states the same, with the totals).
+Per channel: output retained -- sent and not yet acknowledged under
+``caps.ack``, plus read and waiting for credit -- at most
+``max_retained_output`` (the backend is not read past it, whatever credit
+the client granted), plus what the runtime reads after the budget ran out
+(the reference PTY backend: at most two reads, ``2 * max_read``); input not
+yet written to the backend at most ``max_input_buffer`` (else 4007).  That
+is about 8.1 MiB with the defaults.  Per connection: ``max_channels``
+channels, so ``max_channels * (max_retained_output + 2 * max_read +
+max_input_buffer)`` = 32.5 MiB, plus the socket's ``write_high_water``
+(1 MiB, and one read per channel past it) and one incoming frame
+(``max_frame``): about 35 MiB.  Per server: ``max_sessions`` sessions (else
+4010), each holding its channels' bounds while detached for ``retention``
+seconds -- 256 x 35 MiB = about 8.7 GiB at the defaults, for sessions all
+driven to their limits on purpose -- and at most ``max_resume_peers`` peers'
+failed-resume times (``resume_failure_limit`` floats each).
 """
 
 from __future__ import annotations
@@ -49,9 +53,16 @@ class ServerConfig:
     hello_timeout: float = 10.0
     #: Seconds a session whose connection was lost is kept for a resume.
     retention: float = 60.0
-    #: Credit a client may grant beyond what was sent, per channel (else 4007):
-    #: the output the server may have to hold for that channel.
+    #: Credit a client may grant beyond what was sent, per channel (else 4007).
+    #: The contract's ceiling on what a client may *grant*; what the server
+    #: *keeps* is bounded by ``max_retained_output``.
     max_outstanding_credit: int = 16 * 1024 * 1024
+    #: Output one channel holds: sent and not yet acknowledged (``caps.ack``)
+    #: plus read and waiting for credit.  The backend is not read past it, so
+    #: a client that grants credit and never acknowledges stalls its own
+    #: channel here instead of growing the server.  Twice the reference
+    #: client's largest window (2 MiB), so acknowledging clients never meet it.
+    max_retained_output: int = 4 * 1024 * 1024
     #: Offer exactly-once resume (``caps.ack``).
     ack: bool = True
     input_ack_bytes: int = 16 * 1024
@@ -66,8 +77,10 @@ class ServerConfig:
     write_low_water: int = 256 * 1024
     #: Input bytes received but not yet written to a backend, per channel.
     max_input_buffer: int = 4 * 1024 * 1024
-    #: Sessions per server, attached or retained (else 4010).
-    max_sessions: int = 10_000
+    #: Sessions per server, attached or retained (else 4010).  With the
+    #: per-session bound above (about 35 MiB) the default caps a server's
+    #: worst case at about 8.7 GiB; raise it with the machine.
+    max_sessions: int = 256
     #: Honour ``open.command`` [ext] (announced as ``caps.command``).
     allow_command: bool = True
     #: Wrong secrets tolerated per session before its token is revoked.

@@ -11,6 +11,7 @@ import signal
 import sys
 from typing import Any
 
+from ...core.server_config import ServerConfig
 from .app import Server, ServerOptions, default_static_dir
 from .ssh_backend import SshOptions
 
@@ -77,6 +78,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--insecure-ignore-host-keys", action="store_true", help="SSH backend: do not verify host keys (tests only)")
     p.add_argument("--per-message-deflate", action="store_true", help="enable bounded permessage-deflate")
     p.add_argument("--retention", type=float, default=None, help="seconds a dropped session is kept (default 60)")
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help=f"sessions kept at once, live or retained; more are refused with 4010 "
+        f"(default {ServerConfig().max_sessions}; each can hold about 35 MiB at worst, PROTOCOL.md 11)",
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=run_serve)
 
@@ -85,11 +93,15 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     """Build :class:`ServerOptions` from parsed arguments."""
     from dataclasses import replace
 
-    from ...core.server import ServerConfig
+
 
     config = ServerConfig()
     if args.retention is not None:
         config = replace(config, retention=args.retention)
+    if args.max_sessions is not None:
+        if args.max_sessions < 1:
+            raise SystemExit("nimbus-ws serve: --max-sessions must be at least 1")
+        config = replace(config, max_sessions=args.max_sessions)
     return ServerOptions(
         host=args.host,
         port=args.port,

@@ -969,3 +969,45 @@ def test_a_refused_command_is_a_visible_policy_decision() -> None:
     assert h.of(OpenErr)[0].code == "POLICY_DENIED"
     assert PolicyEvent("command_refused", channel=1) in h.events
     assert not h.of(BackendOpen) and 1 not in h.session.channels
+
+
+# ----------------------------------------------------- retained output bound
+
+
+def _feed_backend(h: ServerHarness, cid: int, chunk: int) -> int:
+    """Read the backend as a runtime does: while the budget allows; returns bytes read."""
+    total = 0
+    while (n := min(chunk, h.session.read_budget(cid))) > 0:
+        h.session.backend_output(cid, "stdout", b"x" * n)
+        total += n
+    h.drain()
+    return total
+
+
+def test_a_client_that_grants_but_never_acks_stalls_at_the_retained_bound() -> None:
+    """Under caps.ack output is kept until acknowledged: credit alone must not let it grow."""
+    h = ready(ServerConfig(max_retained_output=10_000, max_read=4096))
+    open_channel(h, 1)
+    for _ in range(20):  # 20 x 4 KiB of credit, never an ack
+        h.send(Flow(1, 4096))
+        _feed_backend(h, 1, 4096)
+    assert len(data_bytes(h.out, 1)) == 10_000  # stopped at the bound, not at 80 KiB of credit
+    assert h.session.read_budget(1) == 0
+    assert h.events[-1] == BackendPause(1, True) or BackendPause(1, True) in h.events
+    assert h.close_code is None  # a stall, not an error
+    # Acknowledging what arrived frees the room: reading resumes.
+    h.events.clear()
+    h.send(Flow(1, 0, 10_000))
+    assert BackendPause(1, False) in h.events
+    assert _feed_backend(h, 1, 4096) > 0
+
+
+def test_an_acking_client_never_meets_the_retained_bound() -> None:
+    h = ready(ServerConfig(max_retained_output=10_000, max_read=4096))
+    open_channel(h, 1)
+    sent = 0
+    for _ in range(50):
+        h.send(Flow(1, 4096, sent))  # each grant acknowledges everything received
+        _feed_backend(h, 1, 4096)
+        sent = len(data_bytes(h.out, 1))
+    assert sent == 50 * 4096

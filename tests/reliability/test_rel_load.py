@@ -59,7 +59,7 @@ async def _close_all(conns: list[Any]) -> None:
 
 async def _streaming(n: int, window: float) -> dict[str, Any]:
     raise_nofile(4 * n + 256)
-    async with ServerProcess() as sp:
+    async with ServerProcess(["--max-sessions", str(2 * n)]) as sp:
         await asyncio.sleep(0)
         base_rss = sp.rss()
         conns = await _connect_all(sp.url, n)
@@ -138,7 +138,7 @@ async def test_stress_200_streaming_connections_fair_and_bounded() -> None:
 
 async def _idle(n: int, window: float, heartbeat: float) -> dict[str, Any]:
     raise_nofile(4 * n + 256)
-    async with ServerProcess() as sp:
+    async with ServerProcess(["--max-sessions", str(2 * n)]) as sp:
         base_rss = sp.rss()
         t_connect = time.monotonic()
         conns = await _connect_all(sp.url, n, heartbeat_interval=heartbeat)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from nimbus_websocket.core import (
     Auth,
+    CloseCode,
     DataFrame,
     Flow,
     Hello,
@@ -237,3 +238,28 @@ def test_options_are_not_mutated_and_the_core_config_is_derived_once() -> None:
     assert srv.config.resume_failure_limit == 3 and srv.registry.config is srv.config
     assert Server(ServerOptions(pty_command="cat", allow_client_command=True)).config.allow_command
     assert ServerOptions().effective_config == ServerConfig()
+
+
+async def test_max_sessions_from_the_command_line_refuses_the_next_with_4010() -> None:
+    """``nimbus-ws serve --max-sessions 2``: a third session is refused, the first two work."""
+    from nimbus_websocket.node_runtime.cli import build_parser
+    from nimbus_websocket.node_runtime.server.cli import options_from_args
+
+    args = build_parser().parse_args(["serve", "--port", "0", "--max-sessions", "2"])
+    opts = options_from_args(args)
+    assert opts.config.max_sessions == 2
+    srv = Server(opts)
+    await srv.start()
+    try:
+        first, second = await WireClient.connect(srv.url), await WireClient.connect(srv.url)
+        assert await first.hello() is not None and await second.hello() is not None
+        third = await WireClient.connect(srv.url)
+        await third.send(Hello(auth=Auth("none"), caps=HelloCaps("nimbus.v1", True)))
+        assert await third.expect_close() == CloseCode.SERVER_OVERLOAD
+        await first.open(1)
+        await first.type(1, "echo still-$((2+3))\n")
+        await first.until_output(1, b"still-5")
+        await first.close()
+        await second.close()
+    finally:
+        await srv.stop()
