@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .errors import CloseCode, IllegalTransition, ProtocolError
+from .errors import CloseCode, IllegalTransition, ProtocolError, truncate_reason
 from .events import (
     AuthRequested,
     CloseTransport,
@@ -43,6 +43,7 @@ from .events import (
     ServerEvent,
 )
 from .flow import PauseSet
+from .heartbeat import Heartbeat
 from .messages import (
     Close,
     Ctl,
@@ -142,10 +143,11 @@ class ServerConnection:
         self._events: list[ServerEvent] = []
         self._tokens = float(self.config.control_burst)
         self._tokens_at = now
-        self._last_rx = now
         self._hello_deadline: float | None = now + self.config.hello_timeout
-        self._ping_ts: float | None = None
-        self._next_ping = now + self.config.ping_interval
+        #: Pings only when nothing arrived for ``ping_interval``; the idle
+        #: timeout (not missed pongs) decides that the peer is gone.
+        self._heartbeat = Heartbeat(self.config.ping_interval, only_when_idle=True)
+        self._heartbeat.start(now)
         self._write_pause = PauseSet(self.config.write_high_water, self.config.write_low_water)
         self.close_code: int | None = None
         self.stats: dict[str, int] = {
@@ -200,9 +202,9 @@ class ServerConnection:
         """Earliest time :meth:`tick` must be called."""
         if not self.live:
             return None
-        ds = [self._hello_deadline, self._last_rx + self.config.idle_timeout]
+        ds = [self._hello_deadline, self._heartbeat.last_rx + self.config.idle_timeout]
         if self.ready:
-            ds.append(self._next_ping)
+            ds.append(self._heartbeat.next_ping)
             if self.session is not None:
                 ds.append(self.session.next_ack())
         return min(d for d in ds if d is not None)
@@ -237,7 +239,7 @@ class ServerConnection:
         """
         if not self.live:
             return  # closed: keep reading and discarding until the close completes
-        self._last_rx = now
+        self._heartbeat.received(now)
         try:
             msg = self.profile.decode(frame, self.config.max_frame)
             if isinstance(msg, DataFrame):
@@ -288,7 +290,7 @@ class ServerConnection:
         token = self.registry.issue_token(s, used[1] if used else None)
         self.phase = accepted
         self._hello_deadline = None
-        self._next_ping = now + self.config.ping_interval
+        self._heartbeat.start(now)
         # Frames _resume queued (repeated open_ok) must follow hello_ok (section 4.3).
         early, self._frames = self._frames, []
         self.send_ctl(
@@ -338,7 +340,7 @@ class ServerConnection:
             return
         self.phase = transition(PHASE_TRANSITIONS, self.phase, PhaseEvent.CLOSE)
         self.close_code = code
-        self._events.append(CloseTransport(code, reason[:120]))
+        self._events.append(CloseTransport(code, truncate_reason(reason)))
         s = self.session
         if s is not None and s.conn is self:
             if code in _KEEPS_SESSION:
@@ -356,15 +358,13 @@ class ServerConnection:
         if self._hello_deadline is not None and now >= self._hello_deadline:
             self.close(CloseCode.TIMEOUT, "no hello", now)
             return
-        if now >= self._last_rx + self.config.idle_timeout:
+        if now >= self._heartbeat.last_rx + self.config.idle_timeout:
             self.close(CloseCode.TIMEOUT, "idle timeout", now)
             return
         if self.ready:
-            if now >= self._next_ping:
-                if now - self._last_rx >= self.config.ping_interval:
-                    self._ping_ts = round(now * 1000, 3)
-                    self.send_ctl(Ping(self._ping_ts))
-                self._next_ping = now + self.config.ping_interval
+            beat = self._heartbeat.due(now)
+            if beat is not None and beat.ping is not None:
+                self.send_ctl(Ping(beat.ping))
             if self.session is not None:
                 self.session.due_acks(now)
 
@@ -472,7 +472,7 @@ class ServerConnection:
             case Ping():
                 self.send_ctl(Pong(m.ts))
             case Pong():
-                self._ping_ts = None
+                self._heartbeat.pong(m.ts, now)
             case Open():
                 s.open(m, self.registry.new_key)
             case Resize() | Signal() | Eof():

@@ -440,6 +440,11 @@ class Server:
         raise RuntimeError("not listening")
 
     @property
+    def connections(self) -> frozenset[WsConnection]:
+        """The open WebSocket connections (empty before :meth:`start` and after :meth:`stop`)."""
+        return frozenset(self._ws.connections) if self._ws is not None else frozenset()
+
+    @property
     def url(self) -> str:
         """``ws://host:port/path``."""
         host = self.options.host

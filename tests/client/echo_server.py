@@ -287,15 +287,5 @@ class EchoServer:
 
 
 def _connections(server: Server) -> set[ServerConnection]:
-    """The server's open WebSocket connections.
-
-    The reference server does not expose them (yet), so this reads its
-    ``websockets`` server's public ``connections`` through the private
-    ``_ws`` attribute: the one place these tests reach into the server.
-    """
-    public = getattr(server, "connections", None)
-    if public is not None:
-        return set(public)
-    ws_server = server._ws
-    assert ws_server is not None, "server not started"
-    return set(ws_server.connections)
+    """The server's open WebSocket connections (:attr:`Server.connections`)."""
+    return set(server.connections)
