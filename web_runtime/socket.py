@@ -45,6 +45,28 @@ Handler = Callable[[Any], object] | None
 _DATA_ONLY = "return function (ev) { return f(ev.data); };"
 
 
+def _data_only(f: Any) -> Any:
+    """``(ev) => f(ev.data)`` as a JavaScript function, or ``None``.
+
+    ``createNimbus`` (``nimbus.mjs``) registers it, written in JavaScript, as the JS module
+    ``_nimbus_js``: no ``eval``, so it works under a Content-Security-Policy without
+    ``'unsafe-eval'`` (the reference server's, docs/security.md). Elsewhere (the Node shim,
+    a page that installs the wheel itself) it is compiled with ``Function``; where a CSP
+    refuses that, ``None`` (the caller takes the whole event instead).
+    """
+    try:
+        import _nimbus_js  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        return _nimbus_js.dataOnly(f)
+    try:
+        return _ffi.js.Function.new("f", _DATA_ONLY)(f)
+    except Exception:  # EvalError (a JsException) under a CSP without 'unsafe-eval'
+        log.debug("onmessage adapter unavailable (CSP?): handlers take the event", exc_info=True)
+        return None
+
+
 class _Message:
     """A received message: ``.data`` is ``bytes`` (binary) or ``str`` (text)."""
 
@@ -108,7 +130,10 @@ class BrowserWebSocket:
             _ffi.create_proxy(self._js_error),
         ]
         # onmessage gets ev.data only: one proxy fewer per message.
-        data_only = _ffi.js.Function.new("f", _DATA_ONLY)(self._proxies[1])
+        data_only = _data_only(self._proxies[1])
+        if data_only is None:
+            self._proxies[1].destroy()
+            self._proxies[1] = data_only = _ffi.create_proxy(self._js_message_event)
         ws.onopen, ws.onmessage, ws.onclose, ws.onerror = (
             self._proxies[0],
             data_only,
@@ -243,6 +268,15 @@ class BrowserWebSocket:
 
     def _js_open(self, _ev: Any) -> None:
         self._call(self.onopen, Event("open"))
+
+    def _js_message_event(self, ev: Any) -> None:
+        """``onmessage`` when no ``ev.data`` adapter could be made (see :func:`_data_only`)."""
+        try:
+            data = ev.data
+        except Exception:  # a listener never raises into JavaScript
+            log.exception("message event without data")
+            return
+        self._js_message(data)
 
     def _js_message(self, data: Any) -> None:
         """``data`` is the message event's ``.data``: a string or an ``ArrayBuffer``."""

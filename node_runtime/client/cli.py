@@ -39,6 +39,7 @@ import sys
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ...core.aio.connection import Channel, ChannelError, Connection
 from ...core.aio.options import ConnectOptions
@@ -46,7 +47,7 @@ from ...core.client import describe_state_change
 from ...core.errors import NimbusError
 from ...core.events import StateChanged
 
-__all__ = ["add_parser", "run_connect"]
+__all__ = ["add_parser", "run_connect", "split_url_token"]
 
 EXIT_FAILURE = 255
 STDIN_CHUNK = 64 * 1024
@@ -56,10 +57,15 @@ def add_parser(sub: Any) -> None:
     """Register ``connect`` on the ``nimbus-ws`` subcommand parser."""
     p: argparse.ArgumentParser = sub.add_parser(
         "connect",
+        allow_abbrev=False,
         help="open a terminal or run a command over nimbus.ssh.v1",
         description="Open a terminal (like ssh) or run one command over a nimbus.ssh.v1 WebSocket.",
     )
-    p.add_argument("url", help="ws:// or wss:// URL of the server endpoint (e.g. ws://127.0.0.1:8765/ws/ssh)")
+    p.add_argument(
+        "url",
+        help="ws:// or wss:// URL of the server endpoint (e.g. ws://127.0.0.1:8765/ws/ssh); a ?token= "
+        "parameter is sent as the bearer token and removed from the URL (visible in ps: prefer --token-env)",
+    )
     p.add_argument("--target", metavar="HOST:PORT", default=None, help="where the server connects (SSH backend)")
     p.add_argument("--user", default=None, help="remote user name (default: the local one)")
     cred = p.add_mutually_exclusive_group()
@@ -86,6 +92,22 @@ def run_connect(args: argparse.Namespace) -> int:
         return 130
 
 
+def split_url_token(url: str) -> tuple[str, str | None]:
+    """``(url without its token parameter, token)``: ``?token=`` is the bearer token, as on the
+    demo page, and is never sent in the request line (servers and proxies log those)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, None
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    tokens = [v for k, v in pairs if k == "token"]
+    if not tokens:
+        return url, None
+    if len(tokens) > 1 or not tokens[0]:
+        raise ValueError("the URL must carry at most one non-empty ?token= parameter")
+    rest = urlencode([(k, v) for k, v in pairs if k != "token"])
+    return urlunsplit(parts._replace(query=rest)), tokens[0]
+
+
 def _parse_target(text: str) -> dict[str, Any]:
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -99,8 +121,8 @@ def _parse_target(text: str) -> dict[str, Any]:
 def _user_auth(args: argparse.Namespace) -> dict[str, Any]:
     if args.password_env:
         password = os.environ.get(args.password_env)
-        if password is None:
-            raise ValueError(f"environment variable {args.password_env} is not set")
+        if password is None:  # the name is not echoed: it may be a password typed in the wrong place
+            raise ValueError("the environment variable named by --password-env is not set")
         return {"type": "password", "password": password}
     if args.identity:
         with open(os.path.expanduser(args.identity), encoding="utf-8") as f:
@@ -158,11 +180,21 @@ class _Session:
             return 2
         interactive = args.tty if args.tty is not None else (args.command is None and os.isatty(0))
         token_env = args.token_env
-        if token_env and token_env not in os.environ:
-            self.note(f"environment variable {token_env} is not set")
+        if token_env and token_env not in os.environ:  # not echoed: it may be the token itself
+            self.note("the environment variable named by --token-env is not set")
+            return 2
+        try:
+            url, url_token = split_url_token(args.url)
+        except ValueError as exc:
+            self.note(str(exc))
+            return 2
+        if url_token is not None and token_env:
+            self.note("give the bearer token once: ?token= in the URL or --token-env, not both")
             return 2
 
         def auth() -> dict[str, str]:
+            if url_token is not None:
+                return {"scheme": "bearer", "token": url_token}
             if token_env:
                 return {"scheme": "bearer", "token": os.environ[token_env]}
             return {"scheme": "none"}
@@ -173,13 +205,13 @@ class _Session:
         try:
             options = ConnectOptions.from_keywords(profile=args.profile)
             self.conn = conn = await connect(
-                args.url, websocket_impl=WebsocketsImpl, options=options, auth=auth, on=listeners
+                url, websocket_impl=WebsocketsImpl, options=options, auth=auth, on=listeners
             )
         except NimbusError as exc:
-            self.note(f"cannot connect to {args.url}: {exc}")
+            self.note(f"cannot connect to {url}: {exc}")
             return EXIT_FAILURE
         except (KeyError, ValueError, OSError) as exc:  # unknown profile, bad URL
-            self.note(f"cannot connect to {args.url}: {exc}")
+            self.note(f"cannot connect to {url}: {exc}")
             return EXIT_FAILURE
         try:
             return await self.session(conn, target, user, interactive)

@@ -62,6 +62,7 @@ def add_parser(sub: Any) -> None:
     """Register ``conformance``."""
     p: argparse.ArgumentParser = sub.add_parser(
         "conformance",
+        allow_abbrev=False,
         help="run the protocol conformance kit against a server",
         description="Run the nimbus.ssh.v1 conformance matrix against the server at URL (wire-level checks).",
     )
@@ -158,7 +159,9 @@ def run_conformance(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point (``python -m nimbus_websocket.node_runtime.conformance.cli``)."""
-    p = argparse.ArgumentParser(prog="nimbus-ws conformance")
+    from ..cli import StrictArgumentParser
+
+    p = StrictArgumentParser(prog="nimbus-ws conformance")
     add_arguments(p)
     return run_conformance(p.parse_args(argv))
 

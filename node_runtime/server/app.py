@@ -27,12 +27,12 @@ from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection as WsConnection
 from websockets.asyncio.server import serve
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
@@ -64,7 +64,7 @@ from ...core.server import (
     select_subprotocol,
 )
 from ..ws_push import PushMessages
-from .backend import Backend, BackendError, LocalProcessBackend
+from .backend import Backend, BackendError, LocalProcessBackend, filter_term_env
 from .metrics import Metrics
 from .policy import AuthHook, AuthPolicy, OriginPolicy, TargetPolicy, is_loopback
 from .ssh_backend import SshBackend, SshOptions
@@ -339,7 +339,10 @@ class _Conn:
         except Exception:  # a broken hook refuses, it does not crash the server
             log.exception("auth hook failed")
             principal = None
-        log.info("auth", extra={"event": "auth", "peer": self.peer, "ok": principal is not None, "scheme": ev.scheme})
+        log.info(
+            "auth",
+            extra={"event": "auth", "peer": self.peer, "ok": principal is not None, "scheme": ev.scheme, "principal": principal},
+        )
         self.core.auth_result(principal, time.time())
         self.process()
         self.wake_ev.set()
@@ -421,6 +424,7 @@ class Server:
             subprotocols=subprotocols,
             select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
+            process_response=self._process_response,
             create_connection=_PushWsConnection,
             max_size=config.max_frame,
             ping_interval=None,
@@ -579,6 +583,16 @@ class Server:
         sink = _Sink(self, session, cid)
         opts = self.options
         term = ev.term
+        if term is not None:
+            kept, dropped = filter_term_env(term.env)
+            if dropped:  # not on the allow-list: never reaches the process (issue 13.7)
+                term = replace(term, env=kept)
+                log.warning(
+                    "term env dropped",
+                    extra={"event": "term_env_dropped", "channel": cid, "count": len(dropped), "names": ",".join(dropped[:16])[:200]},
+                )
+                if self.metrics:
+                    self.metrics.term_env_dropped.inc(len(dropped))
         if opts.backend_factory is not None:
             be: Backend = opts.backend_factory(sink, ev)
         elif opts.backend == "ssh":
@@ -623,6 +637,65 @@ class Server:
 
     # ---------------------------------------------------------------- HTTP
     async def _process_request(self, ws: WsConnection, request: Request) -> Response | None:
+        """Answer a plain HTTP request, or refuse an upgrade (``None``: go on with the handshake)."""
+        try:
+            return await self._route(ws, request)
+        except MultipleValuesError as exc:  # a header read below, sent twice
+            log.warning("bad request", extra={"event": "bad_request", "reason": f"duplicate header {exc}"})
+            return _response(400, b"Bad request\n", "text/plain; charset=utf-8")
+
+    def _process_response(self, ws: WsConnection, request: Request, response: Response) -> None:
+        """Every HTTP answer but ``101`` (ours, and ``websockets``' own refusals such as 426)
+        carries :attr:`security_headers`."""
+        if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
+            return
+        for name, value in self.security_headers:
+            if name in response.headers:
+                del response.headers[name]
+            response.headers[name] = value
+
+    @property
+    def security_headers(self) -> tuple[tuple[str, str], ...]:
+        """Headers of every HTTP answer: CSP (no framing, no plugins, scripts and connections
+        from this origin and the configured ones only), ``X-Frame-Options``, ``Referrer-Policy``."""
+        origins: list[str] = []
+        for o in self.options.allow_origins:
+            o = o.rstrip("/")
+            if o == "*" or "://" not in o:
+                continue
+            scheme, rest = o.split("://", 1)
+            origins.append(o)
+            ws_scheme = {"http": "ws", "https": "wss"}.get(scheme.lower())
+            if ws_scheme:
+                origins.append(f"{ws_scheme}://{rest}")
+        csp = "; ".join(
+            (
+                "default-src 'self'",
+                # Pyodide compiles its wasm ('wasm-unsafe-eval'); no inline script, no eval.
+                "script-src 'self' 'wasm-unsafe-eval'",
+                # The one addition the page needs: xterm.js's DOM renderer writes its cell
+                # geometry into <style> elements (docs/security.md).
+                "style-src 'self' 'unsafe-inline'",
+                " ".join(("connect-src 'self'", *origins)),
+                "frame-ancestors 'none'",
+                "object-src 'none'",
+                "base-uri 'none'",
+                "form-action 'none'",
+            )
+        )
+        return (
+            ("Content-Security-Policy", csp),
+            ("X-Frame-Options", "DENY"),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Content-Type-Options", "nosniff"),
+        )
+
+    async def _route(self, ws: WsConnection, request: Request) -> Response | None:
+        headers = request.headers
+        for name in ("Host", "Origin", "Upgrade"):
+            if len(headers.get_all(name)) > 1:  # which one would a proxy have checked?
+                log.warning("bad request", extra={"event": "bad_request", "reason": f"duplicate {name} header"})
+                return _response(400, b"Bad request\n", "text/plain; charset=utf-8")
         path = urlsplit(request.path).path
         if path == self.options.path:
             if not self.origins.check(request.headers.get("Origin"), request.headers.get("Host")):
@@ -636,17 +709,41 @@ class Server:
         return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
 
     async def _serve_static(self, path: str) -> Response:
+        """A file under the static directory, or 404 (400 for a NUL byte).
+
+        Percent-escapes are decoded first; no segment may start with ``.`` (dotfiles,
+        dot-directories such as ``.git``, and ``..``), before or after symlinks are
+        resolved; a directory means its ``index.html``, and the path is resolved
+        *after* that is appended, so a symlinked ``index.html`` cannot point outside.
+        The body is read whole: ``websockets``' ``Response`` carries ``bytes`` and has
+        no streaming body (docs/security.md).
+        """
         assert self._static is not None
-        rel = path.lstrip("/") or "index.html"
-        target = (self._static / rel).resolve()
-        if target.is_dir():
-            target = target / "index.html"
-        if self._static not in target.parents and target != self._static:
-            return _response(404, b"Not found\n", "text/plain")
+        not_found = _response(404, b"Not found\n", "text/plain; charset=utf-8")
+        try:
+            rel = unquote(path, errors="strict").lstrip("/")
+        except UnicodeDecodeError:
+            rel = "\0"  # not UTF-8 once decoded: as malformed as a NUL
+        if "\0" in rel:
+            log.warning("bad request", extra={"event": "bad_request", "reason": "NUL byte in path"})
+            return _response(400, b"Bad request\n", "text/plain; charset=utf-8")
+        parts = [p for p in rel.split("/") if p]
+        if any(p.startswith(".") or "\\" in p for p in parts):
+            return not_found
+        candidate = self._static.joinpath(*parts)
+        try:
+            if candidate.is_dir():
+                candidate = candidate / "index.html"
+            target = candidate.resolve(strict=True)
+            inside = target.relative_to(self._static)
+        except (OSError, ValueError):  # missing, a loop, or outside the directory
+            return not_found
+        if any(p.startswith(".") for p in inside.parts) or not target.is_file():
+            return not_found
         try:
             body = await asyncio.to_thread(target.read_bytes)
         except OSError:
-            return _response(404, b"Not found\n", "text/plain")
+            return not_found
         ctype = _MIME.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return _response(200, body, ctype)
 

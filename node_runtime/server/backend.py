@@ -40,6 +40,7 @@ import fcntl
 import logging
 import os
 import pwd
+import re
 import select
 import signal
 import struct
@@ -568,13 +569,31 @@ class LocalProcessBackend:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-_BLOCKED_ENV = frozenset({"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "PATH", "HOME", "SHELL", "USER"})
+#: ``open.term.env`` names passed to the process; everything else is dropped (and counted,
+#: see :func:`filter_term_env`): ``PYTHONINSPECT``, ``SHELLOPTS``/``PS4``, ``BASH_ENV``,
+#: ``LD_PRELOAD``... would let a client escape a ``--pty-command`` kiosk.
+TERM_ENV_ALLOWED = frozenset({"TERM", "COLORTERM", "LANG"})
+_LC_NAME = re.compile(r"LC_[A-Z]{1,20}")
+#: Values too: no ``/`` (glibc loads a locale named by a path), no spaces or controls.
+_ENV_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+
+
+def filter_term_env(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``term.env`` reduced to the allow-list: ``(kept, dropped names)``.
+
+    Kept: ``TERM``, ``COLORTERM``, ``LANG`` and ``LC_*``, each with a plain value
+    (letters, digits, ``._@+-``, at most 64 characters). Everything else is dropped.
+    """
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for k, v in env.items():
+        if (k in TERM_ENV_ALLOWED or _LC_NAME.fullmatch(k)) and isinstance(v, str) and _ENV_VALUE.fullmatch(v):
+            kept[k] = v
+        else:
+            dropped.append(k)
+    return kept, dropped
 
 
 def _safe_env(env: Mapping[str, str]) -> dict[str, str]:
-    """``term.env`` minus variables that would change what runs (loader, shell start-up)."""
-    return {
-        k: v
-        for k, v in env.items()
-        if k and k not in _BLOCKED_ENV and k.replace("_", "").isalnum() and "\0" not in v
-    }
+    """``term.env`` minus everything outside the allow-list (:func:`filter_term_env`)."""
+    return filter_term_env(env)[0]

@@ -7,8 +7,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import re
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...core.server_config import ServerConfig
@@ -38,12 +41,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+#: Characters a text log line never carries raw: C0/C1 controls and DEL (newline, CR, ESC
+#: forge lines or drive the reader's terminal), line/paragraph separators, bidi overrides.
+_LOG_UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def log_escape(text: object) -> str:
+    """``str(text)`` with backslashes doubled and unsafe characters as ``\\xNN``/``\\uNNNN``."""
+    return _LOG_UNSAFE.sub(_escape_char, str(text).replace("\\", "\\\\"))
+
+
+def _log_value(value: object) -> str:
+    """One ``key=value`` value: escaped; quoted when it holds a space, ``=`` or ``"`` (or is empty)."""
+    text = log_escape(value)
+    if not text or any(c in text for c in ' ="'):
+        return '"' + text.replace('"', '\\"') + '"'
+    return text
+
+
 class TextFormatter(logging.Formatter):
-    """``time level msg key=value ...``."""
+    """``time level msg key=value ...``; client-supplied text cannot break out of its line
+    (control characters escaped, values with spaces quoted; issue 13.10)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STD_ATTRS)
-        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower():7} {record.getMessage()}"
+        extras = " ".join(f"{k}={_log_value(v)}" for k, v in vars(record).items() if k not in _STD_ATTRS)
+        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower():7} {log_escape(record.getMessage())}"
         out = f"{base} {extras}" if extras else base
         if record.exc_info:
             out += "\n" + self.formatException(record.exc_info)
@@ -62,13 +89,25 @@ def setup_logging(fmt: str, level: int = logging.INFO) -> None:
 
 def add_parser(sub: Any) -> None:
     """Register ``serve``."""
-    p: argparse.ArgumentParser = sub.add_parser("serve", help="run the reference server")
+    p: argparse.ArgumentParser = sub.add_parser("serve", help="run the reference server", allow_abbrev=False)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--path", default="/ws/ssh")
     p.add_argument("--backend", choices=("pty", "ssh"), default="pty")
     p.add_argument("--pty-command", default=None, help="command for PTY channels (default: the user's login shell)")
-    p.add_argument("--token", action="append", default=[], help="accepted bearer token (repeatable)")
+    p.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        help="accepted bearer token (repeatable; visible in ps: prefer --token-file or $NIMBUS_TOKEN)",
+    )
+    p.add_argument(
+        "--token-file",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="accepted bearer tokens, one per line (blank and # lines ignored; repeatable)",
+    )
     p.add_argument("--allow-origin", action="append", default=[], help="allowed Origin (repeatable)")
     p.add_argument("--allow-target", action="append", default=[], help="allowed HOST:PORT target (repeatable; * wildcards)")
     p.add_argument("--static", default=None, help="serve this directory on the same port (the demo site)")
@@ -89,6 +128,32 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run_serve)
 
 
+def read_tokens(given: Sequence[str], files: Sequence[str], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The accepted tokens: ``--token`` values, every ``--token-file`` line (blank and ``#``
+    lines skipped) and ``$NIMBUS_TOKEN``. A file without a token, an unreadable one, or an
+    empty ``NIMBUS_TOKEN`` stops the server (the operator asked for tokens). Errors never
+    show a token."""
+    tokens = list(given)
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                found = [s for s in (line.strip() for line in f) if s and not s.startswith("#")]
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            raise SystemExit(f"nimbus-ws serve: cannot read --token-file {path}: {reason}") from None
+        if not found:
+            raise SystemExit(f"nimbus-ws serve: --token-file {path} holds no token")
+        tokens += found
+    env = environ.get("NIMBUS_TOKEN")
+    if env is not None:
+        if not env.strip():
+            raise SystemExit("nimbus-ws serve: NIMBUS_TOKEN is set but empty")
+        tokens.append(env.strip())
+    if any(not t for t in tokens):
+        raise SystemExit("nimbus-ws serve: --token must not be empty")
+    return tuple(dict.fromkeys(tokens))
+
+
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
     """Build :class:`ServerOptions` from parsed arguments."""
     from dataclasses import replace
@@ -96,6 +161,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
 
 
     config = ServerConfig()
+    tokens = read_tokens(args.token, args.token_file, os.environ)
     if args.retention is not None:
         config = replace(config, retention=args.retention)
     if args.max_sessions is not None:
@@ -108,7 +174,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         path=args.path,
         backend=args.backend,
         pty_command=args.pty_command,
-        tokens=tuple(args.token),
+        tokens=tokens,
         allow_origins=tuple(args.allow_origin),
         allow_targets=tuple(args.allow_target),
         static_dir=args.static if args.static != "auto" else default_static_dir(),
@@ -122,7 +188,13 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (``GOING_AWAY``)."""
     setup_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
-    return asyncio.run(_serve(options_from_args(args)))
+    options = options_from_args(args)
+    if args.token:
+        logging.getLogger("nimbus_websocket.server").warning(
+            "--token on the command line is visible to other local users (ps); prefer --token-file or NIMBUS_TOKEN",
+            extra={"event": "token_on_command_line"},
+        )
+    return asyncio.run(_serve(options))
 
 
 async def _serve(options: ServerOptions) -> int:

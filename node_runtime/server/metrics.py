@@ -30,6 +30,9 @@ class Metrics:
         self.resumes_failed = Counter("nimbus_resume_failures", "Rejected resumes", registry=r)
         self.closes = Counter("nimbus_close_codes", "Connections closed, by code", ["code"], registry=r)
         self.sessions = Gauge("nimbus_sessions", "Sessions (attached or retained)", registry=r)
+        self.term_env_dropped = Counter(
+            "nimbus_term_env_dropped", "open.term.env variables dropped (not on the allow-list)", registry=r
+        )
 
     def render(self) -> bytes:
         """Prometheus text exposition."""

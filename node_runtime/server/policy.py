@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import inspect
 import ipaddress
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -50,6 +51,10 @@ class AuthPolicy:
         self._tokens = [t.encode() for t in tokens]
         self._hook = hook
         self._loopback = loopback
+        #: Keys the principal a token maps to (what logs and session bindings see): drawn
+        #: anew by every server, so a logged principal cannot be tested offline against
+        #: guessed tokens (an unsalted hash could) nor matched across servers or restarts.
+        self._principal_key = secrets.token_bytes(32)
 
     async def authenticate(self, scheme: str, token: str | None) -> str | None:
         """The principal for ``scheme``/``token``, or ``None`` (the core closes ``AUTH_FAILED``)."""
@@ -65,8 +70,12 @@ class AuthPolicy:
             ok = False
             for t in self._tokens:  # no early exit: constant time over the list
                 ok |= hmac.compare_digest(raw, t)
-            return "bearer:" + hashlib.sha256(raw).hexdigest()[:16] if ok else None
+            return "bearer:" + self.principal_id(raw) if ok else None
         return "anonymous" if self._loopback else None
+
+    def principal_id(self, token: bytes) -> str:
+        """``HMAC-SHA256(per-server random key, token)``, 16 hex digits: a token's principal."""
+        return hmac.new(self._principal_key, token, hashlib.sha256).hexdigest()[:16]
 
 
 class OriginPolicy:

@@ -21,7 +21,7 @@ from typing import Any
 import asyncssh
 
 from ...core.messages import Stream, Target, Term, User
-from .backend import BackendError, BackendSink
+from .backend import BackendError, BackendSink, filter_term_env
 
 __all__ = ["SshBackend", "SshOptions"]
 
@@ -148,7 +148,7 @@ class SshBackend:
                 pty = {
                     "term_type": self.term.env.get("TERM", "xterm-256color"),
                     "term_size": (self.term.cols, self.term.rows),
-                    "env": {k: v for k, v in self.term.env.items() if k != "TERM"},
+                    "env": {k: v for k, v in filter_term_env(self.term.env)[0].items() if k != "TERM"},
                 }
             self._chan, _ = await self._conn.create_session(
                 lambda: _Session(self), self.command, encoding=None, window=SSH_WINDOW, **pty

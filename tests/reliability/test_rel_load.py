@@ -311,7 +311,7 @@ async def test_frame_trickler_is_closed_by_the_idle_timeout(make_server: Any) ->
     r = lorises[0]
     t0 = time.monotonic()
     code = None
-    for _ in range(30):  # bounded: a byte every 0.1 s, far slower than 1 MiB would need
+    for _ in range(60):  # bounded: a byte every 0.1 s, far slower than 1 MiB would need
         try:
             await r.send(b"\0")
             op, payload = await r.read_frame(0.1)
@@ -325,4 +325,4 @@ async def test_frame_trickler_is_closed_by_the_idle_timeout(make_server: Any) ->
             break
     r.abort()
     assert code == 4012, code
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 5.0  # the 1 s idle timeout, plus headroom for a loaded machine

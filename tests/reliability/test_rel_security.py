@@ -227,7 +227,7 @@ async def test_token_comparison_time_does_not_depend_on_where_it_differs() -> No
         samples["last"].append(await cost(last))
     med = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
     ratio = med["first"] / med["last"]
-    assert 0.5 < ratio < 2.0, med
+    assert 1 / 3 < ratio < 3.0, med  # headroom for a loaded machine; == would be ~1000x off
 
 
 # ------------------------------------------------------------------ targets

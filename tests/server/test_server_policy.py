@@ -161,10 +161,12 @@ async def test_resume_after_retention_is_4011(make_server) -> None:  # type: ign
     ok = await c.hello()
     assert ok.resume is not None
     await c.close(4000)
-    for _ in range(300):
+    for _ in range(1000):  # bounded (>= 10 s): the 0.2 s retention must have run out
         if len(srv.registry) == 0:
             break
         await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the session outlived its retention")
     r = await WireClient.connect(srv.url)
     await r.send(Hello(auth=Auth("none"), caps=HelloCaps("nimbus.v1", True), resume=ResumeRequest(ok.resume.token, ())))
     assert await r.expect_close() == 4011

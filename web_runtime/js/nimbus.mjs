@@ -550,6 +550,9 @@ function mergeOptions(defaults, options) {
  * `onListenerError(err, where)`: where listener exceptions go (default console.error).
  */
 export function createNimbus(pyodide, { WebSocket, defaults = {}, onListenerError } = {}) {
+  // socket.py's onmessage adapter, written here so that no eval is needed: the page works
+  // under a Content-Security-Policy without 'unsafe-eval' (docs/security.md).
+  pyodide.registerJsModule("_nimbus_js", { dataOnly: (f) => (ev) => f(ev.data) });
   const bridge = pyodide.pyimport(BRIDGE);
   const version = pyodide.runPython("import nimbus_websocket; nimbus_websocket.__version__");
   const closeCodes = pyodide.pyimport("nimbus_websocket.core.errors");
