@@ -7,7 +7,8 @@ frames, typed events and the next deadline.  The same code runs in CPython
 and in Pyodide (browser and Node).
 """
 
-from .client import ClientChannel, ClientOptions, ClientSession
+from .client import ClientChannel, ClientSession
+from .client_config import ClientOptions, auth_from_value, normalize_signal
 from .errors import (
     RETRYABLE_CLOSE_CODES,
     BackendError,
@@ -38,9 +39,13 @@ from .events import (
     CloseTransport,
     ConnectionClosed,
     Diagnostic,
+    DiagPhase,
     OpenTransport,
     PolicyEvent,
+    PolicyKind,
     StateChanged,
+    describe_state_change,
+    reached_ready,
 )
 from .flow import ByteLog, CreditWindow, PauseSet
 from .messages import (
@@ -84,7 +89,7 @@ from .profiles import (
     profile_for_subprotocol,
     register_profile,
 )
-from .resume import MemoryResumeStore, NullResumeStore, ResumeState, ResumeStore
+from .resume import ClientResume, MemoryResumeStore, NullResumeStore, ResumeState, ResumeStore
 from .retry import RetryPolicy
 from .server import ServerChannel, ServerConfig, ServerConnection, ServerSession, SessionRegistry
 from .state import ChannelState, ConnState
@@ -111,6 +116,7 @@ __all__ = [
     "ChannelState",
     "ClientChannel",
     "ClientOptions",
+    "ClientResume",
     "ClientSession",
     "Close",
     "CloseCode",
@@ -122,6 +128,7 @@ __all__ = [
     "Ctl",
     "DEFAULT_MAX_FRAME",
     "DataFrame",
+    "DiagPhase",
     "Diagnostic",
     "Eof",
     "ErrorCode",
@@ -145,6 +152,7 @@ __all__ = [
     "PauseSet",
     "Ping",
     "PolicyEvent",
+    "PolicyKind",
     "Pong",
     "ProtocolError",
     "RETRYABLE_CLOSE_CODES",
@@ -168,11 +176,15 @@ __all__ = [
     "Term",
     "User",
     "WireProfile",
+    "auth_from_value",
     "available_profiles",
     "ctl_from_dict",
     "ctl_to_dict",
     "describe_close_code",
+    "describe_state_change",
     "get_profile",
+    "normalize_signal",
     "profile_for_subprotocol",
+    "reached_ready",
     "register_profile",
 ]

@@ -24,12 +24,14 @@ credit window bounds what the server may send ahead of consumption.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
+from .client_channel import ClientChannel
+from .client_config import ClientOptions, auth_from_value, normalize_signal
 from .errors import (
     RETRYABLE_CLOSE_CODES,
+    ChannelOpenError,
     ClientClosedError,
     CloseCode,
     CloseError,
@@ -50,19 +52,15 @@ from .events import (
     CloseTransport,
     ConnectionClosed,
     Diagnostic,
+    DiagPhase,
     OpenTransport,
     PolicyEvent,
+    PolicyKind,
     StateChanged,
+    describe_state_change,
+    reached_ready,
 )
-from .flow import (
-    DEFAULT_HIGH_WATER,
-    DEFAULT_LOW_WATER,
-    DEFAULT_MAX_WINDOW,
-    DEFAULT_WINDOW,
-    ByteLog,
-    CreditWindow,
-    PauseSet,
-)
+from .flow import CreditWindow, PauseSet
 from .heartbeat import Heartbeat
 from .liveness import Verification, is_suspect_after_hidden
 from .messages import (
@@ -88,12 +86,10 @@ from .messages import (
     Target,
     Term,
     User,
-    ctl_from_dict,
 )
 from .profiles import DEFAULT_MAX_FRAME, Frame, WireProfile, get_profile
 from .reconnect import Reconnect
-from .resume import NullResumeStore, ResumeState, ResumeStore, StoredChannel
-from .retry import RetryPolicy
+from .resume import ClientResume, ResumeStore, StoredChannel
 from .state import (
     CHANNEL_TRANSITIONS,
     CONNECTION_TRANSITIONS,
@@ -101,6 +97,7 @@ from .state import (
     ChannelState,
     ConnEvent,
     ConnState,
+    permits,
     transition,
 )
 
@@ -114,124 +111,10 @@ __all__ = [
     "reached_ready",
 ]
 
-#: Channel states in which the application may still send input (``open_ok`` may be pending).
-TAKES_INPUT = frozenset({ChannelState.OPENING, ChannelState.OPEN})
-#: Channel states before ``open_ok``: output has nobody to go to yet.
-AWAITING_OPEN = frozenset({ChannelState.OPENING})
-#: Channel states whose remote process runs: output is delivered, resizes and signals go out.
-RUNNING = frozenset({ChannelState.OPEN})
-
-
-def reached_ready(ev: StateChanged) -> bool:
-    """Whether the state change ``ev`` is the connection becoming ``ready``."""
-    return ev.new == ConnState.READY.value
-
-
-def describe_state_change(ev: StateChanged) -> str | None:
-    """A one-line notice for a user watching the connection (CLI status line), or ``None``.
-
-    ``"connection lost (...); reconnecting..."`` when a ready connection
-    drops, ``"reconnected"`` when a resume brought it back, ``"connection
-    closed: ..."`` when it ended other than by the application's own close.
-    """
-    if ev.new == ConnState.RECONNECTING.value and ev.old == ConnState.READY.value:
-        return f"connection lost ({ev.reason}); reconnecting..."
-    if ev.new == ConnState.READY.value and ev.old == ConnState.AUTHENTICATING.value and ev.reason == "resumed":
-        return "reconnected"
-    if ev.new == ConnState.CLOSED.value and ev.reason != "closed by application":
-        return f"connection closed: {ev.reason}"
-    return None
-
-
-def auth_from_value(value: Any) -> Auth | None:
-    """``hello.auth`` from what an application's ``auth`` provider returned.
-
-    ``None`` (no auth) and :class:`~.messages.Auth` pass through; a mapping
-    ``{"scheme": "bearer", "token": ...}`` or ``{"scheme": "none"}`` (the
-    scheme defaults to ``"none"``) is validated by the same rules as a
-    received ``hello`` (:func:`~.messages.ctl_from_dict`), so client and
-    server agree on what is valid.  Raises ``TypeError`` for anything else and
-    :class:`~.errors.ProtocolError` for an invalid mapping.
-    """
-    if value is None or isinstance(value, Auth):
-        return value
-    if not isinstance(value, Mapping):
-        raise TypeError(f"auth provider returned {type(value).__name__}, expected a dict or None")
-    auth = {"scheme": "none", **value}
-    hello = ctl_from_dict({"t": "hello", "proto": 1, "auth": auth})
-    assert isinstance(hello, Hello)
-    return hello.auth
-
-
-def normalize_signal(sig: str) -> str:
-    """The wire name of a signal: upper case, without a ``SIG`` prefix (``"sigint"`` -> ``"INT"``)."""
-    return sig.strip().upper().removeprefix("SIG")
-
-
-@dataclass(frozen=True, slots=True)
-class ClientOptions:
-    """Tunables of a client session; defaults are the contract's."""
-
-    profile: str | WireProfile = "nimbus.v1"
-    ack: bool = True
-    client_info: Mapping[str, str] | None = None
-    heartbeat_interval: float = 20.0
-    heartbeat_misses: int = 3
-    handshake_timeout: float = 10.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    window: int = DEFAULT_WINDOW
-    max_window: int = DEFAULT_MAX_WINDOW
-    high_water_mark: int = DEFAULT_HIGH_WATER
-    low_water_mark: int = DEFAULT_LOW_WATER
-    #: Input bytes kept per channel until the server acknowledges them.
-    input_buffer_limit: int = 1 << 20
-    #: Minimum seconds between two ``resize`` messages of one channel (20/s: well
-    #: inside the server's 50 control messages/s, which resizes count against).
-    resize_interval: float = 0.05
-    #: Seconds a persisted resume state stays usable.
-    resume_ttl: float = 60.0
-    #: Ping right after ``hello_ok``: RTT is known at once (status bars, the
-    #: adaptive window) instead of after the first heartbeat.  The runtimes
-    #: turn it on; off by default so the bare machine sends only what it must.
-    ping_on_ready: bool = False
-    #: Seconds :meth:`ClientSession.verify` waits for any frame before the
-    #: transport is dropped as lost (reconnect and resume).
-    verify_timeout: float = 5.0
-    #: Seconds hidden after which a page's connection is suspect on return
-    #: (``None``: :attr:`heartbeat_interval`; see :mod:`.liveness`).
-    suspect_after: float | None = None
-
-    def __post_init__(self) -> None:
-        # Rule: the credit window never shrinks below its start (max_window >= window).
-        if self.max_window < self.window:
-            object.__setattr__(self, "max_window", self.window)
-
-    @property
-    def suspect_after_s(self) -> float:
-        """:attr:`suspect_after`, or the heartbeat interval when unset."""
-        return self.heartbeat_interval if self.suspect_after is None else self.suspect_after
-
-
-@dataclass(slots=True, eq=False)
-class ClientChannel:
-    """Client-side state of one channel (read-only for runtimes)."""
-
-    id: int
-    state: ChannelState = ChannelState.OPENING
-    open_msg: Open | None = None
-    open_sent: bool = False
-    resume_key: str | None = None
-    credit: CreditWindow = field(default_factory=CreditWindow)
-    #: Input not yet acknowledged (with ``caps.ack``) or not yet sent (without).
-    tx: ByteLog = field(default_factory=ByteLog)
-    tx_sent: int = 0
-    size: tuple[int, int] | None = None
-    size_sent: tuple[int, int] | None = None
-    resize_at: float = float("-inf")
-    exit: tuple[int | None, str | None] | None = None
-    #: The application closed its input; ``eof`` follows the input (again after a resume).
-    eof: bool = False
-    eof_sent: bool = False
+# ``ClientChannel`` lives in .client_channel; ``ClientOptions``, ``auth_from_value``
+# and ``normalize_signal`` in .client_config; ``reached_ready`` and
+# ``describe_state_change`` in .events; resume persistence in .resume
+# (``ClientResume``).  They are re-exported here for existing imports.
 
 
 class ClientSession:
@@ -248,7 +131,6 @@ class ClientSession:
         self.options = options or ClientOptions()
         self.profile: WireProfile = get_profile(self.options.profile)
         self._rand = rand
-        self._store: ResumeStore = store if store is not None else NullResumeStore()
         self._state = ConnState.IDLE
         self._frames: list[Frame] = []
         self._events: list[ClientEvent] = []
@@ -257,8 +139,7 @@ class ClientSession:
         self._pause = PauseSet(self.options.high_water_mark, self.options.low_water_mark)
         self._max_frame = DEFAULT_MAX_FRAME
         self._ack = False
-        self._resume: ResumeState | None = None
-        self._resume_ttl = self.options.resume_ttl
+        self._resume = ClientResume(store, self.profile.id, self.options.resume_ttl)
         self._resuming = False
         self._was_ready = False
         self._reconnect = Reconnect(self.options.retry)
@@ -351,7 +232,7 @@ class ClientSession:
     def takes_input(self, cid: int) -> bool:
         """Whether channel ``cid`` still accepts input (open, or ``open_ok`` pending)."""
         ch = self._channels.get(cid)
-        return ch is not None and ch.state in TAKES_INPUT
+        return ch is not None and ch.takes_input
 
     def channel_state(self, cid: int) -> str:
         """The public name of channel ``cid``'s state (``"closed"`` once it is gone)."""
@@ -385,14 +266,15 @@ class ClientSession:
             return
         self._move(ConnEvent.OPENED, "socket open")
         resume = None
-        self._resuming = self._resume is not None
-        if self._resume is not None:
+        token = None if self._resume.state is None else self._resume.state.token
+        self._resuming = token is not None
+        if token is not None:
             chans = tuple(
                 ResumeChannel(c.id, c.resume_key, c.credit.received)
                 for c in self._channels.values()
                 if c.resume_key is not None
             )
-            resume = ResumeRequest(self._resume.token, chans)
+            resume = ResumeRequest(token, chans)
         hello = Hello(
             auth=auth,
             caps=HelloCaps(profile=self.profile.id, ack=self.options.ack),
@@ -400,7 +282,7 @@ class ClientSession:
             client=dict(self.options.client_info) if self.options.client_info else None,
         )
         self._send_ctl(hello)
-        self._diag(now, "handshake", "hello_sent", resume=resume is not None)
+        self._diag(now, DiagPhase.HANDSHAKE, "hello_sent", resume=resume is not None)
 
     def transport_closed(self, now: float, code: int = 1006, reason: str = "") -> None:
         """The socket closed (or failed to open) without us asking."""
@@ -410,14 +292,14 @@ class ClientSession:
         self._handshake_deadline = None
         self._heartbeat.stop()
         self._verify = None
-        self._diag(now, "transport", "transport_closed", wsCode=code, reason=truncate_reason(reason))
+        self._diag(now, DiagPhase.TRANSPORT, "transport_closed", ws_code=code, reason=truncate_reason(reason))
         if self.closed:
             return
         if code == CloseCode.RESUME_FAILED:
-            self._diag(now, "resume", "resume_rejected", wsCode=code)
+            self._diag(now, DiagPhase.RESUME, "resume_rejected", ws_code=code)
             self._fail(now, CloseError.from_close(code, reason), close_socket=False)
             return
-        resumable = self._was_ready and self._resume is not None
+        resumable = self._was_ready and self._resume.active
         if code in RETRYABLE_CLOSE_CODES and resumable:  # (reconnecting implies resumable)
             self._lost(now, f"transport closed ({code})")
         elif code == CloseCode.NORMAL:
@@ -425,9 +307,9 @@ class ClientSession:
         else:
             err = CloseError.from_close(code, reason)
             if code in RETRYABLE_CLOSE_CODES and not self._was_ready:
-                err = CloseError(code, err.app_code, "CONNECT_FAILED", reason or "could not connect")
+                err = CloseError(code, err.app_code, ErrorCode.CONNECT_FAILED, reason or "could not connect")
             elif code in RETRYABLE_CLOSE_CODES:
-                err = CloseError(code, err.app_code, "CONNECTION_LOST", "connection lost; resume unavailable")
+                err = CloseError(code, err.app_code, ErrorCode.CONNECTION_LOST, "connection lost; resume unavailable")
             self._fail(now, err, close_socket=False)
 
     def close(self, now: float, code: int = 1000, reason: str = "") -> None:
@@ -483,7 +365,7 @@ class ClientSession:
         """
         if not self._ready() or not self._transport or self._verify is not None:
             return
-        self._diag(now, "connection", "connection_suspect", why=why, **extras)
+        self._diag(now, DiagPhase.CONNECTION, "connection_suspect", why=why, **extras)
         self._verify = Verification(why, now, now + self.options.verify_timeout)
         self.ping(now)
 
@@ -505,7 +387,7 @@ class ClientSession:
         since, self._hidden_since = self._hidden_since, None
         self.set_pause("visibility", False, now)
         if since is not None and is_suspect_after_hidden(now - since, self.options.suspect_after_s):
-            self.verify(now, "visibility", hiddenMs=round((now - since) * 1000))
+            self.verify(now, "visibility", hidden_ms=round((now - since) * 1000))
 
     def page_online(self, online: bool, now: float) -> None:
         """The network went offline or came back (``navigator.onLine``).
@@ -522,28 +404,28 @@ class ClientSession:
         """Fire every deadline that has passed."""
         if self._handshake_deadline is not None and now >= self._handshake_deadline:
             self._handshake_deadline = None
-            self._diag(now, "handshake", "handshake_timeout")
+            self._diag(now, DiagPhase.HANDSHAKE, "handshake_timeout")
             self._drop_transport(now, CloseCode.TIMEOUT, "handshake timeout")
         if self._reconnect.due(now):
-            self._diag(now, "reconnect", "reconnect_attempt", attempt=self._reconnect.attempt)
+            self._diag(now, DiagPhase.RECONNECT, "reconnect_attempt", attempt=self._reconnect.attempt)
             self._open_transport(now)
         verify = self._verify
         if verify is not None and now >= verify.deadline:
             self._verify = None
             self._diag(
                 now,
-                "connection",
+                DiagPhase.CONNECTION,
                 "connection_verify_failed",
                 why=verify.why,
-                timeoutMs=round(self.options.verify_timeout * 1000),
+                timeout_ms=round(self.options.verify_timeout * 1000),
             )
             self._abandon(now, f"no answer after {verify.why}")
         beat = self._heartbeat.due(now)
         if beat is not None:
             if beat.missed:
-                self._diag(now, "heartbeat", "heartbeat_miss", missed=self._heartbeat.missed)
+                self._diag(now, DiagPhase.HEARTBEAT, "heartbeat_miss", missed=self._heartbeat.missed)
             if beat.timed_out:
-                self._diag(now, "heartbeat", "heartbeat_timeout", missed=self._heartbeat.missed)
+                self._diag(now, DiagPhase.HEARTBEAT, "heartbeat_timeout", missed=self._heartbeat.missed)
                 self._drop_transport(now, CloseCode.TIMEOUT, "heartbeat timeout")
             elif beat.ping is not None:
                 self._send_ctl(Ping(beat.ping))
@@ -641,7 +523,7 @@ class ClientSession:
         if ch is None:
             return
         if ch.size is not None and ch.size != ch.size_sent and ch.resize_at + self.options.resize_interval > now:
-            self._policy("resize_coalesced", cid)
+            self._policy(PolicyKind.RESIZE_COALESCED, cid)
         ch.size = (cols, rows)
         self._flush_resize(ch, now)
 
@@ -653,7 +535,7 @@ class ClientSession:
         does not run or the connection is not ready, it is dropped.
         """
         ch = self._channels.get(cid)
-        if ch is not None and ch.state in RUNNING and self._ready():
+        if ch is not None and ch.running and self._ready():
             self._send_ctl(Signal(cid, normalize_signal(sig)))
 
     def close_channel(self, cid: int, reason: str | None = None) -> None:
@@ -687,7 +569,7 @@ class ClientSession:
         self.buffered_amount = amount
         crossed = self._pause.buffered(amount)
         if crossed is not None:
-            self._diag(now, "flow", "backpressure_high" if crossed else "backpressure_low")
+            self._diag(now, DiagPhase.FLOW, "backpressure_high" if crossed else "backpressure_low")
             self._on_pause_change("transport", crossed, now)
 
     # ------------------------------------------------------------- receiving
@@ -718,7 +600,7 @@ class ClientSession:
         verify, self._verify = self._verify, None
         if verify is not None:
             waited = round((now - verify.started) * 1000, 3)
-            self._diag(now, "connection", "connection_verified", why=verify.why, waitedMs=waited)
+            self._diag(now, DiagPhase.CONNECTION, "connection_verified", why=verify.why, waited_ms=waited)
         try:
             msg = self.profile.decode(frame, self._max_frame)
             if self._can(ConnEvent.ACCEPTED):  # the handshake: only hello_ok may come
@@ -737,7 +619,7 @@ class ClientSession:
             self._protocol_error(now, exc)
 
     def _protocol_error(self, now: float, exc: ProtocolError) -> None:
-        self._diag(now, "protocol", "protocol_error", closeCode=int(exc.code), message=exc.message)
+        self._diag(now, DiagPhase.PROTOCOL, "protocol_error", close_code=int(exc.code), message=exc.message)
         self._close_transport(int(exc.code), exc.message)
         self._fail(now, CloseError(int(exc.code), int(exc.code), exc.code.name, exc.message), False)
 
@@ -756,10 +638,10 @@ class ClientSession:
         self._reconnect.succeeded()
         self._was_ready = True
         self._move(ConnEvent.ACCEPTED, "resumed" if resumed else "hello_ok")
-        self._diag(now, "handshake", "hello_ok", server=m.server, ack=self._ack, profile=self.profile.id)
+        self._diag(now, DiagPhase.HANDSHAKE, "hello_ok", server=m.server, ack=self._ack, profile=self.profile.id)
         if resumed:
             back = {c.id: c.rx for c in (m.caps.resumed or ())}
-            self._diag(now, "resume", "resume_accepted", channels=len(back))
+            self._diag(now, DiagPhase.RESUME, "resume_accepted", channels=len(back))
             for ch in list(self._channels.values()):
                 if ch.open_sent and ch.id in back:
                     self._resume_channel(ch, back[ch.id], now)
@@ -771,10 +653,9 @@ class ClientSession:
                     self._chan(ch, ChanEvent.LOST)
                     self._lose(ch)
         if m.resume is not None:
-            self._resume_ttl = min(m.resume.ttl_ms / 1000, self.options.resume_ttl)
-            self._resume = ResumeState(m.resume.token, now + self._resume_ttl, self._ack, self.profile.id)
+            self._resume.granted(m.resume.token, m.resume.ttl_ms / 1000, now, self._ack)
         else:
-            self._resume = None
+            self._resume.granted(None, 0.0, now, self._ack)
         self._save_resume(now)
         self._heartbeat.start(now)
         if self.options.ping_on_ready:
@@ -784,26 +665,19 @@ class ClientSession:
                 self._send_open(ch)
 
     def _resume_channel(self, ch: ClientChannel, rx: int, now: float) -> None:
-        if self._ack:
-            if ch.tx.start <= rx <= ch.tx.end:
-                pass  # keep [start, rx) until acked: the server still holds it unwritten (bounds its input buffer)
-            elif ch.tx.size == 0:
-                ch.tx.clear(rx)
-            else:
-                self._diag(now, "resume", "input_gap", channel=ch.id, rx=rx, kept=ch.tx.start)
-                self._chan(ch, ChanEvent.LOST)
-                self._lose(ch)
-                return
-        ch.tx_sent = rx if self._ack else ch.tx.start
-        ch.credit.restart()
-        if ch.state in AWAITING_OPEN:
+        if not ch.rewind_input(rx, self._ack):
+            self._diag(now, DiagPhase.RESUME, "input_gap", channel=ch.id, rx=rx, kept=ch.tx.start)
+            self._chan(ch, ChanEvent.LOST)
+            self._lose(ch)
+            return
+        if ch.awaiting_open:
             if ch.resume_key is None:
                 return  # open_ok still to come (the server repeats it after a resume)
             self._chan(ch, ChanEvent.OPEN_OK)  # restored from storage
         self._events.append(ChannelOpened(ch.id, resumed=True))
         ch.eof_sent = False  # an eof in flight at the drop may be lost: repeat it after the input
         self._flush_input(ch)
-        if ch.size is not None and ch.state in RUNNING:
+        if ch.size is not None and ch.running:
             ch.size_sent = None
             self._flush_resize(ch, now)
         if not self._can_chan(ch, ChanEvent.LOCAL_CLOSE):  # closing: repeat our close
@@ -813,7 +687,7 @@ class ClientSession:
 
     def _on_data(self, df: DataFrame, now: float) -> None:
         ch = self._channels.get(df.id)
-        if ch is None or ch.state in AWAITING_OPEN:
+        if ch is None or ch.awaiting_open:
             self.ignored_frames += 1  # before open_ok: nothing to deliver it to
             return
         n = len(df.payload)
@@ -822,7 +696,7 @@ class ClientSession:
                 CloseCode.FLOW_VIOLATION,
                 f"channel {df.id}: {ch.credit.received} bytes received, {ch.credit.granted} granted",
             )
-        if ch.state in RUNNING:
+        if ch.can(ChanEvent.OUTPUT):
             self._events.append(ChannelData(df.id, df.stream, df.payload))
         else:
             ch.credit.on_consumed(n)  # nobody will read it
@@ -842,8 +716,9 @@ class ClientSession:
                     return
                 ch.resume_key = m.resume_key
                 self._save_resume(now)  # before any data of the channel is processed
-                if self._chan(ch, ChanEvent.OPEN_OK) == ChannelState.CLOSING:
-                    self._send_ctl(Close(ch.id))  # closed by the application meanwhile
+                self._chan(ch, ChanEvent.OPEN_OK)
+                if not ch.can(ChanEvent.LOCAL_CLOSE):  # closing: closed by the application meanwhile
+                    self._send_ctl(Close(ch.id))
                 else:
                     self._events.append(ChannelOpened(ch.id))
                     self._flush_input(ch)
@@ -853,8 +728,9 @@ class ClientSession:
                 ch = self._channels.get(m.id)
                 if ch is not None and self._can_chan(ch, ChanEvent.OPEN_ERR):
                     self._chan(ch, ChanEvent.OPEN_ERR)
-                    self._events.append(ChannelOpenFailed(m.id, m.code, m.msg))
-                    self._forget(ch, "open failed", m.code, emit=False)
+                    refused = ChannelOpenError(m.code, m.msg)  # an unknown code: UNKNOWN, named in msg
+                    self._events.append(ChannelOpenFailed(m.id, refused.code, refused.message))
+                    self._forget(ch, "open failed", refused.code, emit=False)
             case Exit():
                 ch = self._channels.get(m.id)
                 if ch is None:
@@ -873,13 +749,14 @@ class ClientSession:
                 ch = self._channels.get(m.id)
                 if ch is None:
                     return
-                if ch.state in AWAITING_OPEN:
+                if ch.awaiting_open:
                     # A server MAY close a channel before open_ok (PROTOCOL.md 6): the open failed.
                     if ch.open_sent:
                         self._chan(ch, ChanEvent.OPEN_ERR)
                         self._send_ctl(Close(m.id))
-                        self._events.append(ChannelOpenFailed(m.id, "CLOSED", m.reason or "closed by server"))
-                        self._forget(ch, "open failed", "CLOSED", emit=False)
+                        failed = ChannelOpenFailed(m.id, ErrorCode.CLOSED, m.reason or "closed by server")
+                        self._events.append(failed)
+                        self._forget(ch, "open failed", ErrorCode.CLOSED, emit=False)
                     return
                 answer = self._can_chan(ch, ChanEvent.LOCAL_CLOSE)  # not closing: acknowledge
                 self._chan(ch, ChanEvent.PEER_CLOSE)
@@ -903,15 +780,15 @@ class ClientSession:
         assert isinstance(new, ConnState)
         self._state = new
         if new != old:
-            self._events.append(StateChanged(old.value, new.value, reason))
+            self._events.append(StateChanged(old, new, reason))
 
     def _can(self, event: ConnEvent) -> bool:
         """Whether the connection table has ``event`` in the current state."""
-        return event in CONNECTION_TRANSITIONS[self._state]
+        return permits(CONNECTION_TRANSITIONS, self._state, event)
 
     def _can_chan(self, ch: ClientChannel, event: ChanEvent) -> bool:
         """Whether the channel table has ``event`` in ``ch``'s state."""
-        return event in CHANNEL_TRANSITIONS[ch.state]
+        return permits(CHANNEL_TRANSITIONS, ch.state, event)
 
     def _ready(self) -> bool:
         """The handshake is done and the transport usable (state ``ready``)."""
@@ -944,14 +821,15 @@ class ClientSession:
         assert ch.open_msg is not None
         if ch.open_msg.command is not None and not self._server_command:
             self._chan(ch, ChanEvent.LOST)
-            self._events.append(ChannelOpenFailed(ch.id, "UNSUPPORTED", "the server does not run commands"))
-            self._forget(ch, "unsupported", "UNSUPPORTED", emit=False)
+            failed = ChannelOpenFailed(ch.id, ErrorCode.UNSUPPORTED, "the server does not run commands")
+            self._events.append(failed)
+            self._forget(ch, "unsupported", ErrorCode.UNSUPPORTED, emit=False)
             return
         ch.open_sent = True
         self._send_ctl(ch.open_msg)
 
     def _flush_input(self, ch: ClientChannel) -> None:
-        if not self._ready() or ch.state not in RUNNING:
+        if not self._ready() or not ch.running:
             return
         if ch.tx_sent < ch.tx.end:
             for stream, part in ch.tx.read(ch.tx_sent, ch.tx.end - ch.tx_sent):
@@ -964,7 +842,7 @@ class ClientSession:
             self._send_ctl(Eof(ch.id))
 
     def _flush_resize(self, ch: ClientChannel, now: float) -> None:
-        if ch.size is None or ch.size == ch.size_sent or ch.state not in RUNNING or not self._ready():
+        if ch.size is None or ch.size == ch.size_sent or not ch.running or not self._ready():
             return
         due = ch.resize_at + self.options.resize_interval
         if now < due:
@@ -975,7 +853,7 @@ class ClientSession:
         self._send_ctl(Resize(ch.id, ch.size[0], ch.size[1]))
 
     def _maybe_grant(self, ch: ClientChannel, now: float) -> None:
-        if not self._ready() or ch.state not in RUNNING or self._pause.reasons:
+        if not self._ready() or not ch.can(ChanEvent.READ) or self._pause.reasons:
             return
         grant = ch.credit.take_grant(now, self.rtt)
         if grant:
@@ -983,20 +861,23 @@ class ClientSession:
             if ack is not None:
                 self._save_resume(None, now)  # the stored rx never falls below an ack sent
             self._send_ctl(Flow(ch.id, grant, ack))
-            self._policy("credit_grant", ch.id, value=grant)
+            self._policy(PolicyKind.CREDIT_GRANT, ch.id, value=grant)
 
     def _on_pause_change(self, reason: str, paused: bool, now: float) -> None:
-        self._policy("flow_pause" if paused else "flow_resume", None, reason=reason)
+        self._policy(PolicyKind.FLOW_PAUSE if paused else PolicyKind.FLOW_RESUME, None, reason=reason)
         if not self._pause.paused:
             for ch in self._channels.values():
                 self._maybe_grant(ch, now)
 
-    def _policy(self, kind: str, cid: int | None, reason: str | None = None, value: int | None = None) -> None:
+    def _policy(
+        self, kind: PolicyKind, cid: int | None, reason: str | None = None, value: int | None = None
+    ) -> None:
         self._events.append(PolicyEvent(kind, cid, reason, value))
 
-    def _diag(self, now: float, phase: str, code: str, **extras: Any) -> None:
-        extras.setdefault("bufferedAmount", self.buffered_amount)
-        extras.setdefault("rttMs", None if self.rtt is None else round(self.rtt * 1000, 3))
+    def _diag(self, now: float, phase: DiagPhase, code: str, **extras: Any) -> None:
+        """A :class:`Diagnostic`; ``extras`` keys are snake_case (the JS bridge converts them)."""
+        extras.setdefault("buffered_amount", self.buffered_amount)
+        extras.setdefault("rtt_ms", None if self.rtt is None else round(self.rtt * 1000, 3))
         self._events.append(Diagnostic(round(now * 1000, 3), phase, code, extras))
 
     def _open_transport(self, now: float) -> None:
@@ -1014,7 +895,7 @@ class ClientSession:
         self._handshake_deadline = None
         if self.closed:
             return
-        if self._was_ready and self._resume is not None:  # (reconnecting implies this)
+        if self._was_ready and self._resume.active:  # (reconnecting implies this)
             self._lost(now, reason)
         else:
             self._fail(now, CloseError(code, code, close_code_name(code), reason), close_socket=False)
@@ -1027,7 +908,7 @@ class ClientSession:
             self._fail(now, err, False)
             return
         self._move(ConnEvent.LOST, reason)
-        self._diag(now, "reconnect", "reconnect_scheduled", attempt=attempt, delayMs=round(delay * 1000))
+        self._diag(now, DiagPhase.RECONNECT, "reconnect_scheduled", attempt=attempt, delay_ms=round(delay * 1000))
 
     def _fail(self, now: float, err: CloseError, close_socket: bool) -> None:
         if close_socket:
@@ -1051,65 +932,52 @@ class ClientSession:
 
     def _lose(self, ch: ClientChannel) -> None:
         if ch.resume_key is None and ch.open_sent:
-            self._events.append(ChannelOpenFailed(ch.id, "LOST", "connection lost before open_ok"))
-            self._forget(ch, "lost", "LOST", emit=False)
+            self._events.append(ChannelOpenFailed(ch.id, ErrorCode.LOST, "connection lost before open_ok"))
+            self._forget(ch, "lost", ErrorCode.LOST, emit=False)
         else:
-            self._forget(ch, "not resumed", "LOST")
+            self._forget(ch, "not resumed", ErrorCode.LOST)
 
     def _forget(
-        self, ch: ClientChannel, reason: str, error: str | None, *, emit: bool = True, persist: bool = True
+        self, ch: ClientChannel, reason: str, error: ErrorCode | None, *, emit: bool = True, persist: bool = True
     ) -> None:
         if self._can_chan(ch, ChanEvent.LOST):  # callers normally moved it to closed already
             self._chan(ch, ChanEvent.LOST)
         if self._channels.pop(ch.id, None) is not None and emit:
             self._events.append(ChannelClosed(ch.id, reason, error))
-        if persist and ch.resume_key is not None and self._resume is not None:
+        if persist and ch.resume_key is not None and self._resume.active:
             self._save_resume(None)
 
     # -------------------------------------------------------------- resume
 
     def _load_resume(self, now: float) -> None:
-        state = ResumeState.from_dict(self._store.load())
+        state, stale = self._resume.load(now)
+        if stale:
+            self._diag(now, DiagPhase.RESUME, "resume_store_clear", why="expired")
         if state is None:
             return
-        if state.expires_at <= now or state.profile != self.profile.id:
-            self._store.clear()
-            self._diag(now, "resume", "resume_store_clear", why="expired")
-            return
-        self._resume = state
         self._was_ready = True
         for sc in state.channels:
-            ch = ClientChannel(
-                sc.id,
-                open_sent=True,
-                resume_key=sc.resume_key,
-                credit=CreditWindow(self.options.window, self.options.max_window, sc.rx, sc.rx, sc.rx),
-            )
-            self._channels[sc.id] = ch
+            self._channels[sc.id] = ClientChannel.restored(sc, self.options.window, self.options.max_window)
             self._next_id = max(self._next_id, sc.id + 1)
-        self._diag(now, "resume", "resume_store_load", channels=len(state.channels))
+        self._diag(now, DiagPhase.RESUME, "resume_store_load", channels=len(state.channels))
 
     def _save_resume(self, now: float | None, clock: float | None = None) -> None:
-        st = self._resume
-        if st is None:
+        """Persist the open channels' positions; ``now`` also reports it, ``clock`` only renews."""
+        if not self._resume.active:
             return
         t = now if now is not None else clock
-        if t is not None and self._ready():
-            st.expires_at = t + self._resume_ttl  # the server's retention starts at the drop
-        st.channels = [
+        kept = [
             StoredChannel(c.id, c.resume_key, c.credit.received)
             for c in self._channels.values()
             if c.resume_key is not None and self._can_chan(c, ChanEvent.LOST)  # not closed
         ]
-        self._store.save(st.to_dict())
+        self._resume.save(kept, t if t is not None and self._ready() else None)
         if now is not None:
-            self._diag(now, "resume", "resume_store_persist", channels=len(st.channels))
+            self._diag(now, DiagPhase.RESUME, "resume_store_persist", channels=len(kept))
 
     def _clear_resume(self, now: float) -> None:
-        if self._resume is not None:
-            self._resume = None
-            self._store.clear()
-            self._diag(now, "resume", "resume_store_clear")
+        if self._resume.clear():
+            self._diag(now, DiagPhase.RESUME, "resume_store_clear")
 
 
 def _kind(m: Ctl | DataFrame) -> str:

@@ -12,16 +12,26 @@ Three families, all frozen dataclasses:
 
 Runtimes translate them into their idiom (JS callbacks, Python async
 iterators, asyncio tasks); none of them decides a protocol rule.
+
+Fields are typed with the core's enums: states are
+:class:`~.state.ConnState`, error codes :class:`~.errors.ErrorCode`, policy
+kinds :class:`PolicyKind` and diagnostic phases :class:`DiagPhase` (all
+``str`` enums, so ``ev.kind == "credit_grant"`` holds and JSON output is the
+plain value).  Keys of :attr:`Diagnostic.extras` and of every ``to_dict`` are
+snake_case in Python; the JavaScript facade's bridge
+(``web_runtime/bridge.py:js_keys``) is the one place they become camelCase.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from .errors import CloseError
+from .errors import CloseError, ErrorCode
 from .messages import Stream, Target, Term, User
+from .state import ConnState
 
 __all__ = [
     "AuthRequested",
@@ -40,13 +50,50 @@ __all__ = [
     "ClientEvent",
     "CloseTransport",
     "ConnectionClosed",
+    "DiagPhase",
     "Diagnostic",
     "Event",
     "OpenTransport",
     "PolicyEvent",
+    "PolicyKind",
     "ServerEvent",
     "StateChanged",
+    "describe_state_change",
+    "reached_ready",
 ]
+
+
+class PolicyKind(enum.StrEnum):
+    """Every :attr:`PolicyEvent.kind` the machines emit (the value is the public name)."""
+
+    #: Client: credit granted to the server (``value`` bytes on ``channel``).
+    CREDIT_GRANT = "credit_grant"
+    #: Credit withheld (client) or backends paused (server) for ``reason``.
+    FLOW_PAUSE = "flow_pause"
+    #: The pause for ``reason`` ended.
+    FLOW_RESUME = "flow_resume"
+    #: Client: a resize replaced one not yet sent (one message per ``resize_interval``).
+    RESIZE_COALESCED = "resize_coalesced"
+    #: Server: a connection or resume attempt refused by a rate limit (``reason``).
+    RATE_LIMITED = "rate_limited"
+    #: Server: an ``open.command`` the config does not honour was refused.
+    COMMAND_REFUSED = "command_refused"
+    #: Server: ``channel`` left the session (``reason``).
+    CHANNEL_CLOSED = "channel_closed"
+
+
+class DiagPhase(enum.StrEnum):
+    """Every :attr:`Diagnostic.phase` the machines and runtimes emit."""
+
+    HANDSHAKE = "handshake"
+    AUTH = "auth"
+    TRANSPORT = "transport"
+    CONNECTION = "connection"
+    HEARTBEAT = "heartbeat"
+    RECONNECT = "reconnect"
+    RESUME = "resume"
+    FLOW = "flow"
+    PROTOCOL = "protocol"
 
 
 # ----------------------------------------------------------------- observations
@@ -56,31 +103,55 @@ __all__ = [
 class StateChanged:
     """The connection moved from ``old`` to ``new`` (``protocol.md`` section 7)."""
 
-    old: str
-    new: str
+    old: ConnState
+    new: ConnState
     reason: str = ""
+
+
+def reached_ready(ev: StateChanged) -> bool:
+    """Whether the state change ``ev`` is the connection becoming ``ready``."""
+    return ev.new == ConnState.READY
+
+
+def describe_state_change(ev: StateChanged) -> str | None:
+    """A one-line notice for a user watching the connection (CLI status line), or ``None``.
+
+    ``"connection lost (...); reconnecting..."`` when a ready connection
+    drops, ``"reconnected"`` when a resume brought it back, ``"connection
+    closed: ..."`` when it ended other than by the application's own close.
+    """
+    if ev.new == ConnState.RECONNECTING and ev.old == ConnState.READY:
+        return f"connection lost ({ev.reason}); reconnecting..."
+    if ev.new == ConnState.READY and ev.old == ConnState.AUTHENTICATING and ev.reason == "resumed":
+        return "reconnected"
+    if ev.new == ConnState.CLOSED and ev.reason != "closed by application":
+        return f"connection closed: {ev.reason}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
-    """A breadcrumb: ``timestamp`` (ms, injected clock), ``phase``, stable ``code``, extras."""
+    """A breadcrumb: ``timestamp`` (ms, injected clock), ``phase``, stable ``code``, extras.
+
+    ``extras`` keys are snake_case (``buffered_amount``, ``rtt_ms``,
+    ``ws_code``...); the client's carry ``buffered_amount`` and ``rtt_ms``.
+    """
 
     timestamp: float
-    phase: str
+    phase: DiagPhase
     code: str
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-shaped view."""
+        """JSON-shaped view (snake_case keys; the extras beside the fixed fields)."""
         return {"timestamp": self.timestamp, "phase": self.phase, "code": self.code, **self.extras}
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyEvent:
-    """Flow and policy decisions: ``flow_pause``, ``flow_resume``, ``credit_grant``,
-    ``resize_coalesced``, ``rate_limited``...; ``reason`` is a pause reason when relevant."""
+    """Flow and policy decisions (:class:`PolicyKind`); ``reason`` is a pause reason when relevant."""
 
-    kind: str
+    kind: PolicyKind
     channel: int | None = None
     reason: str | None = None
     value: int | None = None
@@ -100,10 +171,15 @@ class ChannelOpened:
 
 @dataclass(frozen=True, slots=True)
 class ChannelOpenFailed:
-    """``open_err`` (or the channel was lost before ``open_ok``)."""
+    """``open_err`` (or the channel was lost before ``open_ok``).
+
+    An ``open_err`` code this version does not know is :attr:`ErrorCode.UNKNOWN`
+    and its text leads ``msg`` (``"SOME_CODE: ..."``), as in
+    :class:`~.errors.ChannelError`.
+    """
 
     id: int
-    code: str
+    code: ErrorCode
     msg: str
 
 
@@ -131,12 +207,15 @@ class ChannelClosed:
 
     id: int
     reason: str = ""
-    error: str | None = None
+    error: ErrorCode | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionClosed:
-    """The connection is closed for good; ``error`` is ``None`` after a clean close."""
+    """The connection is closed for good; ``error`` is ``None`` after a clean close.
+
+    ``error.code`` is an :class:`~.errors.ErrorCode`, ``error.ws_code`` the close code seen.
+    """
 
     error: CloseError | None
 

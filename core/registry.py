@@ -3,17 +3,25 @@
 * :class:`SessionRegistry` -- sessions by resume token: single-use tokens,
   principal binding, expiry, per-session revocation after
   ``max_resume_failures`` wrong secrets.
-* :class:`ResumeLimiter` -- failed resumes per peer (the client's IP): after
-  ``resume_failure_limit`` failures within ``resume_failure_window`` seconds
-  the peer's resume attempts are refused with 4004 before any lookup.
+* :class:`ResumeLimiter` -- failed resumes per peer prefix (:func:`peer_prefix`
+  of the client's IP): after ``resume_failure_limit`` failures within
+  ``resume_failure_window`` seconds the prefix's resume attempts are refused
+  with 4004 before any lookup.
 
 Both limits are one rule in the core: a runtime only passes the peer's address
 (``ServerConnection(peer_key=...)``).  Time is the caller's ``now``.
+
+A resume attempt by another principal than the session's is refused (4011,
+with the same reason as an unknown session) but never counts against the
+session: the session id is not secret, so anyone could otherwise revoke a
+victim's resume with ``max_resume_failures`` wrong secrets.  It still counts
+against the attacker's prefix.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -23,28 +31,78 @@ from .resume import new_token, parse_token
 from .server_config import ServerConfig
 from .server_session import ServerSession
 
-__all__ = ["ResumeLimiter", "SessionRegistry"]
+__all__ = ["LOOPBACK_PREFIX", "ResumeLimiter", "SessionRegistry", "peer_prefix"]
+
+#: The one key every loopback peer (127.0.0.0/8, ``::1``) shares: the same machine.
+LOOPBACK_PREFIX = "loopback"
+#: Prefix length an IPv6 peer is counted by (one customer network, RFC 6177).
+_IPV6_PREFIX = 64
+#: Reason of every refused token (unknown, expired, revoked, wrong secret,
+#: another principal's session): the answer does not confirm that an id exists.
+_BAD_TOKEN = "invalid or expired resume token"
+
+
+def peer_prefix(ip: str) -> str:
+    """The key failed resumes from the address ``ip`` are counted against.
+
+    * IPv4: the address itself (``/32``), e.g. ``"192.0.2.7/32"``;
+    * loopback (all of ``127.0.0.0/8`` and ``::1``): :data:`LOOPBACK_PREFIX`,
+      one key, so rotating source addresses on the machine gains nothing;
+    * IPv6: its ``/64`` network, e.g. ``"2001:db8:1:2::/64"`` (a host owns a
+      whole ``/64``; counting single addresses would give it 2**64 budgets);
+    * IPv4-mapped IPv6 (``::ffff:192.0.2.7``, a dual-stack socket): as IPv4.
+
+    Brackets and a zone id (``fe80::1%eth0``) are ignored.  A string that is
+    no IP address (a Unix socket's name, a test's label) is its own key; the
+    empty string stays empty (not limited).
+    """
+    text = ip.strip()
+    host = text.removeprefix("[").removesuffix("]").split("%", 1)[0]
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return text
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_loopback:
+        return LOOPBACK_PREFIX
+    if isinstance(addr, ipaddress.IPv4Address):
+        return f"{addr}/32"
+    return str(ipaddress.IPv6Network((addr, _IPV6_PREFIX), strict=False))
 
 
 class ResumeLimiter:
-    """Failed resumes per peer within a sliding window.
+    """Failed resumes per peer prefix within a sliding window.
 
-    Memory: at most ``config.max_resume_peers`` peers, each with at most
-    ``config.resume_failure_limit`` timestamps.  The empty key (a peer the
-    runtime did not name) is never limited.
+    Keys are passed through :func:`peer_prefix` (a runtime may pass the raw
+    client IP): every loopback address is one key, an IPv6 peer is its
+    ``/64``, an IPv4 peer its address.
+
+    Memory: the table holds at most ``config.max_resume_peers`` prefixes
+    (10,000 by default), each with at most ``config.resume_failure_limit``
+    timestamps (20): about 13 MiB at the defaults, whatever the peers do.
+    When it is full, the prefix whose last failure is oldest is forgotten
+    first.  The empty key (a peer the runtime did not name) is never limited.
     """
 
     def __init__(self, config: ServerConfig) -> None:
         self._limit = config.resume_failure_limit
         self._window = config.resume_failure_window
-        self._max_peers = config.max_resume_peers
+        self._max_peers = max(1, config.max_resume_peers)
+        #: Prefix -> failure times, least recently failing first.
         self._failures: dict[str, deque[float]] = {}
 
     def __len__(self) -> int:
         return len(self._failures)
 
+    @property
+    def max_size(self) -> int:
+        """The most prefixes the table holds (``config.max_resume_peers``)."""
+        return self._max_peers
+
     def blocked(self, key: str, now: float) -> bool:
-        """True while ``key`` has used up its failed-resume budget."""
+        """True while the prefix of ``key`` has used up its failed-resume budget."""
+        key = peer_prefix(key)
         times = self._failures.get(key)
         if not times:
             return False
@@ -57,15 +115,17 @@ class ResumeLimiter:
         return len(times) >= self._limit
 
     def failed(self, key: str, now: float) -> None:
-        """Count one failed resume of ``key`` at ``now``."""
+        """Count one failed resume of the prefix of ``key`` at ``now``."""
+        key = peer_prefix(key)
         if not key:
             return
-        times = self._failures.get(key)
+        times = self._failures.pop(key, None)  # re-inserted last: the table is in LRU order
         if times is None:
-            if len(self._failures) >= self._max_peers:  # bounded: forget the oldest peer
+            while len(self._failures) >= self._max_peers:  # bounded: forget the stalest prefix
                 del self._failures[next(iter(self._failures))]
-            times = self._failures[key] = deque(maxlen=max(1, self._limit))
+            times = deque(maxlen=max(1, self._limit))
         times.append(now)
+        self._failures[key] = times
 
 
 class SessionRegistry:
@@ -73,7 +133,7 @@ class SessionRegistry:
 
     Holds at most ``config.max_sessions`` sessions; detached ones expire
     ``config.retention`` seconds after their connection was lost.
-    ``resume_limiter`` counts failed resumes per peer.
+    ``resume_limiter`` counts failed resumes per peer prefix.
     """
 
     def __init__(
@@ -85,6 +145,8 @@ class SessionRegistry:
         self.config = config or ServerConfig()
         self._random_bytes = random_bytes
         self._sessions: dict[str, ServerSession] = {}
+        #: The peer prefix each session was created from (``max_sessions_per_peer``).
+        self._peers: dict[str, str] = {}
         self.resume_limiter = ResumeLimiter(self.config)
         self.resumes = 0
         self.resume_failures = 0
@@ -96,15 +158,28 @@ class SessionRegistry:
         """Every live session."""
         return list(self._sessions.values())
 
-    def create(self, principal: str, ack: bool) -> ServerSession:
-        """A new session for ``principal`` (raises ``ProtocolError`` 4010 when full)."""
-        if len(self._sessions) >= self.config.max_sessions:
+    def create(self, principal: str, ack: bool, peer: str = "") -> ServerSession:
+        """A new session for ``principal`` connecting from ``peer`` (an address; counted by
+        :func:`peer_prefix`).  Raises ``ProtocolError`` 4010 when the table is full, or
+        when the principal or the peer prefix holds its share
+        (``max_sessions_per_principal`` / ``max_sessions_per_peer``) already."""
+        cfg = self.config
+        if len(self._sessions) >= cfg.max_sessions:
             raise ProtocolError(CloseCode.SERVER_OVERLOAD, "too many sessions")
+        prefix = peer_prefix(peer)
+        if cfg.max_sessions_per_principal or cfg.max_sessions_per_peer:
+            mine = sum(1 for x in self._sessions.values() if x.principal == principal)
+            here = sum(1 for sid in self._sessions if self._peers.get(sid) == prefix) if prefix else 0
+            if (cfg.max_sessions_per_principal and mine >= cfg.max_sessions_per_principal) or (
+                cfg.max_sessions_per_peer and here >= cfg.max_sessions_per_peer
+            ):
+                raise ProtocolError(CloseCode.SERVER_OVERLOAD, "too many sessions for this client")
         _, sid, secret = new_token(self._random_bytes)
         while sid in self._sessions:
             _, sid, secret = new_token(self._random_bytes)
         s = ServerSession(self.config, sid, secret, principal, ack, on_destroy=self.discard)
         self._sessions[sid] = s
+        self._peers[sid] = prefix
         return s
 
     def issue_token(self, s: ServerSession, used: str | None = None) -> str:
@@ -120,21 +195,29 @@ class SessionRegistry:
         return token
 
     def lookup(self, token: str, principal: str, ack: bool, now: float) -> ServerSession:
-        """The session ``token`` names, if ``principal`` and ``ack`` match (else 4011)."""
+        """The session ``token`` names, if ``principal`` and ``ack`` match (else 4011).
+
+        A malformed, unknown, expired or revoked token, a wrong secret and
+        another principal's session are refused alike (4011, one reason).
+        Only a wrong secret presented by the session's own principal counts
+        towards its revocation (``max_resume_failures``): another principal
+        cannot burn a victim's budget by knowing its (non-secret) id.
+        """
         parsed = parse_token(token)
         s = self._sessions.get(parsed[0]) if parsed else None
-        if parsed is None or s is None or s.destroyed:
+        if parsed is None or s is None or s.destroyed or (s.expires_at is not None and now >= s.expires_at):
             self.resume_failures += 1
-            raise ProtocolError(CloseCode.RESUME_FAILED, "unknown or expired resume token")
-        if s.expires_at is not None and now >= s.expires_at:
+            raise ProtocolError(CloseCode.RESUME_FAILED, _BAD_TOKEN)
+        matches = s.secret_matches(parsed[1])  # compared even for a stranger: the same work either way
+        if s.principal != principal:
             self.resume_failures += 1
-            raise ProtocolError(CloseCode.RESUME_FAILED, "resume token expired")
-        if not s.secret_matches(parsed[1]) or s.principal != principal:
+            raise ProtocolError(CloseCode.RESUME_FAILED, _BAD_TOKEN)
+        if not matches:
             self.resume_failures += 1
             s.failures += 1
             if s.failures >= self.config.max_resume_failures:
                 s.set_secret(self._fresh_secret(), None)  # revoked: nothing guessable
-            raise ProtocolError(CloseCode.RESUME_FAILED, "invalid resume token")
+            raise ProtocolError(CloseCode.RESUME_FAILED, _BAD_TOKEN)
         if s.ack != ack:
             self.resume_failures += 1
             raise ProtocolError(CloseCode.RESUME_FAILED, "caps.ack differs from the original session")
@@ -151,6 +234,7 @@ class SessionRegistry:
         """Forget ``s`` (called when it is destroyed)."""
         if self._sessions.get(s.sid) is s:
             del self._sessions[s.sid]
+            self._peers.pop(s.sid, None)
 
     def expire(self, now: float) -> list[ServerSession]:
         """Destroy detached sessions whose retention ended; returns them (drain their events)."""

@@ -1,8 +1,10 @@
 """Resume state: what a client keeps to get its channels back, and resume tokens.
 
-Client side: :class:`ResumeState` is persisted through a :class:`ResumeStore`
-(``memory``, ``none``; the browser runtime adds ``sessionStorage``).  The
-stored form is JSON-shaped::
+Client side: :class:`ClientResume` is the seam the client session calls: it
+holds the :class:`ResumeState` granted in ``hello_ok`` and persists it through
+a :class:`ResumeStore` (``memory``, ``none``; the browser runtime adds
+``sessionStorage``).  The stored form is JSON-shaped (its keys are a storage
+format, kept across versions, not an event)::
 
     {"v": 1, "token": "<sid>.<secret>", "expiresAt": <epoch ms>, "ack": true,
      "profile": "nimbus.v1",
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
+    "ClientResume",
     "MemoryResumeStore",
     "NullResumeStore",
     "ResumeState",
@@ -128,6 +131,83 @@ class NullResumeStore:
 
     def clear(self) -> None:
         """See :class:`ResumeStore`."""
+
+
+class ClientResume:
+    """A client's resume state and where it is kept: the seam :class:`~.client.ClientSession` calls.
+
+    The session says what happened -- the store was read at start
+    (:meth:`load`), ``hello_ok`` granted a token or none (:meth:`granted`),
+    the channels worth keeping changed (:meth:`save`), the session ended for
+    good (:meth:`clear`) -- and this decides what is stored: a stale or
+    foreign state is discarded on load, the TTL is the shorter of the
+    server's and ``ttl`` (``ClientOptions.resume_ttl``), and the expiry only
+    restarts while the connection is ready (the server's retention starts at
+    the drop).
+    """
+
+    def __init__(self, store: ResumeStore | None, profile: str, ttl: float) -> None:
+        self._store: ResumeStore = store if store is not None else NullResumeStore()
+        self._profile = profile
+        self._max_ttl = ttl
+        self._ttl = ttl
+        #: The state in force (``None``: nothing to resume with).
+        self.state: ResumeState | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether there is a state to resume with (and to keep up to date)."""
+        return self.state is not None
+
+    def load(self, now: float) -> tuple[ResumeState | None, bool]:
+        """Read the store once, at start: ``(state, stale)``.
+
+        A usable state (not expired at ``now``, of this profile) becomes
+        :attr:`state` and is returned; a stale one is cleared from the store
+        (``(None, True)``); nothing stored, or something damaged: ``(None, False)``.
+        """
+        state = ResumeState.from_dict(self._store.load())
+        if state is None:
+            return None, False
+        if state.expires_at <= now or state.profile != self._profile:
+            self._store.clear()
+            return None, True
+        self.state = state
+        return state, False
+
+    def granted(self, token: str | None, ttl: float, now: float, ack: bool) -> None:
+        """``hello_ok`` granted ``token`` for ``ttl`` seconds (``None``: no resume offered).
+
+        Without a grant nothing more is persisted; the store keeps what it
+        has until :meth:`clear`.
+        """
+        if token is None:
+            self.state = None
+            return
+        self._ttl = min(ttl, self._max_ttl)
+        self.state = ResumeState(token, now + self._ttl, ack, self._profile)
+
+    def save(self, channels: list[StoredChannel], renew_at: float | None) -> bool:
+        """Store the state with ``channels``; the expiry restarts at ``renew_at`` when given.
+
+        Returns whether anything was written (nothing without a state).
+        """
+        st = self.state
+        if st is None:
+            return False
+        if renew_at is not None:
+            st.expires_at = renew_at + self._ttl
+        st.channels = channels
+        self._store.save(st.to_dict())
+        return True
+
+    def clear(self) -> bool:
+        """Forget the state and clear the store; returns whether there was a state."""
+        if self.state is None:
+            return False
+        self.state = None
+        self._store.clear()
+        return True
 
 
 def _b64(raw: bytes) -> str:

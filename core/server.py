@@ -39,7 +39,9 @@ from .events import (
     AuthRequested,
     CloseTransport,
     Diagnostic,
+    DiagPhase,
     PolicyEvent,
+    PolicyKind,
     ServerEvent,
 )
 from .flow import PauseSet
@@ -116,7 +118,8 @@ class ServerConnection:
     decodes ``hello`` (``nimbus.v1`` when none); ``hello.caps.profile``
     (missing: ``nimbus.v1``) then names the profile used from ``hello_ok`` on.
     ``peer`` names the client in diagnostics; ``peer_key`` (the client's IP)
-    is what failed resumes are counted against (empty: not limited).
+    is what failed resumes are counted against, by its prefix
+    (:func:`~.registry.peer_prefix`; empty: not limited).
     """
 
     def __init__(
@@ -219,7 +222,7 @@ class ServerConnection:
         crossed = self._write_pause.buffered(amount)
         if crossed is None:
             return
-        self._events.append(PolicyEvent("flow_pause" if crossed else "flow_resume", reason="transport"))
+        self._events.append(PolicyEvent(PolicyKind.FLOW_PAUSE if crossed else PolicyKind.FLOW_RESUME, reason="transport"))
         if self.session is not None:
             self.session.flush_all()
 
@@ -266,7 +269,7 @@ class ServerConnection:
         hello = self._hello
         assert hello is not None  # the auth phase starts with the hello
         if principal is None:
-            self._diag(now, "auth", "auth_failed")
+            self._diag(now, DiagPhase.AUTH, "auth_failed")
             self.close(CloseCode.AUTH_FAILED, reason or "authentication failed", now)
             return
         self.principal = principal
@@ -277,11 +280,11 @@ class ServerConnection:
                 s = self.registry.lookup(hello.resume.token, principal, ack, now)
                 resumed = self._resume(s, hello.resume, now)
             else:
-                s = self.registry.create(principal, ack)
+                s = self.registry.create(principal, ack, self.peer_key)
         except ProtocolError as exc:
             if hello.resume is not None and exc.code == CloseCode.RESUME_FAILED:
                 self.registry.resume_limiter.failed(self.peer_key, now)
-            self._diag(now, "resume", "resume_rejected", message=exc.message)
+            self._diag(now, DiagPhase.RESUME, "resume_rejected", message=exc.message)
             self.close(exc.code, exc.message, now)
             return
         self.session = s
@@ -309,7 +312,7 @@ class ServerConnection:
         )
         self._frames.extend(early)
         self.profile.on_negotiated(self.config.max_frame)
-        self._diag(now, "handshake", "hello_ok", principal=principal, resumed=resumed is not None)
+        self._diag(now, DiagPhase.HANDSHAKE, "hello_ok", principal=principal, resumed=resumed is not None)
         s.restart_output()
 
     def transport_closed(self, code: int, now: float) -> None:
@@ -411,7 +414,7 @@ class ServerConnection:
             self._on_ctl(s, msg, now)
 
     def _protocol_error(self, code: CloseCode, message: str, now: float) -> None:
-        self._diag(now, "protocol", "protocol_error", closeCode=int(code), message=message)
+        self._diag(now, DiagPhase.PROTOCOL, "protocol_error", close_code=int(code), message=message)
         self.close(code, message, now)
 
     def _on_hello(self, m: Hello, new: ConnPhase, now: float) -> None:
@@ -420,8 +423,8 @@ class ServerConnection:
             raise ProtocolError(CloseCode.UNSUPPORTED_PROFILE, f"profile {wanted[:64]!r} not supported")
         if m.resume is not None and self.registry.resume_limiter.blocked(self.peer_key, now):
             # Refused before any lookup: a peer guessing tokens learns nothing more.
-            self._events.append(PolicyEvent("rate_limited", reason="resume"))
-            self._diag(now, "resume", "resume_rate_limited")
+            self._events.append(PolicyEvent(PolicyKind.RATE_LIMITED, reason="resume"))
+            self._diag(now, DiagPhase.RESUME, "resume_rate_limited")
             raise ProtocolError(CloseCode.POLICY_DENIED, "too many failed resume attempts")
         self.profile = get_profile(wanted)
         self._hello = m
@@ -440,7 +443,7 @@ class ServerConnection:
         for ch in repeat:
             self.send_ctl(OpenOk(ch.id, ch.resume_key))  # queued; reordered after hello_ok
         self.registry.resumes += 1
-        self._diag(now, "resume", "resume_accepted", channels=len(resumed))
+        self._diag(now, DiagPhase.RESUME, "resume_accepted", channels=len(resumed))
         return resumed
 
     def _rate(self, now: float) -> None:
@@ -448,7 +451,7 @@ class ServerConnection:
         self._tokens = min(float(cfg.control_burst), self._tokens + (now - self._tokens_at) * cfg.control_rate)
         self._tokens_at = now
         if self._tokens < 1:
-            self._events.append(PolicyEvent("rate_limited"))
+            self._events.append(PolicyEvent(PolicyKind.RATE_LIMITED))
             raise ProtocolError(CloseCode.POLICY_DENIED, "control message rate limit exceeded")
         self._tokens -= 1
 
@@ -484,7 +487,7 @@ class ServerConnection:
         if not handled:
             self.stats["ignored"] += 1
 
-    def _diag(self, now: float, phase: str, code: str, **extras: object) -> None:
+    def _diag(self, now: float, phase: DiagPhase, code: str, **extras: object) -> None:
         if self.peer:
             extras.setdefault("peer", self.peer)
         self._events.append(Diagnostic(round(now * 1000, 3), phase, code, extras))

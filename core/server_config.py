@@ -53,6 +53,9 @@ class ServerConfig:
     hello_timeout: float = 10.0
     #: Seconds a session whose connection was lost is kept for a resume.
     retention: float = 60.0
+    #: Retention of a session without channels (never opened one, or all closed):
+    #: a client that only says ``hello`` cannot hold a session slot for a minute.
+    empty_retention: float = 5.0
     #: Credit a client may grant beyond what was sent, per channel (else 4007).
     #: The contract's ceiling on what a client may *grant*; what the server
     #: *keeps* is bounded by ``max_retained_output``.
@@ -75,23 +78,35 @@ class ServerConfig:
     #: most this much (plus one read per channel) in the server.
     write_high_water: int = 1024 * 1024
     write_low_water: int = 256 * 1024
+    #: Hard bound on a connection's unsent bytes, whatever causes them (pongs to a
+    #: ping flood before ``hello``, frames to a peer that stopped reading): past it
+    #: the runtime stops *reading* that connection until it drains.  Above
+    #: ``write_high_water`` plus one read per channel, so a streaming session never
+    #: reaches it.
+    max_unsent: int = 2 * 1024 * 1024
     #: Input bytes received but not yet written to a backend, per channel.
     max_input_buffer: int = 4 * 1024 * 1024
     #: Sessions per server, attached or retained (else 4010).  With the
     #: per-session bound above (about 35 MiB) the default caps a server's
     #: worst case at about 8.7 GiB; raise it with the machine.
     max_sessions: int = 256
+    #: Sessions one principal, and one peer prefix (``registry.peer_prefix``: an IPv4
+    #: address, all of loopback, an IPv6 /64), may hold at once (else 4010): one
+    #: client cannot fill the table and refuse everyone else.  ``0``: no bound.
+    max_sessions_per_principal: int = 64
+    max_sessions_per_peer: int = 64
     #: Honour ``open.command`` [ext] (announced as ``caps.command``).
     allow_command: bool = True
     #: Wrong secrets tolerated per session before its token is revoked.
     max_resume_failures: int = 5
-    #: Failed resumes (4011) tolerated per peer (client IP) within
+    #: Failed resumes (4011) tolerated per peer prefix (``registry.peer_prefix``) within
     #: ``resume_failure_window`` seconds; past that, resume attempts from that
     #: peer are refused with 4004 before any lookup (guesses at unknown
     #: sessions, which no per-session revocation stops).
     resume_failure_limit: int = 20
     resume_failure_window: float = 60.0
-    #: Peers whose failed resumes are remembered (the oldest is forgotten first).
+    #: Peer prefixes whose failed resumes are remembered (about 13 MiB at the
+    #: defaults; the one that failed least recently is forgotten first).
     max_resume_peers: int = 10_000
 
 

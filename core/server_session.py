@@ -14,6 +14,13 @@ most ``max_outstanding_credit``, 16 MiB, unspent) plus what the runtime reads
 after the budget ran out (the reference PTY backend: at most two reads,
 ``2 * max_read``); input not yet written to the backend at most
 ``max_input_buffer`` (else 4007).  See :mod:`.server_config` for the products.
+
+Input that arrives while a channel's backend starts (after ``open``, before
+``open_ok``) is held, not dropped: data (inside the same ``max_input_buffer``
+bound), ``resize`` (the latest only), ``signal`` and ``eof`` (at most
+:data:`MAX_EARLY_CONTROLS`, else 4007) are handed to the backend, in the order
+they arrived, right after ``open_ok``.  Input is acknowledged (``caps.ack``)
+only once the backend reports it written (:meth:`ServerSession.input_written`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from .events import (
     BackendResize,
     BackendSignal,
     PolicyEvent,
+    PolicyKind,
     ServerEvent,
 )
 from .flow import ByteLog
@@ -54,7 +62,14 @@ from .resume import secrets_equal
 from .server_config import ServerConfig
 from .state import CHANNEL_TRANSITIONS, ChanEvent, ChannelState, permits, transition
 
-__all__ = ["ServerChannel", "ServerSession", "SessionLink"]
+__all__ = ["MAX_EARLY_CONTROLS", "ServerChannel", "ServerSession", "SessionLink"]
+
+#: ``signal`` / ``eof`` messages a channel holds while its backend starts
+#: (``resize`` is coalesced to the latest and counts once); one more is 4007.
+MAX_EARLY_CONTROLS = 64
+
+#: What a channel holds for its backend until ``open_ok``, in arrival order.
+EarlyInput = BackendInput | BackendResize | BackendSignal | BackendEof
 
 
 class SessionLink(Protocol):
@@ -106,6 +121,9 @@ class ServerChannel:
     written: int = 0  # input bytes the backend consumed
     acked: int = 0  # input bytes acknowledged to the client
     ack_due: float | None = None
+    #: Input and controls that arrived while the backend started (state
+    #: ``OPENING``), delivered in order right after ``open_ok``.
+    early: list[EarlyInput] = field(default_factory=list, repr=False)
 
     @property
     def pending(self) -> int:
@@ -175,7 +193,8 @@ class ServerSession:
         return self._budget(ch)
 
     def channel_opened(self, cid: int) -> None:
-        """The backend of channel ``cid`` is up: ``open_ok`` goes out.
+        """The backend of channel ``cid`` is up: ``open_ok`` goes out, then the
+        input held while it started is handed to it, in order.
 
         Ignored if the channel is gone (the client closed it meanwhile);
         raises :class:`~.errors.IllegalTransition` if it is already open.
@@ -188,6 +207,8 @@ class ServerSession:
         # Paused unless the client granted credit while the backend started.
         ch.paused = self._budget(ch) <= 0
         self._events.append(BackendPause(cid, ch.paused))
+        early, ch.early = ch.early, []
+        self._events.extend(early)
         self._wake()
 
     def channel_open_failed(self, cid: int, code: str, msg: str) -> None:
@@ -268,9 +289,11 @@ class ServerSession:
         self.expires_at = None
 
     def detach(self, now: float) -> None:
-        """The connection is gone: keep the session ``retention`` seconds; backends pause."""
+        """The connection is gone: keep the session ``retention`` seconds (``empty_retention``
+        if it has no channel: nothing to come back to but the id); backends pause."""
         self.conn = None
-        self.expires_at = now + self.config.retention
+        keep = self.config.retention if self.channels else min(self.config.retention, self.config.empty_retention)
+        self.expires_at = now + keep
         for ch in self.channels.values():
             ch.credit = 0
             ch.ack_due = None
@@ -367,7 +390,7 @@ class ServerSession:
             raise ProtocolError(CloseCode.CHANNEL_LIMIT, f"more than {self.config.max_channels} channels")
         key = new_key()
         if m.command is not None and not self.config.allow_command:
-            self._events.append(PolicyEvent("command_refused", channel=m.id))
+            self._events.append(PolicyEvent(PolicyKind.COMMAND_REFUSED, channel=m.id))
             self._send(OpenErr(m.id, "POLICY_DENIED", "this server does not run client commands"))
             return False
         self.channels[m.id] = ServerChannel(m.id, key)
@@ -375,17 +398,31 @@ class ServerSession:
         return True
 
     def receive_data(self, df: DataFrame) -> bool:
-        """Client input for a channel; False when ignored (no such channel, not open)."""
+        """Client input for a channel; False when ignored (no such channel, or exited).
+
+        Input for a channel whose backend is still starting is held and
+        delivered after ``open_ok`` (:meth:`channel_opened`); held or not, it
+        counts against ``max_input_buffer`` (4007) and is acknowledged only
+        once written.  Input after ``exit`` has no process to read it: it is
+        discarded and counted as consumed (a resend could not be read either).
+        """
         ch = self.channels.get(df.id)
         if ch is None:
             return False
         ch.rx += len(df.payload)
-        if not ch.allows(ChanEvent.INPUT):
-            ch.written += len(df.payload)  # nobody will write it
+        opening = ch.allows(ChanEvent.OPEN_OK)  # the backend is starting
+        if not opening and not ch.allows(ChanEvent.INPUT):
+            ch.written += len(df.payload)  # exited: no process will read it
             return False
         if ch.rx - ch.written > self.config.max_input_buffer:
             raise ProtocolError(CloseCode.FLOW_VIOLATION, f"channel {df.id}: input floods the backend")
-        self._events.append(BackendInput(df.id, df.payload))
+        if not df.payload:
+            return True
+        ev = BackendInput(df.id, df.payload)
+        if opening:
+            ch.early.append(ev)
+        else:
+            self._events.append(ev)
         return True
 
     def receive_flow(self, m: Flow) -> bool:
@@ -404,17 +441,36 @@ class ServerSession:
         return True
 
     def receive_control(self, m: Resize | Signal | Eof) -> bool:
-        """``resize``, ``signal`` or ``eof`` for a running process; False when ignored."""
+        """``resize``, ``signal`` or ``eof`` for a running process; False when ignored.
+
+        While the backend starts they are held with the channel's early input
+        (a ``resize`` replaces a held one; more than :data:`MAX_EARLY_CONTROLS`
+        others: 4007) and delivered in order after ``open_ok``.
+        """
         ch = self.channels.get(m.id)
-        if ch is None or not ch.allows(ChanEvent.INPUT):
+        if ch is None:
             return False
+        opening = ch.allows(ChanEvent.OPEN_OK)  # the backend is starting
+        if not opening and not ch.allows(ChanEvent.INPUT):
+            return False
+        ev: EarlyInput
         match m:
             case Resize():
-                self._events.append(BackendResize(m.id, m.cols, m.rows))
+                ev = BackendResize(m.id, m.cols, m.rows)
             case Signal():
-                self._events.append(BackendSignal(m.id, m.sig))
+                ev = BackendSignal(m.id, m.sig)
             case Eof():
-                self._events.append(BackendEof(m.id))
+                ev = BackendEof(m.id)
+        if not opening:
+            self._events.append(ev)
+            return True
+        if isinstance(ev, BackendResize):
+            ch.early = [e for e in ch.early if not isinstance(e, BackendResize)]
+        elif sum(isinstance(e, (BackendSignal, BackendEof)) for e in ch.early) >= MAX_EARLY_CONTROLS:
+            raise ProtocolError(
+                CloseCode.FLOW_VIOLATION, f"channel {m.id}: more than {MAX_EARLY_CONTROLS} signals before open_ok"
+            )
+        ch.early.append(ev)
         return True
 
     def receive_close(self, cid: int) -> bool:
@@ -444,7 +500,7 @@ class ServerSession:
         del self.channels[ch.id]
         if backend:
             self._events.append(BackendClose(ch.id))
-        self._events.append(PolicyEvent("channel_closed", channel=ch.id, reason=reason))
+        self._events.append(PolicyEvent(PolicyKind.CHANNEL_CLOSED, channel=ch.id, reason=reason))
 
     def _budget(self, ch: ServerChannel) -> int:
         conn = self.conn

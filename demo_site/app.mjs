@@ -5,17 +5,29 @@
 // URL parameters (all optional):
 //   target=HOST:PORT  user=NAME   -> SSH mode (the server runs --backend ssh);
 //                                    the password or key is asked in the form
-//   token=...                     -> bearer token for the nimbus server
-//   ws=ws://host:port/ws/ssh      -> another server (default: this origin)
+//   token=...                     -> bearer token for the nimbus server; removed
+//                                    from the address bar as soon as it is read
+//   ws=/path or ws://host:port/.. -> the WebSocket endpoint; only this page's
+//                                    own origin (default: ws/ssh next to the page)
 //   connect=0                     -> show the form instead of connecting
 // Passwords and keys are only ever typed into the form: never in the URL,
-// never stored.  A page reload within the resume TTL re-attaches to the same
-// shell (the runtime keeps its resume state in sessionStorage).
+// never stored.  The bearer token is kept in memory; for a reload it is kept
+// in sessionStorage only encrypted under a non-extractable key
+// (token_store.mjs).  A page reload within the resume TTL re-attaches to the
+// same shell (the runtime keeps its resume state in sessionStorage).
+// The page connects only to its own origin: a foreign ?ws= (or WebSocket URL
+// typed into the form) is refused before any connection (docs/security.md, 6).
 
 import * as nimbus from "./nimbus_adapter.mjs";
+import * as tokens from "./token_store.mjs";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+// First thing: the bearer token leaves the address bar and this history
+// entry, before the page fetches anything else (site.json, Pyodide, the
+// wheel).  Every request carries no Referer at all (Referrer-Policy from the
+// server, <meta name="referrer"> for other servers).
+const urlToken = takeUrlToken();
 const CONFIG_KEY = "nimbus-demo.config";
 const MAX_EVENTS = 200;
 
@@ -31,6 +43,9 @@ const demo = (window.nimbusDemo = {
   exit: null, // {code, sig} once the shell exited
   error: null, // last terminal error {code, name, text}
   pauseReasons: [],
+  refused: null, // {url, reason} of the last WebSocket URL the page refused to connect to
+  refusals: 0, // how many times it refused one
+  tokenStorage: "none", // where the bearer token is kept: none | memory | wrapped (token_store.mjs)
   events: [], // last MAX_EVENTS {t, type, ...} state/policy/diagnostic events
   tap: window.__nimbusTap ?? null, // optional (bytes) => void, called for every output chunk
   term: null,
@@ -50,6 +65,16 @@ const demo = (window.nimbusDemo = {
     return (buf.getLine(buf.baseY + buf.cursorY)?.translateToString(true) ?? "").trimEnd();
   },
 });
+
+function takeUrlToken() {
+  if (!params.has("token")) return null;
+  const token = params.get("token");
+  params.delete("token");
+  const clean = new URL(location.href);
+  clean.searchParams.delete("token");
+  history.replaceState(history.state, "", clean.href);
+  return token;
+}
 
 function record(type, data) {
   demo.events.push({ t: Math.round(performance.now()), type, ...data });
@@ -194,7 +219,9 @@ function fatal(text) {
 // ------------------------------------------------------------ configuration
 
 // What to connect to: URL parameters, else the last choice of this tab
-// (sessionStorage; never a password), else a local shell on this origin.
+// (sessionStorage; never a password, never the token in clear), else a local
+// shell on this origin.  The token comes from ?token= or, after a reload,
+// from token_store.mjs (restoreToken, asynchronous).
 function loadConfig() {
   let saved = {};
   try {
@@ -206,23 +233,81 @@ function loadConfig() {
     mode: saved.mode ?? "local",
     target: saved.target ?? "",
     user: saved.user ?? "",
-    token: saved.token ?? "",
+    token: urlToken ?? "",
     ws: saved.ws ?? "",
+    hadToken: urlToken == null && saved.hasToken === true, // to be restored by restoreToken()
   };
   if (params.has("target") || params.has("user")) cfg.mode = "ssh";
-  for (const k of ["target", "user", "token", "ws"]) if (params.has(k)) cfg[k] = params.get(k);
+  for (const k of ["target", "user", "ws"]) if (params.has(k)) cfg[k] = params.get(k);
   return cfg;
 }
 
-function saveConfig(cfg) {
-  const { mode, target, user, token, ws } = cfg;
-  sessionStorage.setItem(CONFIG_KEY, JSON.stringify({ mode, target, user, token, ws }));
+// The saved token of this tab (a reload), if it was saved for the same server.
+// `tokenLost`: there was one, but it could not be brought back (no WebCrypto
+// here, or another server): the form asks for it.
+async function restoreToken(cfg) {
+  if (!cfg.hadToken) return;
+  const ws = resolveWs(cfg.ws);
+  const token = ws.url ? await tokens.loadToken(ws.url) : null;
+  cfg.hadToken = false;
+  if (token) {
+    cfg.token = token;
+    demo.tokenStorage = "wrapped";
+  } else cfg.tokenLost = true;
+}
+
+async function saveConfig(cfg) {
+  const { mode, target, user, ws } = cfg;
+  try {
+    sessionStorage.setItem(CONFIG_KEY, JSON.stringify({ mode, target, user, ws, hasToken: Boolean(cfg.token) }));
+  } catch {
+    /* storage disabled: no reload memory */
+  }
+  demo.tokenStorage = await tokens.saveToken(cfg.token, wsURL(cfg));
+}
+
+/**
+ * The WebSocket URL the page may use for `text` -- `{url}` -- or `{error}`.
+ * Empty: the endpoint `ws/ssh` next to the page (`/ws/ssh` for a page at
+ * `/`).  A relative path, or this origin written as http(s):, becomes
+ * ws(s):.  Anything but this page's own origin (ws: for http:, wss: for
+ * https:, same host and port) is refused: the page sends the bearer token
+ * and the SSH password typed into its form over this socket.
+ */
+function resolveWs(value) {
+  const text = typeof value === "string" ? value : "";
+  const own = location.protocol === "https:" ? "wss:" : "ws:";
+  const origin = `${own}//${location.host}`;
+  const shown = text.length > 120 ? `${text.slice(0, 120)}…` : text;
+  let url;
+  try {
+    url = new URL(text || "ws/ssh", location.href);
+  } catch {
+    return { error: `"${shown}" is not a URL` };
+  }
+  if (url.protocol === location.protocol) url.protocol = own;
+  if (url.protocol !== own || url.host !== location.host || url.username || url.password) {
+    return { error: `Refused to connect to ${shown}: this page only connects to its own server (${origin})` };
+  }
+  url.hash = "";
+  return { url: url.href };
 }
 
 function wsURL(cfg) {
-  if (cfg.ws) return cfg.ws;
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/ws/ssh`;
+  const ws = resolveWs(cfg.ws);
+  if (ws.error) throw new Error(ws.error);
+  return ws.url;
+}
+
+// A WebSocket URL the page will not use: say so, connect to nothing, and let
+// the user correct it in the form.
+function refuseWs(cfg, error) {
+  demo.refused = { url: cfg.ws, reason: error };
+  demo.refusals += 1;
+  record("ws_refused", { url: cfg.ws });
+  setPill("error");
+  setMessage(error, "error");
+  showForm(cfg, error);
 }
 
 function parseTarget(text) {
@@ -253,7 +338,7 @@ function showForm(cfg, note = "") {
   f.ws.value = cfg.ws;
   f.password.value = "";
   f.passphrase.value = "";
-  if (cfg.token || cfg.ws) form.querySelector("details").open = true;
+  if (cfg.token || cfg.ws || cfg.tokenLost) form.querySelector("details").open = true;
   $("connect-note").hidden = !note;
   $("connect-note").textContent = note;
   syncForm();
@@ -331,8 +416,11 @@ function setPhase(phase) {
  * `credentials` null: a reconnect -- resume if possible, else ask again.
  */
 async function start(cfg, credentials) {
+  const ws = resolveWs(cfg.ws);
+  if (ws.error) return refuseWs(cfg, ws.error);
   config = cfg;
-  saveConfig(cfg);
+  setPhase("connecting");
+  await saveConfig(cfg);
   $("btn-reconnect").hidden = true;
   $("notice").hidden = true;
   setMessage("");
@@ -581,6 +669,9 @@ async function boot() {
   const t0 = performance.now();
   setPill("loading");
   showLoader("Loading the Python runtime…");
+  const restoring = restoreToken(config).catch(() => {
+    config.tokenLost = true;
+  });
   let site = {};
   try {
     site = await (await fetch("site.json", { cache: "no-cache" })).json();
@@ -595,6 +686,10 @@ async function boot() {
   });
   demo.bootMs = Math.round(performance.now() - t0);
   record("booted", { ms: demo.bootMs });
+  await restoring;
+  if (config.tokenLost && !resolveWs(config.ws).error) {
+    return showForm(config, "This tab had a bearer token for this server: enter it again to resume (it is not stored here).");
+  }
   if (params.get("connect") === "0") return showForm(config);
   await start(config, config.mode === "ssh" ? null : {});
 }

@@ -1,4 +1,6 @@
+import os
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -11,6 +13,21 @@ except ImportError:  # pragma: no cover
     from tests.support.sshd import SshdUnavailable, TestSshd
 
 
+def _drop_stale_pyenv_lock(max_age: float = 300.0) -> None:
+    """Remove pyenv's rehash lock if it is older than any rehash (a killed shell left it).
+
+    The PTY backend starts the user's login shell with a clean environment, so the
+    bound above does not reach it: a stale lock would stall every such shell for 60 s.
+    """
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    lock = os.path.join(root, "shims", ".pyenv-shim")
+    try:
+        if time.time() - os.stat(lock).st_mtime > max_age:
+            os.unlink(lock)
+    except OSError:
+        pass
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Undo SIGINT/SIGQUIT ignored at start-up (pytest run as ``cmd &`` from a script, or under ``nohup``).
 
@@ -20,6 +37,13 @@ def pytest_configure(config: pytest.Config) -> None:
     for a reason that has nothing to do with the code under test.  (The local
     PTY backend does not reset them for its sessions -- reported, not fixed here.)
     """
+    # Login shells the tests start (the PTY backend's default is the user's login
+    # shell) run the user's dotfiles; on this machine root's .bashrc runs `pyenv init`,
+    # whose rehash waits up to 60 s for a lock file that a shell killed mid-rehash
+    # leaves behind.  Bound that wait (inherited by servers and their shells); the
+    # private sshd sets the same for its sessions (tests/support/sshd.py).
+    os.environ.setdefault("PYENV_REHASH_TIMEOUT", "1")
+    _drop_stale_pyenv_lock()
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:

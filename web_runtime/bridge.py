@@ -6,7 +6,9 @@ promises.  This module is what it calls into.  The contract between the two
 halves is deliberately narrow and cheap to cross:
 
 * options and open specs travel as **JSON strings** (camelCase keys, times in
-  milliseconds), events back to JavaScript as ``dispatch(name, json)``;
+  milliseconds), events back to JavaScript as ``dispatch(name, json)``; the
+  core's event dicts are snake_case and :func:`js_keys` is the one place
+  their keys become camelCase (``buffered_amount`` -> ``bufferedAmount``);
 * results of async calls are JSON envelopes ``{"ok": true, "value": ...}``
   or ``{"ok": false, "error": {"name", "code", "message", "wsCode",
   "appCode"}}``, turned into values or a thrown ``NimbusError`` by the facade;
@@ -35,7 +37,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.aio.connection import Channel, ChannelError, ChannelOpenError, Listener
@@ -45,7 +47,7 @@ from ..core.events import ChannelExit, Diagnostic, PolicyEvent, StateChanged
 from . import _ffi
 from .connection import WebConnection, connect
 
-__all__ = ["ChannelHandle", "ConnectionHandle", "connect_kwargs", "error_dict"]
+__all__ = ["ChannelHandle", "ConnectionHandle", "connect_kwargs", "error_dict", "js_keys"]
 
 log = logging.getLogger("nimbus_websocket.web")
 
@@ -56,10 +58,28 @@ STDERR = 2
 # ------------------------------------------------------------- conversions
 
 
+@functools.lru_cache(maxsize=512)
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def js_keys(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``d`` with camelCase keys for JavaScript: the one snake_case -> camelCase conversion.
+
+    Python events and their extras are snake_case (``buffered_amount``,
+    ``rtt_ms``, ``ws_code``, ``web_socket_stream``); the JSON the facade
+    sees has always been camelCase (``bufferedAmount``, ``rttMs``,
+    ``wsCode``, ``webSocketStream``).  Top-level keys only (event dicts are
+    flat); a key without ``_`` is unchanged, so converting twice is harmless.
+    """
+    return {_camel(k): v for k, v in d.items()}
+
+
 def error_dict(exc: BaseException) -> dict[str, Any]:
     """A plain, JSON-shaped description of ``exc`` for JavaScript."""
     if isinstance(exc, CloseError):
-        return {"name": "CloseError", **exc.to_dict()}
+        return {"name": "CloseError", **js_keys(exc.to_dict())}
     if isinstance(exc, ChannelOpenError):
         return {"name": "ChannelOpenError", "code": exc.code, "message": exc.message}
     if isinstance(exc, ChannelError):
@@ -145,7 +165,7 @@ def _auth_provider(static: Any, js_fn: Any) -> Callable[[], Any] | None:
 
 
 def _state_dict(ev: StateChanged) -> dict[str, Any]:
-    return {"old": ev.old, "new": ev.new, "state": ev.new, "reason": ev.reason}
+    return js_keys({"old": ev.old, "new": ev.new, "state": ev.new, "reason": ev.reason})
 
 
 def _exit_dict(ev: ChannelExit) -> dict[str, Any]:
@@ -474,11 +494,11 @@ class ConnectionHandle:
 
     def _on_diagnostic(self, ev: Diagnostic) -> None:
         if "diagnostic" in self._wanted:
-            self._emit("diagnostic", ev.to_dict())
+            self._emit("diagnostic", js_keys(ev.to_dict()))
 
     def _on_policy(self, ev: PolicyEvent) -> None:
         if "policy" in self._wanted:
-            self._emit("policy", ev.to_dict())
+            self._emit("policy", js_keys(ev.to_dict()))
 
     def _on_statechange(self, ev: StateChanged) -> None:
         if "statechange" in self._wanted:

@@ -45,7 +45,7 @@ from ..core.aio.connection import AuthProvider, Connection, Listener
 from ..core.aio.options import ConnectOptions, ResumeOptions
 from ..core.aio.whatwg import SocketFactory, WebSocketLike
 from ..core.errors import CloseCode
-from ..core.events import Diagnostic
+from ..core.events import Diagnostic, DiagPhase
 from . import _ffi
 from .lifecycle import PageLifecycle
 from .socket import socket_factory as make_socket_factory
@@ -172,11 +172,12 @@ class WebConnection(Connection):
         where = getattr(self._socket, "payload_location", None)
         return None if where is None else where(payload)
 
-    def runtime_diagnostic(self, phase: str, code: str, **extras: Any) -> None:
-        """Emit a ``diagnostic`` of this runtime (same shape as the core's: with bufferedAmount and RTT)."""
-        extras.setdefault("bufferedAmount", self.buffered_amount)
+    def runtime_diagnostic(self, phase: DiagPhase, code: str, **extras: Any) -> None:
+        """Emit a ``diagnostic`` of this runtime (same shape as the core's: snake_case
+        extras with ``buffered_amount`` and ``rtt_ms``; the JS bridge makes them camelCase)."""
+        extras.setdefault("buffered_amount", self.buffered_amount)
         rtt = self.rtt_ms
-        extras.setdefault("rttMs", None if rtt is None else round(rtt, 3))
+        extras.setdefault("rtt_ms", None if rtt is None else round(rtt, 3))
         self._emit("diagnostic", Diagnostic(round(self._clock() * 1000, 3), phase, code, extras))
 
     # ------------------------------------------------------------- internals
@@ -260,13 +261,13 @@ async def connect(
     )
     has_stream = _ffi.global_get("WebSocketStream") is not None
     conn.runtime_diagnostic(
-        "transport", "transport_selected", transport=TRANSPORT, webSocketStream=has_stream
+        DiagPhase.TRANSPORT, "transport_selected", transport=TRANSPORT, web_socket_stream=has_stream
     )
     if not has_stream:
-        conn.runtime_diagnostic("transport", "websocketstream_unavailable", using=TRANSPORT)
+        conn.runtime_diagnostic(DiagPhase.TRANSPORT, "websocketstream_unavailable", using=TRANSPORT)
     if store_fallback:
         conn.runtime_diagnostic(
-            "resume", "resume_store_unavailable", requested="session", using="memory"
+            DiagPhase.RESUME, "resume_store_unavailable", requested="session", using="memory"
         )
     await conn.start()
     return conn

@@ -52,7 +52,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from ..client import ClientOptions, ClientSession, auth_from_value, reached_ready
+from ..client import ClientSession
+from ..client_config import ClientOptions, auth_from_value
 from ..errors import (
     ChannelError,
     ChannelOpenError,
@@ -75,6 +76,7 @@ from ..events import (
     OpenTransport,
     PolicyEvent,
     StateChanged,
+    reached_ready,
 )
 from ..messages import Target, Term, User
 from ..profiles import Frame

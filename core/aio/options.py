@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..client import ClientOptions
+from ..client_config import ClientOptions
 from ..profiles import WireProfile
 from ..resume import MemoryResumeStore, NullResumeStore, ResumeStore
 from ..retry import RetryPolicy

@@ -43,9 +43,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ...core.aio.connection import Channel, ChannelError, Connection
 from ...core.aio.options import ConnectOptions
-from ...core.client import describe_state_change
 from ...core.errors import NimbusError
-from ...core.events import StateChanged
+from ...core.events import StateChanged, describe_state_change
 
 __all__ = ["add_parser", "run_connect", "split_url_token"]
 

@@ -20,19 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mimetypes
+import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection as WsConnection
 from websockets.asyncio.server import serve
-from websockets.datastructures import Headers, MultipleValuesError
+from websockets.datastructures import MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
@@ -54,8 +53,8 @@ from ...core.events import (
     ServerEvent,
 )
 from ...core.messages import Stream
+from ...core.registry import peer_prefix
 from ...core.server import (
-    ServerChannel,
     ServerConfig,
     ServerConnection,
     ServerSession,
@@ -64,10 +63,21 @@ from ...core.server import (
     select_subprotocol,
 )
 from ..ws_push import PushMessages
+from . import peercred
 from .backend import Backend, BackendError, LocalProcessBackend, filter_term_env
+from .limits import Counter
 from .metrics import Metrics
-from .policy import AuthHook, AuthPolicy, OriginPolicy, TargetPolicy, is_loopback
+from .policy import (
+    AuthHook,
+    AuthPolicy,
+    OriginPolicy,
+    TargetPolicy,
+    generate_token,
+    is_loopback,
+    running_as_root,
+)
 from .ssh_backend import SshBackend, SshOptions
+from .static import StaticFiles, response
 
 __all__ = ["Server", "ServerOptions"]
 
@@ -76,23 +86,6 @@ log = logging.getLogger("nimbus_websocket.server")
 _WS_OPEN = WsState.OPEN
 #: Seconds between checks of a socket's unsent bytes while backends are paused for it.
 _WRITE_POLL = 0.02
-
-_MIME = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".wasm": "application/wasm",
-    ".whl": "application/zip",
-    ".zip": "application/zip",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".map": "application/json",
-    ".txt": "text/plain; charset=utf-8",
-}
-
 
 @dataclass
 class ServerOptions:
@@ -123,6 +116,15 @@ class ServerOptions:
     #: ``None``: the config's (``ServerConfig.resume_failure_limit``, 20 in 60 s).
     resume_failure_limit: int | None = None
     resume_failure_window: float | None = None
+    #: TCP connections at once, overall and per client prefix (IPv4 address, all of
+    #: 127/8, IPv6 /64); over either, a new connection is aborted at accept.  Each
+    #: connection without a session holds at most ``config.max_unsent`` +
+    #: ``config.max_frame`` (3 MiB) until the hello timeout: 512 x 3 MiB = 1.5 GiB at worst.
+    max_connections: int = 512
+    max_connections_per_ip: int = 64
+    #: Static-file bytes being sent at once, overall and per client prefix (503 past them).
+    static_bytes_in_flight: int = 128 * 1024 * 1024
+    static_bytes_per_ip: int = 32 * 1024 * 1024
 
     @property
     def effective_config(self) -> ServerConfig:
@@ -141,7 +143,67 @@ class ServerOptions:
 
 
 class _PushWsConnection(PushMessages, WsConnection):
-    """The server's ``websockets`` connection with push delivery (:mod:`..ws_push`)."""
+    """The server's ``websockets`` connection: push delivery (:mod:`..ws_push`),
+    admission at accept, and a bound on what it holds unsent.
+
+    *Admission*: :attr:`nimbus` (the :class:`Server`, set on a per-server
+    subclass) counts TCP connections per peer key; one over
+    ``max_connections`` / ``max_connections_per_ip`` is aborted before a byte
+    is read.
+
+    *Unsent bytes*: ``websockets`` answers pings (and the core queues frames)
+    whether or not the peer reads; a peer that never reads and keeps sending
+    would grow the socket's write buffer without bound.  Once the unsent
+    bytes pass ``ServerConfig.max_unsent`` the connection stops *reading*
+    (``pause_reading``), so the peer's further frames wait in its own kernel
+    buffers, until the buffer drains below the transport's low-water mark
+    (``resume_writing``).  The hello timeout, the idle timeout and the
+    close timeout still run, so such a peer is closed in bounded time.
+    """
+
+    nimbus: Server | None = None
+    _admitted: str | None = None
+    _reads_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Admit or abort the new TCP connection, then let ``websockets`` start."""
+        super().connection_made(transport)
+        server = self.nimbus
+        if server is None:
+            return
+        peer = transport.get_extra_info("peername")
+        key = peer_prefix(str(peer[0])) if peer else "?"
+        if server.conn_limits.acquire(key):
+            self._admitted = key
+            return
+        server.refused("connections", key)
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Give the admission slot back."""
+        if self._admitted is not None and self.nimbus is not None:
+            self.nimbus.conn_limits.release(self._admitted)
+            self._admitted = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Process ``data``; stop reading if the answers it caused are not being read."""
+        super().data_received(data)
+        server = self.nimbus
+        if server is not None and not self._reads_paused:
+            transport = self.transport
+            if transport.get_write_buffer_size() > server.config.max_unsent and not transport.is_closing():
+                self._reads_paused = True
+                transport.pause_reading()
+                log.info("reads paused", extra={"event": "reads_paused", "peer": self._admitted})
+
+    def resume_writing(self) -> None:
+        """The peer drained the buffer: read again."""
+        super().resume_writing()
+        if self._reads_paused:
+            self._reads_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
 
 
 class _Sink:
@@ -239,7 +301,7 @@ class _Conn:
             log.info("close", extra={"event": "close", "peer": self.peer, "code": final})
             if m:
                 m.connections.dec()
-                m.closes.labels(str(final)).inc()
+                m.count_close(final)  # bounded labels: a client-chosen code counts as "other"
 
     def _receive(self, msg: str | bytes) -> None:
         try:
@@ -334,15 +396,28 @@ class _Conn:
         self._count()
 
     async def _auth(self, ev: AuthRequested) -> None:
+        auth = self.server.auth
+        peer_uid: int | None = None
+        if auth.anonymous_possible:
+            # Anonymous access is for the server's own user only: who owns the client's
+            # socket (the kernel's socket table; a thread, the table can be long).
+            transport = self.ws.transport
+            sockname, peername = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
+            try:
+                peer_uid = await asyncio.to_thread(peercred.peer_uid, sockname, peername)
+            except Exception:  # cannot tell: not trusted
+                log.exception("peer lookup failed")
         try:
-            principal = await self.server.auth.authenticate(ev.scheme, ev.token)
+            principal = await auth.authenticate(ev.scheme, ev.token, peer_uid=peer_uid)
         except Exception:  # a broken hook refuses, it does not crash the server
             log.exception("auth hook failed")
             principal = None
-        log.info(
-            "auth",
-            extra={"event": "auth", "peer": self.peer, "ok": principal is not None, "scheme": ev.scheme, "principal": principal},
-        )
+        extra: dict[str, Any] = {"event": "auth", "peer": self.peer, "ok": principal is not None, "scheme": ev.scheme, "principal": principal}
+        if auth.anonymous_possible:
+            extra["peer_uid"] = peer_uid
+            if principal is None:
+                extra["reason"] = "anonymous access is for the server's own user only"
+        log.info("auth", extra=extra)
         self.core.auth_result(principal, time.time())
         self.process()
         self.wake_ev.set()
@@ -381,8 +456,16 @@ class Server:
         self.config = opts.effective_config
         self.registry = SessionRegistry(self.config)
         loopback = is_loopback(opts.host)
-        self.auth = AuthPolicy(opts.tokens, opts.auth_hook, loopback)
-        self.origins = OriginPolicy(opts.allow_origins, loopback_host_only=loopback)
+        #: Drawn at start when a server bound beyond loopback has neither tokens nor a hook:
+        #: such a server never opens a shell anonymously; :meth:`start` logs the URL carrying it.
+        self.generated_token: str | None = None
+        tokens = opts.tokens
+        if not loopback and not tokens and opts.auth_hook is None:
+            self.generated_token = generate_token()
+            tokens = (self.generated_token,)
+        self.auth = AuthPolicy(tokens, opts.auth_hook, loopback)
+        #: Exact same origin (the server's scheme: http until it serves TLS) or the allow-list.
+        self.origins = OriginPolicy(opts.allow_origins, loopback_host_only=loopback, scheme="http")
         self.targets = TargetPolicy(opts.allow_targets, default_loopback_only=opts.backend == "ssh")
         self.metrics = Metrics() if opts.metrics else None
         self._backends: dict[tuple[str, int], Backend] = {}
@@ -392,9 +475,25 @@ class Server:
         self._sinks: dict[tuple[str, int], _Sink] = {}
         self._ws: WsServer | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._static = Path(opts.static_dir).resolve() if opts.static_dir else None
-        if not loopback and not opts.tokens and opts.auth_hook is None:
-            log.warning("bound to %s without --token: every connection will be refused (AUTH_FAILED)", opts.host)
+        #: TCP connections admitted, overall and per peer key (docs/security.md, item 8).
+        self.conn_limits = Counter(opts.max_connections, opts.max_connections_per_ip)
+        self._static = (
+            StaticFiles(
+                opts.static_dir,
+                Counter(opts.static_bytes_in_flight, opts.static_bytes_per_ip),
+                on_busy=lambda key: self.refused("static", key),
+            )
+            if opts.static_dir
+            else None
+        )
+        #: This server's connection class: :class:`_PushWsConnection` knowing its server.
+        self._conn_class = type("_ServerWsConnection", (_PushWsConnection,), {"nimbus": self})
+
+    def refused(self, what: str, key: str) -> None:
+        """Count and log (debug: a flood must not flood the log) an admission refusal."""
+        log.debug("refused", extra={"event": "refused", "limit": what, "peer": key})
+        if self.metrics is not None:
+            self.metrics.refused.labels(what).inc()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -425,7 +524,7 @@ class Server:
             select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
             process_response=self._process_response,
-            create_connection=_PushWsConnection,
+            create_connection=self._conn_class,
             max_size=config.max_frame,
             ping_interval=None,
             close_timeout=5,
@@ -434,6 +533,24 @@ class Server:
         )
         self._ticker = asyncio.create_task(self._tick_sessions())
         log.info("listening", extra={"event": "listening", "url": self.url})
+        if running_as_root():
+            log.warning("running as root: every shell is a root shell", extra={"event": "running_as_root"})
+        if self.generated_token is not None:
+            log.warning(
+                "no token configured for %s: generated one; open %s", opts.host, self.access_url, extra={"event": "token_generated"}
+            )
+
+    @property
+    def access_url(self) -> str:
+        """The URL to open: the page (``http://host:port/``) when a static directory is served,
+        else the WebSocket URL; with ``?token=`` when the token was generated at start."""
+        host = self.options.host
+        if host in ("", "0.0.0.0", "::"):  # every address: name the machine
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        base = f"http://{host}:{self.port}/" if self._static is not None else f"ws://{host}:{self.port}{self.options.path}"
+        return base if self.generated_token is None else f"{base}?token={self.generated_token}"
 
     @property
     def port(self) -> int:
@@ -501,13 +618,21 @@ class Server:
     def _handle(self, session: ServerSession, ev: ServerEvent) -> None:
         key = (session.sid, getattr(ev, "id", 0))
         if isinstance(ev, BackendOpen):
-            self._spawn(self._open(session, session.channels.get(ev.id), ev))
+            # The sink is the channel's identity in the runtime: registered now, so a
+            # close that arrives while the backend starts marks it dead (contract 12.6:
+            # a backend of a closed channel never reports into a reopened id).
+            opening = _Sink(self, session, ev.id)
+            old = self._sinks.get(key)
+            if old is not None:  # cannot happen (the core closes an id before reusing it)
+                old.dead = True
+            self._sinks[key] = opening
+            self._spawn(self._open(session, opening, ev))
         elif isinstance(ev, BackendInput):
             be = self._backends.get(key)
             if be is not None:
                 be.write(ev.data)
-            else:
-                session.input_written(ev.id, len(ev.data), time.time())
+            else:  # never acknowledged: a byte counts as consumed only once a backend took it
+                log.warning("input for a channel without a backend", extra={"event": "input_dropped", "channel": key[1]})
         elif isinstance(ev, BackendPause):
             be = self._backends.get(key)
             if be is not None:
@@ -529,19 +654,25 @@ class Server:
             be = self._backends.pop(key, None)
             sink = self._sinks.pop(key, None)
             if sink is not None:
-                sink.dead = True
+                sink.dead = True  # a backend still starting is closed when its start returns
             if be is not None:
-                be.close()
-                self._closing.add(be)
-                self._spawn(self._reap(be))
+                self._close_backend(be)
                 if self.metrics:
                     self.metrics.channels.dec()
         else:
             self._observe(ev)
 
+    def _close_backend(self, be: Backend) -> None:
+        """Hang ``be`` up and reap it in the background (``stop`` waits for it too)."""
+        be.close()
+        self._closing.add(be)
+        self._spawn(self._reap(be))
+
     async def _reap(self, be: Backend) -> None:
         try:
             await be.wait_closed()
+        except Exception:  # a backend bug must not leave it in _closing forever
+            log.exception("backend failed to close")
         finally:
             self._closing.discard(be)
 
@@ -570,17 +701,24 @@ class Server:
             level = logging.DEBUG if ev.kind == "channel_closed" else logging.WARNING
             log.log(level, ev.kind, extra={"event": ev.kind, "channel": ev.channel, "reason": ev.reason})
 
-    async def _open(self, session: ServerSession, channel: ServerChannel | None, ev: BackendOpen) -> None:
+    def _open_failed(self, session: ServerSession, sink: _Sink, code: str, msg: str) -> None:
+        key = (session.sid, sink.cid)
+        if self._sinks.get(key) is sink:
+            del self._sinks[key]
+        if not sink.dead:  # else the channel (and maybe a new one with its id) is not ours
+            sink.dead = True
+            session.channel_open_failed(sink.cid, code, msg)
+            self._pump(session)
+
+    async def _open(self, session: ServerSession, sink: _Sink, ev: BackendOpen) -> None:
         cid = ev.id
         log.info(
             "open",
             extra={"event": "open", "channel": cid, "target": f"{ev.target.host}:{ev.target.port}", "user": ev.user.username},
         )
         if not self.targets.allows(ev.target):
-            session.channel_open_failed(cid, "POLICY_DENIED", f"target {ev.target.host}:{ev.target.port} not allowed")
-            self._pump(session)
+            self._open_failed(session, sink, "POLICY_DENIED", f"target {ev.target.host}:{ev.target.port} not allowed")
             return
-        sink = _Sink(self, session, cid)
         opts = self.options
         term = ev.term
         if term is not None:
@@ -604,20 +742,22 @@ class Server:
             await be.start()
         except BackendError as exc:
             log.info("open failed", extra={"event": "open_err", "channel": cid, "code": exc.code})
-            session.channel_open_failed(cid, exc.code, exc.message)
-            self._pump(session)
+            self._open_failed(session, sink, exc.code, exc.message)
+            self._close_backend(be)  # whatever it started before failing
             return
         except Exception as exc:  # a backend bug must not take the server down
             log.exception("backend failed to start")
-            session.channel_open_failed(cid, "BACKEND_FAILED", str(exc)[:200])
-            self._pump(session)
-            return
-        if session.destroyed or channel is None or session.channels.get(cid) is not channel:
-            be.close()  # the channel closed while the backend started (its id may be reused)
+            self._open_failed(session, sink, "BACKEND_FAILED", str(exc)[:200])
+            self._close_backend(be)
             return
         key = (session.sid, cid)
+        if sink.dead or session.destroyed or self._sinks.get(key) is not sink:
+            # The channel closed while the backend started; its id may already
+            # belong to a new channel, which this backend must never touch.
+            sink.dead = True
+            self._close_backend(be)
+            return
         self._backends[key] = be
-        self._sinks[key] = sink
         if self.metrics:
             self.metrics.channels.inc()
             self.metrics.channels_total.inc()
@@ -642,7 +782,7 @@ class Server:
             return await self._route(ws, request)
         except MultipleValuesError as exc:  # a header read below, sent twice
             log.warning("bad request", extra={"event": "bad_request", "reason": f"duplicate header {exc}"})
-            return _response(400, b"Bad request\n", "text/plain; charset=utf-8")
+            return response(400, b"Bad request\n", "text/plain; charset=utf-8")
 
     def _process_response(self, ws: WsConnection, request: Request, response: Response) -> None:
         """Every HTTP answer but ``101`` (ours, and ``websockets``' own refusals such as 426)
@@ -695,7 +835,7 @@ class Server:
         for name in ("Host", "Origin", "Upgrade"):
             if len(headers.get_all(name)) > 1:  # which one would a proxy have checked?
                 log.warning("bad request", extra={"event": "bad_request", "reason": f"duplicate {name} header"})
-                return _response(400, b"Bad request\n", "text/plain; charset=utf-8")
+                return response(400, b"Bad request\n", "text/plain; charset=utf-8")
         path = urlsplit(request.path).path
         if path == self.options.path:
             if not self.origins.check(request.headers.get("Origin"), request.headers.get("Host")):
@@ -703,76 +843,48 @@ class Server:
                 return ws.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
             return None
         if path == "/metrics" and self.metrics is not None:
-            return _response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+            # Issue 13.12: the upgrade's Origin/Host rule (DNS rebinding), then the hello's
+            # credentials rule -- bearer token, hook, or anonymous for the server's own UID.
+            host = headers.get("Host")
+            if not self.origins.check(headers.get("Origin"), host):
+                log.info("metrics refused", extra={"event": "metrics_refused", "reason": "origin"})
+                return response(HTTPStatus.FORBIDDEN, b"Origin not allowed\n", "text/plain; charset=utf-8")
+            try:
+                host_name = urlsplit("//" + (host or "")).hostname or ""
+            except ValueError:  # "[::1", a bad port...
+                host_name = ""
+            if is_loopback(self.options.host) and not is_loopback(host_name):
+                log.info("metrics refused", extra={"event": "metrics_refused", "reason": "host", "host": (host or "")[:100]})
+                return response(HTTPStatus.MISDIRECTED_REQUEST, b"Misdirected request\n", "text/plain; charset=utf-8")
+            peer_uid: int | None = None
+            if self.auth.anonymous_possible:
+                transport = ws.transport
+                try:
+                    peer_uid = await asyncio.to_thread(
+                        peercred.peer_uid, transport.get_extra_info("sockname"), transport.get_extra_info("peername")
+                    )
+                except Exception:  # cannot tell: not trusted
+                    log.exception("peer lookup failed")
+            if not await self.auth.check_bearer(headers.get("Authorization"), peer_uid=peer_uid):
+                log.info("metrics refused", extra={"event": "metrics_refused", "reason": "auth"})
+                return response(
+                    HTTPStatus.UNAUTHORIZED, b"Unauthorized\n", "text/plain; charset=utf-8",
+                    (("WWW-Authenticate", 'Bearer realm="nimbus-ws"'),),
+                )
+            return response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         if self._static is not None and request.headers.get("Upgrade") is None:
-            return await self._serve_static(path)
+            peer = ws.remote_address
+            key = peer_prefix(str(peer[0])) if peer else "?"
+            return await self._static.respond(path, key, lambda release: _on_closed(ws, release))
         return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
 
-    async def _serve_static(self, path: str) -> Response:
-        """A file under the static directory, or 404 (400 for a NUL byte).
 
-        Percent-escapes are decoded first; no segment may start with ``.`` (dotfiles,
-        dot-directories such as ``.git``, and ``..``), before or after symlinks are
-        resolved; a directory means its ``index.html``, and the path is resolved
-        *after* that is appended, so a symlinked ``index.html`` cannot point outside.
-        The body is read whole: ``websockets``' ``Response`` carries ``bytes`` and has
-        no streaming body (docs/security.md).
-        """
-        assert self._static is not None
-        not_found = _response(404, b"Not found\n", "text/plain; charset=utf-8")
-        try:
-            rel = unquote(path, errors="strict").lstrip("/")
-        except UnicodeDecodeError:
-            rel = "\0"  # not UTF-8 once decoded: as malformed as a NUL
-        if "\0" in rel:
-            log.warning("bad request", extra={"event": "bad_request", "reason": "NUL byte in path"})
-            return _response(400, b"Bad request\n", "text/plain; charset=utf-8")
-        parts = [p for p in rel.split("/") if p]
-        if any(p.startswith(".") or "\\" in p for p in parts):
-            return not_found
-        candidate = self._static.joinpath(*parts)
-        try:
-            if candidate.is_dir():
-                candidate = candidate / "index.html"
-            target = candidate.resolve(strict=True)
-            inside = target.relative_to(self._static)
-        except (OSError, ValueError):  # missing, a loop, or outside the directory
-            return not_found
-        if any(p.startswith(".") for p in inside.parts) or not target.is_file():
-            return not_found
-        try:
-            body = await asyncio.to_thread(target.read_bytes)
-        except OSError:
-            return not_found
-        ctype = _MIME.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        return _response(200, body, ctype)
-
-
-def _response(status: int, body: bytes, ctype: str) -> Response:
-    headers = Headers(
-        [
-            ("Content-Type", ctype),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-cache"),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Connection", "close"),
-        ]
-    )
-    return Response(status, HTTPStatus(status).phrase, headers, body)
+def _on_closed(ws: WsConnection, fn: Callable[[], None]) -> None:
+    """Run ``fn`` once ``ws``'s TCP connection is gone."""
+    ws.connection_lost_waiter.add_done_callback(lambda _: fn())
 
 
 def _safe_extras(extras: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(extras).items() if k not in ("token", "payload", "data", "message")} | (
         {"detail": str(extras.get("message"))[:200]} if "message" in extras else {}
     )
-
-
-def default_static_dir() -> str | None:
-    """``build/site`` next to the source tree, when it exists."""
-    here = Path(__file__).resolve().parents[2] / "build" / "site"
-    return str(here) if here.is_dir() else None
-
-
-with contextlib.suppress(Exception):
-    mimetypes.add_type("text/javascript", ".mjs")
-    mimetypes.add_type("application/wasm", ".wasm")

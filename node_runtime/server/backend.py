@@ -54,7 +54,24 @@ from typing import Protocol
 from ...core.errors import BackendError
 from ...core.messages import Stream, Term
 
-__all__ = ["PTY_READ_WORKERS", "Backend", "BackendError", "BackendSink", "LocalProcessBackend", "read_burst", "signal_number"]
+__all__ = [
+    "KILL_GRACE",
+    "PTY_READ_WORKERS",
+    "Backend",
+    "BackendError",
+    "BackendSink",
+    "LocalProcessBackend",
+    "read_burst",
+    "signal_number",
+]
+
+#: Seconds between the SIGHUP of a closed channel's process group and its SIGKILL.
+KILL_GRACE = 1.0
+#: Seconds between checks whether a hung-up process group is empty yet.
+_GROUP_POLL = 0.02
+#: Process ids of the running leaders of every local backend: a group whose
+#: leader was reaped is not signalled if its number now leads a newer one.
+_LEADERS: dict[int, LocalProcessBackend] = {}
 
 #: Threads shared by every PTY for reading ahead while output streams (each
 #: PTY has at most one read in flight, which waits at most
@@ -198,7 +215,14 @@ def _winsize(cols: int, rows: int) -> bytes:
 
 
 class LocalProcessBackend:
-    """A local process on a PTY (``term`` given) or on pipes (``term`` absent)."""
+    """A local process on a PTY (``term`` given) or on pipes (``term`` absent).
+
+    The process leads a new session and process group.  :meth:`close` ends
+    the whole group, whether or not its leader is still running: SIGHUP,
+    then SIGKILL after :data:`KILL_GRACE` to whatever of the group is left;
+    :meth:`wait_closed` returns once the leader is reaped and the group is
+    empty (or the kill was sent), so no process of the channel outlives it.
+    """
 
     def __init__(
         self,
@@ -234,6 +258,9 @@ class LocalProcessBackend:
         self._exit_reported = False
         self._closed = False
         self._eof = False
+        self._pgid: int | None = None  # the process group, while it may have members
+        self._group_gone: asyncio.Event | None = None  # set when the group is empty (or killed)
+        self._ender: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------- start
@@ -285,6 +312,8 @@ class LocalProcessBackend:
                 self._readers = {out_r: "stdout", err_r: "stderr"}
         except OSError as exc:
             raise BackendError("BACKEND_FAILED", f"could not start {argv[0]}: {exc.strerror}") from None
+        self._pgid = self.proc.pid
+        _LEADERS[self.proc.pid] = self
         self._loop.create_task(self._wait_exit())
 
     def _env(self) -> dict[str, str]:
@@ -425,7 +454,11 @@ class LocalProcessBackend:
 
     async def _wait_exit(self) -> None:
         assert self.proc is not None
-        rc = await self.proc.wait()
+        try:
+            rc = await self.proc.wait()
+        finally:
+            if _LEADERS.get(self.proc.pid) is self:
+                del _LEADERS[self.proc.pid]
         self._exit = (rc, None) if rc >= 0 else (None, signal_name(-rc))
         self._maybe_report_exit()
 
@@ -433,16 +466,35 @@ class LocalProcessBackend:
         if self._exit is None or self._exit_reported or self._streaming:
             return  # (the pool's last chunk reports again)
         if self._master is not None and self._master in self._readers:
-            # Children may keep the PTY open after the process exited: what it
-            # wrote is already buffered, so the output ends once that is read.
-            if not self._pty_has_data():
-                self._drop_reader(self._master)
-            else:
-                return
+            # Once no process holds the PTY's slave side (POLLHUP), a read of the
+            # master returns what the kernel still holds -- the flip buffer may
+            # not have reached FIONREAD yet -- and then EIO: read once now, so
+            # the last output is neither lost nor waits for credit to end.
+            # Children may keep the slave open after the process exited: what
+            # it wrote is already buffered, so the output ends once that is read.
+            if self._pty_has_data():
+                return  # read as credit allows
+            master = self._master
+            if self._pty_hung_up():
+                with self._lock:
+                    busy = self._job_running or self._inflight > 0
+                if busy:
+                    return  # the pool's last chunk reports again
+                data, eof = read_burst(master, self.max_read)  # one read past the budget at most
+                if data or eof:
+                    self._deliver(master, "stdout", data, eof)  # reports the exit once at the end
+                    return
+            self._drop_reader(master)
         if self._readers:
             return
         self._exit_reported = True
         self.sink.exited(*self._exit)
+
+    def _pty_hung_up(self) -> bool:
+        assert self._master is not None
+        p = select.poll()
+        p.register(self._master, select.POLLIN)
+        return any(ev & select.POLLHUP for _, ev in p.poll(0))
 
     def _pty_has_data(self) -> bool:
         assert self._master is not None
@@ -534,7 +586,8 @@ class LocalProcessBackend:
                 os.killpg(self.proc.pid, num)
 
     def close(self) -> None:
-        """Hang up: SIGHUP to the process group, close the descriptors, reap later."""
+        """Hang up: SIGHUP to the process group, close the descriptors, SIGKILL
+        what is left of the group after :data:`KILL_GRACE`; reaped by :meth:`wait_closed`."""
         if self._closed:
             return
         self._closed = True
@@ -543,10 +596,11 @@ class LocalProcessBackend:
             self._loop.remove_writer(self._in_fd)
             self._writer_on = False
         self._input.clear()
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.proc.pid, signal.SIGHUP)
-            self._loop.call_later(2.0, self._kill)
+        self._group_gone = asyncio.Event()
+        if self._signal_group(signal.SIGHUP):
+            self._ender = self._loop.create_task(self._end_group())
+        else:
+            self._group_gone.set()
         for fd in set(self._readers) | ({self._in_fd} if self._in_fd is not None else set()):
             if fd == self._master and self._streaming:
                 self._deferred_close.add(fd)  # a pool thread may be reading it: no reuse of the number
@@ -559,14 +613,57 @@ class LocalProcessBackend:
         self._close_deferred()
 
     async def wait_closed(self) -> None:
-        """Wait for the process to be reaped (SIGKILL follows SIGHUP after 2 s)."""
+        """Wait until the process is reaped and its group is empty or was sent
+        SIGKILL (:data:`KILL_GRACE` after the SIGHUP of :meth:`close`)."""
         if self.proc is not None:
             await self.proc.wait()
+        if self._group_gone is not None:
+            await self._group_gone.wait()
 
-    def _kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+    def _signal_group(self, sig: int) -> bool:
+        """Send ``sig`` to the process group; False when the group is gone.
+
+        A group whose leader was reaped is only signalled while its id is not
+        the pid of another backend's running leader (the kernel does not reuse
+        the id while the group has members; once it is empty the id is free).
+        """
+        pgid = self._pgid
+        if pgid is None or self.proc is None:
+            return False
+        if self.proc.returncode is not None and _LEADERS.get(pgid, self) is not self:
+            self._pgid = None
+            return False
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:  # no member left
+            self._pgid = None
+            return False
+        except OSError:
+            log.debug("cannot signal process group %d", pgid, exc_info=True)
+            return False
+        return True
+
+    async def _end_group(self) -> None:
+        """After the SIGHUP: wait (bounded by :data:`KILL_GRACE`) for the group to
+        empty, then SIGKILL whatever is left of it."""
+        loop = self._loop
+        deadline = loop.time() + KILL_GRACE
+        try:
+            if self.proc is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self.proc.wait()), KILL_GRACE)
+            # Members other than the leader are not our children: nothing to wait
+            # on but the group's existence (a signal 0 probe), a few times a tick.
+            for _ in range(int(KILL_GRACE / _GROUP_POLL) + 1):
+                if loop.time() >= deadline or not self._signal_group(0):
+                    break
+                await asyncio.sleep(_GROUP_POLL)
+            if self._signal_group(signal.SIGKILL):
+                log.info("process group %d outlived SIGHUP by %.1f s: killed", self.proc.pid if self.proc else -1, KILL_GRACE)
+        finally:
+            self._pgid = None
+            assert self._group_gone is not None
+            self._group_gone.set()
 
 
 #: ``open.term.env`` names passed to the process; everything else is dropped (and counted,

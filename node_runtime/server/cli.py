@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...core.server_config import ServerConfig
-from .app import Server, ServerOptions, default_static_dir
+from .app import Server, ServerOptions
+from .policy import OriginPolicy
 from .ssh_backend import SshOptions
+from .static import default_static_dir
 
 __all__ = ["add_parser", "run_serve"]
 
@@ -108,13 +110,31 @@ def add_parser(sub: Any) -> None:
         default=[],
         help="accepted bearer tokens, one per line (blank and # lines ignored; repeatable)",
     )
-    p.add_argument("--allow-origin", action="append", default=[], help="allowed Origin (repeatable)")
+    p.add_argument(
+        "--allow-origin",
+        metavar="ORIGIN",
+        action="append",
+        default=[],
+        help="also accept pages of this exact origin, scheme://host[:port] (repeatable; '*' is refused). "
+        "By default only the server's own origin may open the WebSocket",
+    )
     p.add_argument("--allow-target", action="append", default=[], help="allowed HOST:PORT target (repeatable; * wildcards)")
     p.add_argument("--static", default=None, help="serve this directory on the same port (the demo site)")
-    p.add_argument("--metrics", action="store_true", help="Prometheus text at /metrics")
+    p.add_argument("--metrics", action="store_true", help="Prometheus text at /metrics (Authorization: Bearer <token> when tokens are set)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--known-hosts", default=None, help="SSH backend: known_hosts file")
     p.add_argument("--insecure-ignore-host-keys", action="store_true", help="SSH backend: do not verify host keys (tests only)")
+    p.add_argument(
+        "--ssh-server-credentials",
+        metavar="[USER@]HOST:PORT",
+        action="append",
+        default=[],
+        help="SSH backend: let clients sending auth type 'agent' log in to this target with THIS server's "
+        "ssh-agent and ~/.ssh/id_* keys (repeatable; * wildcards). Default: never",
+    )
+    p.add_argument(
+        "--ssh-connect-timeout", metavar="SECONDS", type=float, default=10.0, help="SSH backend: TCP connect + SSH handshake"
+    )
     p.add_argument("--per-message-deflate", action="store_true", help="enable bounded permessage-deflate")
     p.add_argument("--retention", type=float, default=None, help="seconds a dropped session is kept (default 60)")
     p.add_argument(
@@ -123,6 +143,26 @@ def add_parser(sub: Any) -> None:
         default=None,
         help=f"sessions kept at once, live or retained; more are refused with 4010 "
         f"(default {ServerConfig().max_sessions}; each can hold about 35 MiB at worst, PROTOCOL.md 11)",
+    )
+    p.add_argument(
+        "--max-sessions-per-client",
+        type=int,
+        default=None,
+        help=f"sessions one principal, and one client address (IPv4, all of loopback, an IPv6 /64), "
+        f"may hold at once; more are refused with 4010 (default {ServerConfig().max_sessions_per_principal}; 0: no bound)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=ServerOptions.max_connections,
+        help="TCP connections at once; more are dropped at accept (default %(default)s; 0: no bound)",
+    )
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=ServerOptions.max_connections_per_ip,
+        help="TCP connections at once from one client address (IPv4, all of loopback, an IPv6 /64); "
+        "default %(default)s; 0: no bound",
     )
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=run_serve)
@@ -154,6 +194,28 @@ def read_tokens(given: Sequence[str], files: Sequence[str], environ: Mapping[str
     return tuple(dict.fromkeys(tokens))
 
 
+def _ssh_options(args: argparse.Namespace) -> SshOptions:
+    """The SSH backend's options; server-side credentials only for the listed targets (docs/security.md, 3)."""
+    if not args.ssh_connect_timeout > 0:
+        raise SystemExit("nimbus-ws serve: --ssh-connect-timeout must be positive")
+    try:
+        ssh = SshOptions(
+            known_hosts=args.known_hosts,
+            insecure_ignore_host_keys=args.insecure_ignore_host_keys,
+            connect_timeout=args.ssh_connect_timeout,
+            server_credentials=tuple(args.ssh_server_credentials),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"nimbus-ws serve: --ssh-server-credentials: {exc}") from None
+    if ssh.server_credentials and args.backend == "ssh":
+        logging.getLogger("nimbus_websocket.server").warning(
+            "clients may log in with this server's own SSH agent and keys to: %s",
+            ", ".join(ssh.server_credentials),
+            extra={"event": "ssh_server_credentials_enabled"},
+        )
+    return ssh
+
+
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
     """Build :class:`ServerOptions` from parsed arguments."""
     from dataclasses import replace
@@ -162,13 +224,27 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
 
     config = ServerConfig()
     tokens = read_tokens(args.token, args.token_file, os.environ)
+    try:  # one clear line for '*' or a malformed origin, before anything starts
+        OriginPolicy(args.allow_origin)
+    except ValueError as exc:
+        raise SystemExit(f"nimbus-ws serve: {exc}") from None
     if args.retention is not None:
         config = replace(config, retention=args.retention)
     if args.max_sessions is not None:
         if args.max_sessions < 1:
             raise SystemExit("nimbus-ws serve: --max-sessions must be at least 1")
         config = replace(config, max_sessions=args.max_sessions)
+    if args.max_sessions_per_client is not None:
+        if args.max_sessions_per_client < 0:
+            raise SystemExit("nimbus-ws serve: --max-sessions-per-client must be 0 (no bound) or more")
+        n = args.max_sessions_per_client
+        config = replace(config, max_sessions_per_principal=n, max_sessions_per_peer=n)
+    for flag in ("max_connections", "max_connections_per_ip"):
+        if getattr(args, flag) < 0:
+            raise SystemExit(f"nimbus-ws serve: --{flag.replace('_', '-')} must be 0 (no bound) or more")
     return ServerOptions(
+        max_connections=args.max_connections,
+        max_connections_per_ip=args.max_connections_per_ip,
         host=args.host,
         port=args.port,
         path=args.path,
@@ -180,7 +256,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         static_dir=args.static if args.static != "auto" else default_static_dir(),
         metrics=args.metrics,
         config=config,
-        ssh=SshOptions(known_hosts=args.known_hosts, insecure_ignore_host_keys=args.insecure_ignore_host_keys),
+        ssh=_ssh_options(args),
         per_message_deflate=args.per_message_deflate,
     )
 

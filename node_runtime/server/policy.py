@@ -2,15 +2,18 @@
 
 * **Auth** -- bearer tokens compared in constant time, or an embedding
   application's hook (e.g. JWT verification) returning a principal.  With no
-  token configured, scheme ``none`` is accepted only when the server is bound
-  to loopback.
-* **Origin** -- an allow-list checked at the WebSocket upgrade (HTTP 403).
-  With no list, a browser Origin must name the same host as the request,
-  and a server bound to loopback also wants a loopback ``Host`` (so a
-  DNS-rebinding page, whose own name is in both headers, is refused).
-  Requests without Origin (non-browser clients) pass.
+  token and no hook, a server bound to loopback lets in only peers owned by
+  its own UID (the runtime finds the owner, :mod:`.peercred`); a server bound
+  elsewhere gets a generated token from the runtime (docs/security.md, 1).
+* **Origin** -- exact same origin at the WebSocket upgrade (HTTP 403 otherwise):
+  a browser's ``Origin`` must equal ``<server scheme>://<the request's Host>``
+  (scheme, host and port), or be one of the allow-list's exact origins.  A
+  server bound to loopback also wants a loopback ``Host`` (so a DNS-rebinding
+  page, whose own name is in both headers, is refused).  Requests without
+  Origin (non-browser clients) pass; ``*`` is refused (docs/security.md, 2).
 * **Targets** -- ``HOST:PORT`` allow-list for ``open.target`` (``*`` for any
-  host or port).  The SSH backend defaults to loopback targets only.
+  host or port).  The SSH backend defaults to loopback port 22 only
+  (docs/security.md, 13).
 """
 
 from __future__ import annotations
@@ -19,18 +22,39 @@ import hashlib
 import hmac
 import inspect
 import ipaddress
+import os
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from ...core.messages import Target
 
-__all__ = ["AuthHook", "AuthPolicy", "OriginPolicy", "TargetPolicy", "is_loopback"]
+__all__ = [
+    "AuthHook",
+    "AuthPolicy",
+    "OriginPolicy",
+    "TargetPolicy",
+    "generate_token",
+    "is_loopback",
+    "normalize_origin",
+    "running_as_root",
+]
 
 #: ``hook(scheme, token) -> principal | None`` (sync or async).
 AuthHook = Callable[[str, str | None], "str | None | Awaitable[str | None]"]
 
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost"}
+
+
+def generate_token() -> str:
+    """A bearer token for a server that was given none: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def running_as_root() -> bool:
+    """True when the server's effective UID is 0 (every shell it opens is a root shell)."""
+    return os.geteuid() == 0
 
 
 def is_loopback(host: str) -> bool:
@@ -45,19 +69,42 @@ def is_loopback(host: str) -> bool:
 
 
 class AuthPolicy:
-    """Decides the principal of a ``hello.auth``."""
+    """Decides the principal of a ``hello.auth``.
 
-    def __init__(self, tokens: Sequence[str] = (), hook: AuthHook | None = None, loopback: bool = True) -> None:
+    ``loopback``: the server is bound to loopback (anonymous access is possible at
+    all).  ``uid``: the server's own user (default ``os.geteuid()``), the only one
+    whose processes get in anonymously, and only without tokens and hook.
+    """
+
+    def __init__(
+        self,
+        tokens: Sequence[str] = (),
+        hook: AuthHook | None = None,
+        loopback: bool = True,
+        *,
+        uid: int | None = None,
+    ) -> None:
         self._tokens = [t.encode() for t in tokens]
         self._hook = hook
         self._loopback = loopback
+        self.uid = os.geteuid() if uid is None else uid
         #: Keys the principal a token maps to (what logs and session bindings see): drawn
         #: anew by every server, so a logged principal cannot be tested offline against
         #: guessed tokens (an unsalted hash could) nor matched across servers or restarts.
         self._principal_key = secrets.token_bytes(32)
 
-    async def authenticate(self, scheme: str, token: str | None) -> str | None:
-        """The principal for ``scheme``/``token``, or ``None`` (the core closes ``AUTH_FAILED``)."""
+    @property
+    def anonymous_possible(self) -> bool:
+        """True when no token and no hook is configured and the server is bound to loopback:
+        then (only then) the runtime needs the peer's UID for :meth:`authenticate`."""
+        return self._hook is None and not self._tokens and self._loopback
+
+    async def authenticate(self, scheme: str, token: str | None, *, peer_uid: int | None = None) -> str | None:
+        """The principal for ``scheme``/``token``, or ``None`` (the core closes ``AUTH_FAILED``).
+
+        Without tokens and hook, ``"anonymous"`` for a peer whose socket the server's own
+        UID owns (``peer_uid``; ``None``, unknown, is refused) on a loopback-bound server.
+        """
         if self._hook is not None:
             res = self._hook(scheme, token)
             if inspect.isawaitable(res):
@@ -71,42 +118,131 @@ class AuthPolicy:
             for t in self._tokens:  # no early exit: constant time over the list
                 ok |= hmac.compare_digest(raw, t)
             return "bearer:" + self.principal_id(raw) if ok else None
-        return "anonymous" if self._loopback else None
+        return "anonymous" if self._loopback and peer_uid is not None and peer_uid == self.uid else None
 
     def principal_id(self, token: bytes) -> str:
         """``HMAC-SHA256(per-server random key, token)``, 16 hex digits: a token's principal."""
         return hmac.new(self._principal_key, token, hashlib.sha256).hexdigest()[:16]
 
+    async def check_bearer(self, authorization: str | None, *, peer_uid: int | None = None) -> bool:
+        """True if an HTTP request with this ``Authorization`` header may read the
+        server's own pages (``/metrics``): the rule of :meth:`authenticate`, applied to
+        ``Bearer <token>`` (scheme case-insensitive, RFC 9110 11.1) -- a configured token,
+        compared in constant time, or the hook's verdict; with neither, only the
+        anonymous rule (loopback-bound, a peer of the server's own UID).  Any other
+        header (``Basic``, empty, a token with spaces) counts as no credentials.
+        """
+        scheme, token = "none", None
+        if authorization is not None:
+            parts = authorization.strip().split(" ")
+            if len(parts) == 2 and parts[0].lower() == "bearer" and parts[1]:
+                scheme, token = "bearer", parts[1]
+            elif authorization.strip():
+                return False  # credentials we do not take: never anonymous
+        try:
+            return await self.authenticate(scheme, token, peer_uid=peer_uid) is not None
+        except Exception:  # a broken hook refuses
+            return False
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: What an origin's text may hold: printable ASCII without spaces (``urlsplit`` would
+#: silently drop tabs and newlines, and ``,`` joins two origins in one header).
+_ORIGIN_CHARS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9._~\-\[\]:]+/?")
+
+
+def normalize_origin(text: str) -> str | None:
+    """``scheme://host[:port]`` in the one form compared: scheme and host lower case, an
+    IPv6 host bracketed and compressed, the scheme's default port (80, 443) dropped, one
+    trailing ``/`` ignored.  ``None`` for anything that is not such an origin: ``null``,
+    a path, query, fragment or user info, a bad port, spaces or control characters."""
+    if not _ORIGIN_CHARS.fullmatch(text):
+        return None
+    try:
+        u = urlsplit(text.rstrip("/") if text.endswith("/") else text)
+        port = u.port
+    except ValueError:
+        return None
+    host = u.hostname
+    if not host or u.path or u.query or u.fragment or "@" in u.netloc or u.netloc.endswith(":"):
+        return None
+    scheme = u.scheme.lower()
+    if ":" in host:  # IPv6: one spelling
+        try:
+            host = f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            return None
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{host}"
+
 
 class OriginPolicy:
-    """Origin allow-list for the upgrade request."""
+    """Exact same-origin check for the upgrade request, plus an allow-list of exact origins.
 
-    def __init__(self, allowed: Sequence[str] = (), *, loopback_host_only: bool = False) -> None:
-        self._allowed = {o.rstrip("/").lower() for o in allowed}
-        #: Without a list, also require a loopback ``Host`` (a server bound to
-        #: loopback): a DNS-rebinding page has its own name in both headers.
+    ``scheme`` is the server's own (``http``; ``https`` once it serves TLS): the page's
+    origin is ``scheme://`` plus the request's ``Host``.  Raises :class:`ValueError`
+    for an allow-list entry that is not an exact origin, and for ``*`` (any page could
+    drive the shell: cross-site WebSocket hijacking).
+    """
+
+    def __init__(self, allowed: Sequence[str] = (), *, loopback_host_only: bool = False, scheme: str = "http") -> None:
+        entries: set[str] = set()
+        for o in allowed:
+            if o.strip() == "*":
+                raise ValueError(
+                    "--allow-origin '*' is refused: any web page could open a shell (cross-site WebSocket "
+                    "hijacking); list the exact origins (scheme://host[:port])"
+                )
+            n = normalize_origin(o.strip())
+            if n is None:
+                raise ValueError(f"--allow-origin {o!r} is not an origin of the form scheme://host[:port]")
+            entries.add(n)
+        self.allowed = frozenset(entries)
+        if scheme not in ("http", "https"):
+            raise ValueError(f"server scheme must be http or https, not {scheme!r}")
+        self.scheme = scheme
+        #: A server bound to loopback also requires a loopback ``Host`` for its own
+        #: pages: a DNS-rebinding page has its own name in both headers.
         self._loopback_host_only = loopback_host_only
+
+    def same_origin(self, host_header: str | None) -> str | None:
+        """The normalised origin of a page served under ``Host: host_header``."""
+        if not host_header:
+            return None
+        return normalize_origin(f"{self.scheme}://{host_header}")
 
     def check(self, origin: str | None, host_header: str | None) -> bool:
         """True if a request with ``Origin: origin`` and ``Host: host_header`` may upgrade."""
         if origin is None:
             return True
-        o = origin.rstrip("/").lower()
-        if self._allowed:
-            return "*" in self._allowed or o in self._allowed
-        if o == "null":
+        o = normalize_origin(origin)
+        if o is None:  # "null", malformed, several origins in one header
             return False
-        ohost = urlsplit(o).hostname or ""
-        hhost = urlsplit("//" + (host_header or "")).hostname or ""
-        if self._loopback_host_only and not is_loopback(hhost):
+        if o in self.allowed:
+            return True
+        own = self.same_origin(host_header)
+        if own is None or o != own:
             return False
-        return bool(ohost) and (ohost == hhost or (is_loopback(ohost) and is_loopback(hhost)))
+        if self._loopback_host_only:
+            hhost = urlsplit(own).hostname or ""
+            return is_loopback(hhost)
+        return True
 
 
 class TargetPolicy:
-    """``open.target`` allow-list."""
+    """``open.target`` allow-list.
 
-    def __init__(self, allowed: Sequence[str] = (), default_loopback_only: bool = False) -> None:
+    Without rules, ``default_loopback_only`` (the SSH backend's default) allows
+    loopback hosts on ``default_ports`` only -- port 22 -- so that a server with
+    no ``--allow-target`` is not a scanner of every local port (issue 13.13).
+    An empty ``default_ports`` means any loopback port.
+    """
+
+    def __init__(
+        self, allowed: Sequence[str] = (), default_loopback_only: bool = False, default_ports: Sequence[int] = (22,)
+    ) -> None:
+        self._default_ports = frozenset(default_ports)
         self._rules: list[tuple[str, str]] = []
         for item in allowed:
             if item.count(":") > 1 and not item.startswith("["):
@@ -121,7 +257,7 @@ class TargetPolicy:
     def allows(self, target: Target) -> bool:
         """True if channels may be opened to ``target``."""
         if self._loopback_only:
-            return is_loopback(target.host)
+            return is_loopback(target.host) and (not self._default_ports or target.port in self._default_ports)
         if not self._rules:
             return True
         host = target.host.strip("[]").lower()

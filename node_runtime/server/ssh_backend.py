@@ -1,9 +1,20 @@
 """The SSH backend: each channel is an asyncssh client session to ``open.target``.
 
-``open.user.auth`` selects the method: ``{"type": "password", "password": ...}``,
-``{"type": "key", "private_key": "<OpenSSH text>", "passphrase"?: ...}`` or
-``{"type": "agent"}``.  Host keys are checked against ``known_hosts`` (a file)
-unless the server was started with the explicit insecure flag (tests only).
+``open.user.auth`` must name its method (a missing ``type`` is ``open_err``
+``AUTH_FAILED``): ``{"type": "password", "password": ...}``, ``{"type": "key",
+"private_key": "<PEM or OpenSSH text>", "passphrase"?: ...}``, or
+``{"type": "agent"}``.  Only the client's own credentials are ever offered
+(issue 13.3): asyncssh is told not to read ``~/.ssh/config``, the server's
+``~/.ssh/id_*``, its ``$SSH_AUTH_SOCK`` agent, PKCS#11, GSSAPI tickets or
+host-based keys.  ``agent`` -- the *server's* agent and default keys -- is
+refused unless the operator listed the target in
+:attr:`SshOptions.server_credentials` (``--ssh-server-credentials``).  A key's
+decryption cost is capped and it is decrypted off the event loop
+(:mod:`.ssh_keys`, issue 13.4).  Host keys are checked against
+``known_hosts`` unless the server was started with the explicit insecure flag
+(tests only).  Connection refused, timeouts and peers that are not SSH
+servers all answer the client the same ``TARGET_UNREACHABLE`` text; the
+details go to the server log (issue 13.13).
 
 Output reading follows credit through asyncssh's ``pause_reading`` /
 ``resume_reading`` (the SSH window then stops the remote producer).
@@ -16,14 +27,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import asyncssh
 
 from ...core.messages import Stream, Target, Term, User
 from .backend import BackendError, BackendSink, filter_term_env
+from .policy import TargetPolicy
+from .ssh_keys import KeyCaps, KeyLoader, KeyRefused
 
-__all__ = ["SshBackend", "SshOptions"]
+__all__ = ["UNREACHABLE_MESSAGE", "SshBackend", "SshOptions"]
 
 log = logging.getLogger("nimbus_websocket.server.ssh")
 
@@ -35,21 +49,80 @@ log = logging.getLogger("nimbus_websocket.server.ssh")
 #: 128 KiB is not what limits a stream.
 SSH_WINDOW = 128 * 1024
 
+#: What the client hears for every target that could not be reached as an SSH
+#: server -- refused, timed out, closed, or not speaking SSH -- so that the
+#: answers do not map the target's ports (the log has the real reason).
+UNREACHABLE_MESSAGE = "target unreachable"
+
 _PTY_CHARS = {"INT": b"\x03", "QUIT": b"\x1c", "TSTP": b"\x1a"}
+
+#: Every asyncssh source of credentials other than what the client sent is off.
+_NO_AMBIENT_CREDENTIALS: dict[str, Any] = {
+    "config": None,  # no ~/.ssh/config (IdentityFile, IdentityAgent, ProxyCommand ...)
+    "agent_path": None,  # no $SSH_AUTH_SOCK
+    "agent_identities": None,
+    "agent_forwarding": False,
+    "client_keys": None,  # no ~/.ssh/id_*
+    "client_host_keysign": False,
+    "client_host_keys": None,
+    "host_based_auth": False,
+    "pkcs11_provider": None,
+    "gss_auth": False,  # no Kerberos ticket of the server's user
+    "gss_kex": False,
+    "password": None,
+}
+
+
+def _credential_rule(rule: str) -> tuple[str, TargetPolicy]:
+    """``[USER@]HOST:PORT`` (``*`` wildcards) -> (user or ``*``, a one-rule target policy)."""
+    user, at, hostport = rule.rpartition("@")
+    if not at:
+        user = "*"
+    host, colon, port = hostport.rpartition(":")
+    if (
+        not colon
+        or (host.count(":") and not (host.startswith("[") and host.endswith("]")))  # IPv6 goes in brackets
+        or not host.strip("[]")
+        or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536))
+        or (at and not user)
+    ):
+        raise ValueError(f"bad server-credentials rule {rule!r} (want [USER@]HOST:PORT, * wildcards)")
+    return user, TargetPolicy([hostport])
 
 
 class SshOptions:
-    """Host-key policy and timeouts for the SSH backend."""
+    """Host-key policy, timeouts and credential rules for the SSH backend.
+
+    ``server_credentials``: ``[USER@]HOST:PORT`` rules (``*`` for any user,
+    host or port) naming the targets where a client's ``{"type": "agent"}``
+    may log in with *this server's* SSH identity: its agent
+    (``$SSH_AUTH_SOCK``) and its default keys (``~/.ssh/id_*``).  Empty (the
+    default): nobody gets the server's identity.  The target must also pass
+    the target allow-list.
+
+    ``key_caps`` / ``key_concurrency``: limits on client-supplied private keys
+    (:mod:`.ssh_keys`).
+    """
 
     def __init__(
         self,
         known_hosts: str | None = None,
         insecure_ignore_host_keys: bool = False,
         connect_timeout: float = 10.0,
+        server_credentials: Sequence[str] = (),
+        key_caps: KeyCaps | None = None,
+        key_concurrency: int = 2,
     ) -> None:
         self.known_hosts = known_hosts
         self.insecure = insecure_ignore_host_keys
         self.connect_timeout = connect_timeout
+        self.server_credentials = tuple(server_credentials)
+        self._credential_rules = [_credential_rule(r) for r in self.server_credentials]
+        self.keys = KeyLoader(key_caps, key_concurrency)
+
+    def server_credentials_allowed(self, target: Target, username: str) -> bool:
+        """True if ``username`` at ``target`` may use the server's own agent and keys."""
+        return any((u == "*" or u == username) and p.allows(target) for u, p in self._credential_rules)
 
 
 class _Session(asyncssh.SSHClientSession[bytes]):
@@ -106,42 +179,29 @@ class SshBackend:
 
     async def start(self) -> None:
         """Connect, authenticate and open the session (``BackendError`` on failure)."""
-        auth = dict(self.user.auth)
-        kind = auth.get("type", "agent")
+        where = f"{self.target.host}:{self.target.port}"
         kw: dict[str, Any] = {
             "host": self.target.host,
             "port": self.target.port or 22,
             "username": self.user.username,
             "known_hosts": None if self.options.insecure else (self.options.known_hosts or ()),
-            "config": None,
-            "agent_path": None,
-            "client_keys": None,
-            "password": None,
             "connect_timeout": self.options.connect_timeout,
+            **_NO_AMBIENT_CREDENTIALS,
         }
-        if kind == "password":
-            kw["password"] = str(auth.get("password", ""))
-            kw["preferred_auth"] = "password,keyboard-interactive"
-        elif kind == "key":
-            try:
-                key = asyncssh.import_private_key(str(auth.get("private_key", "")), auth.get("passphrase"))
-            except (asyncssh.KeyImportError, ValueError, TypeError) as exc:
-                raise BackendError("AUTH_FAILED", f"unusable private key: {exc}") from None
-            kw["client_keys"] = [key]
-            kw["preferred_auth"] = "publickey"
-        elif kind == "agent":
-            kw.pop("agent_path")
-            kw.pop("client_keys")
-        else:
-            raise BackendError("AUTH_FAILED", f"unknown auth type {str(kind)[:32]!r}")
+        kw.update(await self._credentials())
         try:
             self._conn = await asyncssh.connect(**kw)
         except asyncssh.PermissionDenied:
             raise BackendError("AUTH_FAILED", "SSH authentication failed") from None
         except asyncssh.HostKeyNotVerifiable:
             raise BackendError("HOST_KEY_UNKNOWN", "SSH host key not trusted") from None
-        except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise BackendError("TARGET_UNREACHABLE", f"cannot reach {self.target.host}:{self.target.port}: {exc}") from None
+        except (TimeoutError, OSError, asyncssh.Error, ValueError) as exc:
+            # One line, no traceback; the client learns nothing about the port.
+            log.warning(
+                "ssh target unreachable",
+                extra={"event": "ssh_unreachable", "target": where, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"},
+            )
+            raise BackendError("TARGET_UNREACHABLE", UNREACHABLE_MESSAGE) from None
         try:
             pty: dict[str, Any] = {}
             if self.term is not None:
@@ -157,6 +217,53 @@ class SshBackend:
             self._conn.close()
             raise BackendError("BACKEND_FAILED", f"SSH session refused: {exc}") from None
         self._chan.pause_reading()
+
+    async def _credentials(self) -> dict[str, Any]:
+        """The ``asyncssh.connect`` keywords for the client's ``auth`` (and only what it sent)."""
+        auth = self.user.auth
+        kind = auth.get("type")
+        if kind is None:
+            raise BackendError("AUTH_FAILED", "auth type required: password, key or agent")
+        if kind == "password":
+            password = auth.get("password")
+            if not isinstance(password, str):
+                raise BackendError("AUTH_FAILED", "password auth needs a password string")
+            return {
+                "password": password,
+                "preferred_auth": "password,keyboard-interactive",
+                "public_key_auth": False,
+            }
+        if kind == "key":
+            passphrase = auth.get("passphrase")
+            try:
+                key = await self.options.keys.load(auth.get("private_key", ""), passphrase)
+            except KeyRefused as exc:
+                raise BackendError("AUTH_FAILED", str(exc)) from None
+            return {
+                "client_keys": [key],
+                "preferred_auth": "publickey",
+                "password_auth": False,
+                "kbdint_auth": False,
+            }
+        if kind == "agent":
+            if not self.options.server_credentials_allowed(self.target, self.user.username):
+                raise BackendError(
+                    "POLICY_DENIED", "agent auth (the server's own SSH credentials) is not enabled for this target"
+                )
+            log.info(
+                "server credentials used",
+                extra={"event": "ssh_server_credentials", "target": f"{self.target.host}:{self.target.port}", "user": self.user.username},
+            )
+            # The operator's explicit choice: their agent and default keys (not ~/.ssh/config).
+            return {
+                "agent_path": (),
+                "agent_identities": (),
+                "client_keys": (),
+                "preferred_auth": "publickey",
+                "password_auth": False,
+                "kbdint_auth": False,
+            }
+        raise BackendError("AUTH_FAILED", f"unknown auth type {str(kind)[:32]!r}")
 
     def _output(self, stream: Stream, data: bytes) -> None:
         self.sink.output(stream, data)

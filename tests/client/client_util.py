@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+try:  # tests/ as a rootless directory (default) or as a package
+    from support.waiting import wait_for as wait_for
+except ImportError:  # pragma: no cover
+    from tests.support.waiting import wait_for as wait_for
+
 import os
-import time
-from collections.abc import Callable
 
 TARGET = {"host": "127.0.0.1", "port": 22}
-
-
-async def wait_for(pred: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    """Wait (bounded) until ``pred()`` is true, checking every few milliseconds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def rss_bytes() -> int:

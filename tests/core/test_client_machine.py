@@ -694,18 +694,18 @@ def test_verify_pings_and_any_frame_satisfies_it() -> None:
     h = ClientHarness(ClientOptions(verify_timeout=5.0))
     h.connect()
     t0 = h.clock()
-    h.client.verify(t0, "visibility", hiddenMs=30_000)
+    h.client.verify(t0, "visibility", hidden_ms=30_000)
     (ping,) = h.drain()
     assert isinstance(ping, Ping)
     assert h.client.next_deadline() == pytest.approx(t0 + 5.0)  # the verify deadline comes first
     (suspect,) = diags(h, "connection_suspect")
-    assert suspect.extras["why"] == "visibility" and suspect.extras["hiddenMs"] == 30_000
+    assert suspect.extras["why"] == "visibility" and suspect.extras["hidden_ms"] == 30_000
     h.client.verify(t0, "again")  # already verifying: nothing more
     assert h.drain() == [] and len(diags(h, "connection_suspect")) == 1
     h.clock.t = t0 + 0.25
     h.feed(Ping(1.0))  # any frame proves the socket alive, not only the pong
     (ok,) = diags(h, "connection_verified")
-    assert ok.extras["waitedMs"] == pytest.approx(250.0)
+    assert ok.extras["waited_ms"] == pytest.approx(250.0)
     h.tick_to(t0 + 5.0)
     assert not diags(h, "connection_verify_failed") and h.client.state == ConnState.READY
     assert h.client.next_deadline() == pytest.approx(t0 + 20.0)  # back to the heartbeat
@@ -721,11 +721,11 @@ def test_verify_timeout_drops_the_transport_as_a_network_loss() -> None:
     assert h.client.state == ConnState.READY
     h.tick_to(t0 + 5.0)
     (failed,) = diags(h, "connection_verify_failed")
-    assert failed.extras["timeoutMs"] == 5000 and failed.extras["why"] == "online"
+    assert failed.extras["timeout_ms"] == 5000 and failed.extras["why"] == "online"
     # The abandoned socket closes with 4000 (the server keeps the session); the
     # session is told 1006, so it reconnects and resumes.
     assert [(c.code, c.reason) for c in h.of(CloseTransport)] == [(4000, "no answer after online")]
-    assert [d.extras["wsCode"] for d in diags(h, "transport_closed")] == [1006]
+    assert [d.extras["ws_code"] for d in diags(h, "transport_closed")] == [1006]
     assert h.client.state == ConnState.RECONNECTING
     assert h.store.load() is not None
 
@@ -752,7 +752,7 @@ def test_page_visibility_suspect_rule_uses_the_heartbeat_interval() -> None:
     h.client.page_visibility(False, t0 + 41.5)
     h.drain()
     (suspect,) = diags(h, "connection_suspect")
-    assert suspect.extras == {**suspect.extras, "why": "visibility", "hiddenMs": 20_500}
+    assert suspect.extras == {**suspect.extras, "why": "visibility", "hidden_ms": 20_500}
     from nimbus_websocket.core.liveness import is_suspect_after_hidden
 
     assert is_suspect_after_hidden(20.001, 20.0) and not is_suspect_after_hidden(20.0, 20.0)

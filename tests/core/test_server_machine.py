@@ -348,12 +348,16 @@ def test_frames_for_unknown_ids_are_ignored_and_counted() -> None:
     assert not [e for e in h.events if isinstance(e, (BackendInput, BackendResize, BackendSignal, BackendClose))]
 
 
-def test_input_for_an_opening_channel_is_dropped_but_counted() -> None:
+def test_input_for_an_opening_channel_is_held_until_open_ok() -> None:
+    # Issue 13 item 16 (was: dropped but counted); tests/core/test_server_early_input.py has the rest.
     h = ready()
     h.send(Open(1, TARGET, USER))
     h.send(DataFrame("stdout", 1, b"typed too early"))
-    assert not h.of(BackendInput) and h.conn.stats["ignored"] == 1
+    assert not h.of(BackendInput) and h.conn.stats["ignored"] == 0
     assert h.session.channels[1].rx == len(b"typed too early")
+    h.session.channel_opened(1)
+    h.drain()
+    assert h.of(BackendInput) == [BackendInput(1, b"typed too early")]
 
 
 def test_oversized_frame_is_4008() -> None:

@@ -61,6 +61,7 @@ def served(request: pytest.FixtureRequest, site_dir: Path) -> Iterator[Served]:
         static_dir=str(site_dir),
         backend="ssh",
         ssh=SshOptions(known_hosts=str(sshd.known_hosts_path)),
+        allow_targets=(f"{sshd.host}:{sshd.port}",),  # the default is loopback port 22 only
     ).start()
     try:
         yield Served(
@@ -391,7 +392,10 @@ def test_ssh_password_login(context: Any, site_dir: Path, sshd: Any, shots: Any)
     from nimbus_websocket.node_runtime.server import SshOptions
 
     st = ServerThread(
-        static_dir=str(site_dir), backend="ssh", ssh=SshOptions(known_hosts=str(sshd.known_hosts_path))
+        static_dir=str(site_dir),
+        backend="ssh",
+        ssh=SshOptions(known_hosts=str(sshd.known_hosts_path)),
+        allow_targets=(f"{sshd.host}:{sshd.port}",),
     ).start()
     try:
         q = urlencode({"target": f"{sshd.host}:{sshd.port}", "user": sshd.password_user})

@@ -30,9 +30,11 @@ def web_helpers_src() -> str:
 
 
 @pytest.fixture(scope="module")
-def sh_server() -> Iterator[ServeProcess]:
-    """The reference server; channels run ``/bin/sh``."""
-    with ServeProcess("--pty-command", "exec /bin/sh") as srv:
+def sh_server(web_server_main: tuple[str, int, Any]) -> Iterator[ServeProcess]:
+    """The reference server; channels run ``/bin/sh``.  The test pages come from
+    pytest-pyodide's web server, another origin: allow-listed (docs/security.md, 2)."""
+    host, port, _ = web_server_main
+    with ServeProcess("--pty-command", "exec /bin/sh", "--allow-origin", f"http://{host}:{port}") as srv:
         yield srv
 
 
@@ -88,7 +90,7 @@ async def _session_roundtrip(selenium: Any, helpers_src: str, url: str) -> dict[
     await conn.close()
     result["closed_state"] = conn.state
     result["codes"] = rec.codes()
-    result["diag_extras"] = sorted(set(rec.diags[-1]) & {"bufferedAmount", "rttMs"})
+    result["diag_extras"] = sorted(set(rec.diags[-1]) & {"buffered_amount", "rtt_ms"})
     result["grants"] = sum(1 for k, _ in rec.kinds() if k == "credit_grant")
     result["sockets"] = conn.sockets_opened
     result["live_proxies"] = conn.socket.live_proxies
@@ -112,7 +114,7 @@ def test_handshake_open_data_resize_signal_exit(
         # Node has no WebSocketStream and no sessionStorage: both reported.
         assert "websocketstream_unavailable" in codes
         assert "resume_store_unavailable" not in codes  # memory was asked for explicitly
-    assert r["diag_extras"] == ["bufferedAmount", "rttMs"]
+    assert r["diag_extras"] == ["buffered_amount", "rtt_ms"]
     assert r["grants"] >= 3  # 600 kB through a 256 KiB window
     assert (r["sockets"], r["live_proxies"]) == (1, 0)
     assert r["rtt_is_number_or_none"] and r["buffered"] >= 0
@@ -248,7 +250,7 @@ async def _backpressure(selenium: Any, helpers_src: str, url: str, ctl_url: str)
         "sent_while_paused": sent_while_paused,
         "pauses_at": pauses_at,
         "pauses_before_drain": pauses_before_drain,
-        "high_buffered": [d["bufferedAmount"] for d in high],
+        "high_buffered": [d["buffered_amount"] for d in high],
         "resume_after": ("flow_resume", "transport") in kinds,
         "low": rec.codes().count("backpressure_low"),
         "sender_error": None if sender.exception() is None else repr(sender.exception()),

@@ -34,9 +34,11 @@ def web_helpers_src() -> str:
 
 
 @pytest.fixture(scope="module")
-def sh_server() -> Iterator[ServeProcess]:
-    """The reference server; channels run ``/bin/sh``."""
-    with ServeProcess("--pty-command", "exec /bin/sh") as srv:
+def sh_server(web_server_main: tuple[str, int, Any]) -> Iterator[ServeProcess]:
+    """The reference server; channels run ``/bin/sh``.  The test pages come from
+    pytest-pyodide's web server, another origin: allow-listed (docs/security.md, 2)."""
+    host, port, _ = web_server_main
+    with ServeProcess("--pty-command", "exec /bin/sh", "--allow-origin", f"http://{host}:{port}") as srv:
         yield srv
 
 
@@ -124,7 +126,7 @@ async def _page_policies(selenium: Any, helpers_src: str, url: str) -> dict[str,
 
     h.restore_page()
     suspect = [d for d in rec.diags if d["code"] == "connection_suspect"]
-    r["suspect"] = [(d["why"], d.get("hiddenMs", 0) >= 25_000) for d in suspect]
+    r["suspect"] = [(d["why"], d.get("hidden_ms", 0) >= 25_000) for d in suspect]
     r["kinds"] = [k for k in rec.kinds() if k[0] != "credit_grant"]
     r["verify_failed"] = rec.codes().count("connection_verify_failed")
     await ch.signal("INT")

@@ -16,6 +16,11 @@ Only 127.0.0.1.
 
 from __future__ import annotations
 
+try:  # tests/ as a rootless directory (default) or as a package
+    from support.waiting import wait_for as wait_for
+except ImportError:  # pragma: no cover
+    from tests.support.waiting import wait_for as wait_for
+
 import asyncio
 import base64
 import contextlib
@@ -29,20 +34,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 TARGET = {"host": "127.0.0.1", "port": 22}
 USER = {"username": "reliability"}
-
-
-async def wait_for(pred: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    """Wait (bounded) until ``pred()`` is true, polling every few milliseconds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def figure(name: str, **values: Any) -> None:

@@ -37,6 +37,8 @@ from rel_util import (
 pytestmark = pytest.mark.timeout(600)
 
 MIB = 1 << 20
+#: n clients from loopback (one address prefix): lift the per-client and connection bounds.
+_UNBOUNDED = ("--max-sessions-per-client", "0", "--max-connections-per-ip", "0", "--max-connections", "0")
 P = get_profile("nimbus.v1")
 
 
@@ -59,7 +61,7 @@ async def _close_all(conns: list[Any]) -> None:
 
 async def _streaming(n: int, window: float) -> dict[str, Any]:
     raise_nofile(4 * n + 256)
-    async with ServerProcess(["--max-sessions", str(2 * n)]) as sp:
+    async with ServerProcess([*_UNBOUNDED, "--max-sessions", str(2 * n)]) as sp:
         await asyncio.sleep(0)
         base_rss = sp.rss()
         conns = await _connect_all(sp.url, n)
@@ -138,7 +140,7 @@ async def test_stress_200_streaming_connections_fair_and_bounded() -> None:
 
 async def _idle(n: int, window: float, heartbeat: float) -> dict[str, Any]:
     raise_nofile(4 * n + 256)
-    async with ServerProcess(["--max-sessions", str(2 * n)]) as sp:
+    async with ServerProcess([*_UNBOUNDED, "--max-sessions", str(2 * n)]) as sp:
         base_rss = sp.rss()
         t_connect = time.monotonic()
         conns = await _connect_all(sp.url, n, heartbeat_interval=heartbeat)
@@ -260,7 +262,8 @@ async def _header_trickler(port: int, lorises: list[RawWs]) -> None:
 async def test_slow_lorises_hold_bounded_memory_and_block_nobody() -> None:
     """20 zero-credit readers, 5 never-reading 4 MiB-credit clients, 20 frame tricklers, 20 header tricklers."""
     raise_nofile(2048)
-    async with ServerProcess() as sp:
+    # 67 connections from loopback, one address prefix: above the default 64 per address.
+    async with ServerProcess(["--max-connections-per-ip", "256"]) as sp:
         solo = await _healthy_stream(sp.url, 64 * MIB)
         solo_rtt = await _echo_rtts(sp.url, 20)
         base = sp.rss()

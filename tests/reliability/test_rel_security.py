@@ -87,7 +87,7 @@ GOOD = "https://good.example"
         ("https://evilgood.example", False),
         ("https://evil.example/https://good.example", False),
         ("https://good.example:8443", False),
-        ("https://good.example:443", False),  # not the serialised form: refused (fail closed)
+        ("https://good.example:443", True),  # the same origin (RFC 6454): default ports are dropped on both sides
         ("http://good.example", False),
         ("wss://good.example", False),
         ("https://good.example@evil.com", False),
@@ -117,8 +117,12 @@ async def test_two_origin_headers_are_never_upgraded(make_server: Any) -> None:
     ("origin", "host", "allowed"),
     [
         ("http://127.0.0.1:{port}", "127.0.0.1:{port}", True),
-        ("http://localhost:{port}", "127.0.0.1:{port}", True),  # both loopback
-        ("http://[::1]:{port}", "127.0.0.1:{port}", True),
+        # exact same origin (issue 13.2): another host string or port is another origin
+        ("http://localhost:{port}", "127.0.0.1:{port}", False),
+        ("http://[::1]:{port}", "127.0.0.1:{port}", False),
+        ("http://localhost:{port}", "localhost:{port}", True),
+        ("http://127.0.0.1:1", "127.0.0.1:{port}", False),
+        ("https://127.0.0.1:{port}", "127.0.0.1:{port}", False),
         ("http://127.0.0.1.evil.example", "127.0.0.1:{port}", False),
         ("http://localhost.evil.example:{port}", "127.0.0.1:{port}", False),
         ("null", "127.0.0.1:{port}", False),
@@ -128,7 +132,7 @@ async def test_two_origin_headers_are_never_upgraded(make_server: Any) -> None:
     ],
 )
 async def test_default_same_host_origin_policy(make_server: Any, origin: str, host: str, allowed: bool) -> None:
-    """No allow-list, open access on loopback: only pages of a loopback origin on a loopback Host."""
+    """No allow-list, open access on loopback: only the exact origin of the request, on a loopback Host."""
     srv: Server = await make_server()
     status = await _upgrade(srv.port, origin=origin.format(port=srv.port), host=host.format(port=srv.port))
     assert status == (101 if allowed else 403), (origin, host, status)
@@ -283,14 +287,15 @@ async def test_target_host_names_are_case_insensitive_but_exact(make_server: Any
 
 
 async def test_ssh_backend_defaults_to_loopback_targets_only(make_server: Any) -> None:
-    """No allow-list with the SSH backend: only loopback targets get past policy (port 1: nothing listens)."""
+    """No allow-list with the SSH backend: only loopback targets on port 22 get past policy
+    (the auth has no ``type``, so the open fails right after the policy, without connecting)."""
     srv: Server = await make_server(backend="ssh")
     w = await _wire(srv.url)
     await w.hello(Hello(auth=Auth("none"), caps=HelloCaps("nimbus.v1", True)))
     denied = ["10.0.0.1", "example.com", "0.0.0.0", "127.0.0.1.", "localhost.", "169.254.169.254", "[::]", ""]
     allowed = ["127.0.0.1", "localhost", "::1", "127.9.9.9"]
     for i, host in enumerate(denied + allowed):
-        await w.send(Open(i + 1, Target(host, 1), User("u", {"password": "x"}), None))
+        await w.send(Open(i + 1, Target(host, 22), User("u", {"password": "x"}), None))
         await asyncio.sleep(0.025)
     codes: dict[str, str] = {}
     while len(codes) < len(denied) + len(allowed):

@@ -6,6 +6,7 @@ import pytest
 from nimbus_websocket.core import OpenErr, Resize, Signal, Target, Term, User
 from nimbus_websocket.node_runtime.conformance.wire import WireClient
 from nimbus_websocket.node_runtime.server import Server, SshOptions
+from nimbus_websocket.node_runtime.server.ssh_backend import UNREACHABLE_MESSAGE
 from support.sshd import TestSshd
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.sshd]
@@ -13,7 +14,10 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.sshd]
 
 @pytest.fixture
 async def ssh_server(make_server, sshd: TestSshd) -> Server:  # type: ignore[no-untyped-def]
-    return await make_server(backend="ssh", ssh=SshOptions(known_hosts=str(sshd.known_hosts_path)))
+    # The default allow-list is loopback port 22 only: the private sshd's random port is named.
+    return await make_server(
+        backend="ssh", ssh=SshOptions(known_hosts=str(sshd.known_hosts_path)), allow_targets=(f"{sshd.host}:{sshd.port}",)
+    )
 
 
 def _key_user(sshd: TestSshd) -> User:
@@ -68,10 +72,24 @@ async def test_ssh_failures_are_open_err(make_server, ssh_server: Server, sshd: 
     await c.hello()
     bad = User(sshd.username, {"type": "password", "password": "nope"})
     assert (await _open_err(c, Target(sshd.host, sshd.port), bad)).code == "AUTH_FAILED"
-    # a port where nothing listens
-    assert (await _open_err(c, Target("127.0.0.1", 1), _key_user(sshd))).code == "TARGET_UNREACHABLE"
-    # the SSH backend only allows loopback targets unless told otherwise
+    # only the allow-listed target
+    assert (await _open_err(c, Target("127.0.0.1", 1), _key_user(sshd))).code == "POLICY_DENIED"
     assert (await _open_err(c, Target("192.0.2.1", 22), _key_user(sshd))).code == "POLICY_DENIED"
+    # a port where nothing listens (any loopback port allowed)
+    anyport: Server = await make_server(
+        backend="ssh", ssh=SshOptions(known_hosts=str(sshd.known_hosts_path)), allow_targets=("127.0.0.1:*",)
+    )
+    a = await WireClient.connect(anyport.url)
+    await a.hello()
+    err = await _open_err(a, Target("127.0.0.1", 1), _key_user(sshd))
+    assert (err.code, err.msg) == ("TARGET_UNREACHABLE", UNREACHABLE_MESSAGE)
+    # without an allow-list: loopback port 22 only
+    default: Server = await make_server(backend="ssh", ssh=SshOptions(known_hosts=str(sshd.known_hosts_path)))
+    d = await WireClient.connect(default.url)
+    await d.hello()
+    assert (await _open_err(d, Target("192.0.2.1", 22), _key_user(sshd))).code == "POLICY_DENIED"
+    if sshd.port != 22:
+        assert (await _open_err(d, Target(sshd.host, sshd.port), _key_user(sshd))).code == "POLICY_DENIED"
     strict: Server = await make_server(
         backend="ssh", ssh=SshOptions(known_hosts=str(sshd.known_hosts_path)), allow_targets=("127.0.0.1:2",)
     )
@@ -79,9 +97,11 @@ async def test_ssh_failures_are_open_err(make_server, ssh_server: Server, sshd: 
     await s.hello()
     assert (await _open_err(s, Target(sshd.host, sshd.port), _key_user(sshd))).code == "POLICY_DENIED"
     # a host key that is not in known_hosts
-    unknown: Server = await make_server(backend="ssh", ssh=SshOptions(known_hosts="/dev/null"))
+    unknown: Server = await make_server(
+        backend="ssh", ssh=SshOptions(known_hosts="/dev/null"), allow_targets=(f"{sshd.host}:{sshd.port}",)
+    )
     u = await WireClient.connect(unknown.url)
     await u.hello()
     assert (await _open_err(u, Target(sshd.host, sshd.port), _key_user(sshd))).code == "HOST_KEY_UNKNOWN"
-    for x in (c, s, u):
+    for x in (c, s, u, a, d):
         await x.close()

@@ -283,7 +283,13 @@ class TestSshd:
 
     def _write_config(self) -> None:
         password_auth = "yes" if self.password_user else "no"
+        # Root's .bashrc on this machine runs `pyenv init`, whose rehash waits up to
+        # PYENV_REHASH_TIMEOUT (60 s) for a lock file that a shell killed mid-rehash
+        # leaves behind: every later login shell would stall for a minute, a flake that
+        # has nothing to do with the code under test.  Bound that wait to 1 s (SetEnv
+        # keeps the login itself exactly what sshd does).
         config = f"""\
+SetEnv PYENV_REHASH_TIMEOUT=1
 Port {self.port}
 ListenAddress {self.host}
 AddressFamily inet

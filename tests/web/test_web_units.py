@@ -12,11 +12,26 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from nimbus_websocket.core import CloseError
+from nimbus_websocket.core import (
+    ClientOptions,
+    CloseError,
+    Diagnostic,
+    DiagPhase,
+    Ping,
+    PolicyEvent,
+    PolicyKind,
+    StateChanged,
+)
 from nimbus_websocket.core.aio import ConnectOptions
+from nimbus_websocket.core.state import ConnState
 from nimbus_websocket.node_runtime.client import ChannelOpenError, ResumeOptions, RetryOptions
 from nimbus_websocket.web_runtime import _ffi, bridge, storage
 from nimbus_websocket.web_runtime.lifecycle import PageLifecycle
+
+try:
+    from support.memory import ClientHarness
+except ImportError:  # pragma: no cover
+    from tests.support.memory import ClientHarness
 
 
 class FakeProxy:
@@ -313,6 +328,94 @@ def test_bridge_error_dicts_and_static_auth() -> None:
     provider = bridge._auth_provider({"scheme": "none"}, None)
     assert provider is not None and provider() == {"scheme": "none"}
     assert bridge._auth_provider(None, None) is None
+
+
+def test_bridge_js_keys_is_the_one_snake_to_camel_conversion() -> None:
+    assert bridge.js_keys(
+        {"buffered_amount": 1, "rtt_ms": 2, "ws_code": 3, "web_socket_stream": True, "why": "x"}
+    ) == {"bufferedAmount": 1, "rttMs": 2, "wsCode": 3, "webSocketStream": True, "why": "x"}
+    assert bridge.js_keys({"bufferedAmount": 1, "code": "c"}) == {"bufferedAmount": 1, "code": "c"}
+
+
+def _dispatched(events: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """What JavaScript receives for ``events``: ``(name, parsed JSON)`` per dispatch."""
+    got: list[tuple[str, Any]] = []
+    handle = bridge.ConnectionHandle(
+        lambda name, payload: got.append((name, json.loads(payload))),
+        ["statechange", "diagnostic", "policy"],
+    )
+    on = handle.listeners()
+    for ev in events:
+        name = {Diagnostic: "diagnostic", PolicyEvent: "policy", StateChanged: "statechange"}.get(type(ev))
+        if name is not None:
+            on[name](ev)
+    return got
+
+
+def test_bridge_diagnostic_json_has_the_camel_case_keys_js_reads() -> None:
+    """A Diagnostic with snake_case extras reaches JavaScript exactly as before the rename."""
+    ev = Diagnostic(
+        1234.5,
+        DiagPhase.TRANSPORT,
+        "transport_closed",
+        {"ws_code": 1006, "reason": "", "buffered_amount": 7, "rtt_ms": 12.5},
+    )
+    assert ev.to_dict()["ws_code"] == 1006  # Python sees snake_case
+    assert _dispatched([ev]) == [
+        (
+            "diagnostic",
+            {
+                "timestamp": 1234.5,
+                "phase": "transport",
+                "code": "transport_closed",
+                "wsCode": 1006,
+                "reason": "",
+                "bufferedAmount": 7,
+                "rttMs": 12.5,
+            },
+        )
+    ]
+    policy = PolicyEvent(PolicyKind.CREDIT_GRANT, 1, None, 4096)
+    state = StateChanged(ConnState.AUTHENTICATING, ConnState.READY, "hello_ok")
+    assert _dispatched([policy, state]) == [
+        ("policy", {"kind": "credit_grant", "channel": 1, "reason": None, "value": 4096}),
+        ("statechange", {"old": "authenticating", "new": "ready", "state": "ready", "reason": "hello_ok"}),
+    ]
+
+
+def test_bridge_json_of_a_scripted_session_keeps_the_keys_of_each_diagnostic() -> None:
+    """The core's own diagnostics, through the bridge: the camelCase keys the facade always had."""
+    h = ClientHarness(ClientOptions(verify_timeout=5.0))
+    h.connect()
+    now = h.clock()
+    h.client.verify(now, "visibility", hidden_ms=30_000)
+    h.drain()
+    h.feed(Ping(1.0))  # connection_verified
+    h.client.verify(now, "online")
+    h.drain()
+    h.tick_to(now + 6.0)  # verify failed: abandoned as a drop, reconnect scheduled
+    h.tick_to(h.client.next_deadline() or now)  # reconnect attempt
+    h.client.transport_opened(h.clock())
+    h.drain()
+    h.feed("not json")  # protocol error
+    keys: dict[str, set[str]] = {}
+    for name, d in _dispatched(h.events):
+        if name == "diagnostic":
+            keys.setdefault(d["code"], set(d))  # the first of each code
+    base = {"timestamp", "phase", "code", "bufferedAmount", "rttMs"}
+    expected = {
+        "connection_suspect": {"why", "hiddenMs"},
+        "connection_verified": {"why", "waitedMs"},
+        "connection_verify_failed": {"why", "timeoutMs"},
+        "transport_closed": {"wsCode", "reason"},
+        "reconnect_scheduled": {"attempt", "delayMs"},
+        "reconnect_attempt": {"attempt"},
+        "hello_sent": {"resume"},
+        "protocol_error": {"closeCode", "message"},
+    }
+    for code, extra in expected.items():
+        assert keys.get(code) == base | extra, (code, keys.get(code))
+    assert all("_" not in k for ks in keys.values() for k in ks), keys
 
 
 class FakeJsSocket:
