@@ -10,11 +10,11 @@ Per channel: output retained -- sent and not yet acknowledged under
 ``caps.ack``, plus read and waiting for credit -- at most
 ``max_retained_output`` (the backend is not read past it, whatever credit
 the client granted), plus what the runtime reads after the budget ran out
-(the reference PTY backend: at most two reads, ``2 * max_read``); input not
+(the reference PTY backend: under four reads, ``4 * max_read``); input not
 yet written to the backend at most ``max_input_buffer`` (else 4007).  That
-is about 8.1 MiB with the defaults.  Per connection: ``max_channels``
-channels, so ``max_channels * (max_retained_output + 2 * max_read +
-max_input_buffer)`` = 32.5 MiB, plus the socket's ``write_high_water``
+is about 8.3 MiB with the defaults.  Per connection: ``max_channels``
+channels, so ``max_channels * (max_retained_output + 4 * max_read +
+max_input_buffer)`` = 33 MiB, plus the socket's ``write_high_water``
 (1 MiB, and one read per channel past it) and one incoming frame
 (``max_frame``): about 35 MiB.  Per server: ``max_sessions`` sessions (else
 4010), each holding its channels' bounds while detached for ``retention``

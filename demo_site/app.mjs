@@ -269,7 +269,7 @@ async function saveConfig(cfg) {
 /**
  * The WebSocket URL the page may use for `text` -- `{url}` -- or `{error}`.
  * Empty: the endpoint `ws/ssh` next to the page (`/ws/ssh` for a page at
- * `/`).  A relative path, or this origin written as http(s):, becomes
+ * `/`, `/term/ws/ssh` for a page at `/term/` behind a proxy: docs/deploy.md).  A relative path, or this origin written as http(s):, becomes
  * ws(s):.  Anything but this page's own origin (ws: for http:, wss: for
  * https:, same host and port) is refused: the page sends the bearer token
  * and the SSH password typed into its form over this socket.

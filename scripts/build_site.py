@@ -7,7 +7,12 @@ Layout of the output folder (default ``build/site/``)::
     site.json                       <- wheel file name and versions (for the page)
     vendor/xterm/xterm.js xterm.css addon-fit.js   <- node_modules/@xterm (pinned)
     nimbus/nimbus.mjs ...           <- web_runtime/js/ (the JavaScript facade)
-    pyodide/...                     <- build/pyodide-dist/ (core, lock, wheels)
+    pyodide/...                     <- build/pyodide-dist/: only what the page loads
+                                       (PAGE_PYODIDE_FILES, the project wheel and a
+                                       lock file listing only that wheel)
+    X.gz                            <- gzip -9 of each compressible file X (when it
+                                       saves >= 10%); the server sends it for
+                                       Accept-Encoding: gzip
 
 Everything is local: the page loads no CDN.  The Pyodide files (~17 MB) are
 **hard-linked** when both folders share a file system (copied otherwise), the
@@ -25,6 +30,7 @@ summary line.  Run ``scripts/setup.sh`` (``make setup``) first so that
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -37,9 +43,15 @@ PROJECT_LOCK_NAME = "nimbus-websocket"
 
 #: demo_site files that are served (build scripts and notes stay behind).
 SITE_SUFFIXES = (".html", ".mjs", ".js", ".css", ".svg", ".png", ".ico")
-#: Pyodide dist files the page never needs (tests-only wheels stay reachable
-#: through the lock file, so everything else is linked; maps are only noise).
-PYODIDE_SKIP_SUFFIXES = (".map",)
+#: The Pyodide dist files the page loads (recorded in Chromium: ``pyodide.mjs``
+#: imports ``pyodide.asm.mjs``, which fetches the wasm, the stdlib and the lock
+#: file); the project wheel is added from the lock.  The dist's other wheels
+#: (micropip, pytest, pluggy, pygments, setuptools...) serve tests/pyodide only.
+PAGE_PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip")
+#: Files worth a precompressed ``.gz`` twin (wheels and zips are deflated already).
+GZIP_SUFFIXES = (".html", ".mjs", ".js", ".css", ".svg", ".json", ".wasm")
+GZIP_MIN_BYTES = 1024
+GZIP_MIN_SAVING = 0.10
 
 
 class BuildError(RuntimeError):
@@ -132,13 +144,15 @@ def plan(
     lock_path = pyodide_dist / "pyodide-lock.json"
     if not lock_path.is_file():
         raise BuildError(f"{pyodide_dist} incomplete; run `make setup`")
-    for src in sorted(pyodide_dist.iterdir()):
-        if src.is_file() and src.suffix not in PYODIDE_SKIP_SUFFIXES and not src.name.startswith("."):
-            files[f"pyodide/{src.name}"] = src
+    for name in PAGE_PYODIDE_FILES:
+        if not (pyodide_dist / name).is_file():
+            raise BuildError(f"{pyodide_dist / name} missing; run `make setup`")
+        files[f"pyodide/{name}"] = pyodide_dist / name
     lock = json.loads(lock_path.read_text(encoding="utf-8"))
     entry = lock.get("packages", {}).get(PROJECT_LOCK_NAME)
     if entry is None or not (pyodide_dist / entry["file_name"]).is_file():
         raise BuildError(f"{lock_path} has no usable {PROJECT_LOCK_NAME!r} wheel; run `make setup`")
+    files[f"pyodide/{entry['file_name']}"] = pyodide_dist / entry["file_name"]
 
     meta: dict[str, object] = {
         "wheel": f"pyodide/{entry['file_name']}",
@@ -151,11 +165,43 @@ def plan(
         # What the page downloads with fetch() while booting (for its progress bar).
         "bootBytes": sum(
             (pyodide_dist / name).stat().st_size
-            for name in ("pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json", entry["file_name"])
+            for name in ("pyodide.asm.wasm", "python_stdlib.zip", entry["file_name"])
             if (pyodide_dist / name).is_file()
-        ),
+        )
+        + len(page_lock(pyodide_dist).encode()),  # the lock as shipped (only the project wheel)
     }
     return files, meta, warnings
+
+
+def page_lock(pyodide_dist: Path) -> str:
+    """The dist's ``pyodide-lock.json`` listing only the project wheel (all the page ships)."""
+    lock = json.loads((pyodide_dist / "pyodide-lock.json").read_text(encoding="utf-8"))
+    lock["packages"] = {PROJECT_LOCK_NAME: lock["packages"][PROJECT_LOCK_NAME]}
+    return json.dumps(lock, indent=1) + "\n"
+
+
+def _gzip_twin(path: Path) -> Path | None:
+    """Write ``path.gz`` (gzip -9, no name or time in the header, the source's mtime) unless it is
+    already there or would not save :data:`GZIP_MIN_SAVING`; the twin kept, or ``None``."""
+    gz = path.with_name(path.name + ".gz")
+    st = path.stat()
+    if path.suffix not in GZIP_SUFFIXES or st.st_size < GZIP_MIN_BYTES:
+        return None
+    try:
+        g = gz.stat()
+        if g.st_mtime_ns == st.st_mtime_ns:
+            return gz
+    except FileNotFoundError:
+        pass
+    data = gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)
+    if len(data) > st.st_size * (1 - GZIP_MIN_SAVING):
+        gz.unlink(missing_ok=True)
+        return None
+    tmp = gz.with_name(f".{gz.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, gz)
+    return gz
 
 
 def build(
@@ -171,7 +217,13 @@ def build(
     # copied, so that an edit under build/site can never change the source tree.
     changed = sum(_place(src, out / rel, rel.startswith("pyodide/")) for rel, src in files.items())
     changed += _write_if_changed(out / "site.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    keep = set(files) | {"site.json"}
+    dist = pyodide_dist or root / "build" / "pyodide-dist"
+    changed += _write_if_changed(out / "pyodide" / "pyodide-lock.json", page_lock(dist))
+    keep = set(files) | {"site.json", "pyodide/pyodide-lock.json"}
+    for rel in sorted(keep):
+        gz = _gzip_twin(out / rel)
+        if gz is not None:
+            keep.add(gz.relative_to(out).as_posix())
     removed = 0
     for path in sorted(out.rglob("*"), reverse=True):  # children before their folders
         rel = path.relative_to(out).as_posix()

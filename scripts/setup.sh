@@ -2,12 +2,15 @@
 # Prepare a development / CI machine for nimbus-websocket.  Idempotent; a
 # repeat run only redoes what changed.
 #
-#   1. system packages (root only): chromium, openssh-server, python3-venv
+#   1. system packages (root only): chromium, openssh-server, nginx, python3-venv
 #   2. .venv + requirements-dev.txt + the build backend + `pip install -e .`
 #      (skipped while requirements-dev.txt / pyproject.toml are unchanged)
 #   3. `npm ci` (when node_modules is missing or package-lock.json changed)
 #   4. project wheel -> build/wheel/   (rebuilt when the sources changed)
 #   5. offline Pyodide folder -> build/pyodide-dist/ (scripts/build_pyodide_dist.py)
+#   6. the pip install set (scripts/build_wheels.py): build/site/, the page's
+#      data-only wheel -> build/site-wheel/, the server extra's third-party
+#      wheels -> build/wheelhouse/ (pip download, once per pin change)
 #
 # Environment: PYTHON (interpreter for a new venv, default python3),
 #              NIMBUS_SETUP_VERBOSE=1 to see the tools' output.
@@ -46,6 +49,9 @@ hash_files() { cat -- "$@" | sha256sum | cut -d' ' -f1; }
 apt_pkgs=()
 [[ -x /usr/bin/chromium ]] || apt_pkgs+=(chromium)
 [[ -x /usr/sbin/sshd ]] || apt_pkgs+=(openssh-server)
+# Debian's nginx: tests/e2e/test_deploy_nginx*.py run docs/deploy.md's proxy recipe with a
+# config of their own on a free port (bookworm's nginx-light is a transitional package).
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || apt_pkgs+=(nginx)
 if [[ ! -x "$PY" ]] && ! "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     apt_pkgs+=(python3-venv)
 fi
@@ -104,4 +110,9 @@ fi
 "$PY" scripts/build_pyodide_dist.py --build-wheel --quiet ||
     die "assembling build/pyodide-dist failed (see above)"
 log "wheel: $(cd build/wheel && ls nimbus_websocket-*.whl)  dist: build/pyodide-dist/"
+
+# --- 6. what `pip install 'nimbus-websocket[server]'` installs, offline ----------
+"$PY" scripts/build_wheels.py --quiet ||
+    die "building the site wheel / wheelhouse failed (see above)"
+log "site wheel: $(cd build/site-wheel && ls nimbus_websocket_site-*.whl)  wheelhouse: build/wheelhouse/"
 log "done in $((SECONDS - START)) s"

@@ -15,8 +15,11 @@ with one computed from the source tree:
 
 from __future__ import annotations
 
+import base64
 import fnmatch
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -177,3 +180,62 @@ def test_dist_info(wheel: Path) -> None:
     assert "nimbus-ws = nimbus_websocket.__main__:main" in entry_points
     recorded = {line.split(",")[0] for line in record.splitlines() if line}
     assert recorded == all_names
+
+
+# ------------------------------------------------------- the companion site wheel
+# Issue 14, item 3: ``pip install 'nimbus-websocket[server]'`` installs the page
+# from the data-only distribution nimbus-websocket-site (scripts/build_wheels.py).
+
+
+def _build_wheels_module() -> Any:
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import build_wheels
+    finally:
+        sys.path.pop(0)
+    return build_wheels
+
+
+def test_server_extra_pins_the_site_wheel_of_this_version() -> None:
+    project = _pyproject()["project"]
+    server = project["optional-dependencies"]["server"]
+    assert f"nimbus-websocket-site=={project['version']}" in server, server
+    # the client-only installs never download the page
+    assert not any("site" in d for d in project["optional-dependencies"]["client"])
+    assert project["dependencies"] == []
+
+
+def test_site_wheel_is_the_built_page_and_reproducible(tmp_path: Path) -> None:
+    bw = _build_wheels_module()
+    dist = REPO_ROOT / "build" / "pyodide-dist"
+    if not (dist / "pyodide-lock.json").is_file() or not (REPO_ROOT / "node_modules" / "@xterm").is_dir():
+        pytest.skip("build/pyodide-dist or node_modules missing: make setup")
+    site = tmp_path / "site"
+    bw.build_site.build(site, REPO_ROOT, dist)
+    version = bw.project_version()
+    first = bw.write_site_wheel(site, tmp_path / "a", version)
+    again = bw.write_site_wheel(site, tmp_path / "b", version)
+    assert first.name == f"nimbus_websocket_site-{version}-py3-none-any.whl"
+    assert first.read_bytes() == again.read_bytes()  # sorted entries, fixed timestamps
+    dist_info = f"nimbus_websocket_site-{version}.dist-info"
+    with zipfile.ZipFile(first) as zf:
+        names = {n for n in zf.namelist() if not n.endswith("/")}
+        wheel_meta = zf.read(f"{dist_info}/WHEEL").decode()
+        metadata = zf.read(f"{dist_info}/METADATA").decode()
+        record = zf.read(f"{dist_info}/RECORD").decode()
+        for line in record.splitlines():
+            name, digest, size = line.rsplit(",", 2)
+            if digest:
+                data = zf.read(name)
+                assert int(size) == len(data), name
+                want = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                assert digest == f"sha256={want}", name
+    assert "Root-Is-Purelib: true" in wheel_meta and "Tag: py3-none-any" in wheel_meta
+    assert "Name: nimbus-websocket-site\n" in metadata and f"Version: {version}\n" in metadata
+    assert {line.split(",")[0] for line in record.splitlines()} == names
+    assert {n.split("/")[0] for n in names} == {"nimbus_websocket_site", dist_info}
+    page = {f"nimbus_websocket_site/site/{p.relative_to(site).as_posix()}" for p in site.rglob("*") if p.is_file()}
+    assert {n for n in names if n.startswith("nimbus_websocket_site/site/")} == page
+    assert "nimbus_websocket_site/site/index.html" in names
+    assert "nimbus_websocket_site/__init__.py" in names
+    assert not [n for n in names if re.search(r"/(pytest|pluggy|pygments|setuptools|micropip)-", n)]

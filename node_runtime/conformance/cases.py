@@ -349,7 +349,7 @@ async def credit_never_beyond(ctx: Ctx) -> str:
     await w.grant(1, n)
     ch = w.chan(1)
     try:
-        await w.expect(lambda m: ch.received >= n, f"{n} bytes for a grant of {n}")
+        await w.until_state(lambda: ch.received >= n, f"{n} bytes for a grant of {n}")
     except WaitTimeout:
         raise KitFailure(f"stalled: granted {n}, received only {ch.received} although 20000 bytes are pending") from None
     got = await w.quiet(ctx.opts.quiet_window)
@@ -372,7 +372,7 @@ async def credit_replenish(ctx: Ctx) -> str:
         rounds += 1
         await w.grant(1, 1024)
         try:
-            await w.expect(lambda m: ch.outstanding == 0 or m2 in ch.data(0), f"round {rounds} of 1024 bytes")
+            await w.until_state(lambda: ch.outstanding == 0 or m2 in ch.data(0), f"round {rounds} of 1024 bytes")
         except WaitTimeout:
             if m2 not in ch.data(0):
                 raise KitFailure(
@@ -654,7 +654,7 @@ async def error_control_burst_ok(ctx: Ctx) -> str:
     n = 40
     for i in range(n):
         await w.ping(i + 0.25)
-    await w.expect(lambda m: len(w.pongs) >= n, f"{n} pongs")
+    await w.until_state(lambda: len(w.pongs) >= n, f"{n} pongs")
     _check(w.pongs == [i + 0.25 for i in range(n)], "pongs out of order or with wrong ts")
     return f"{n} pongs in order"
 
@@ -832,7 +832,7 @@ async def ack_input_ack(ctx: Ctx) -> str:
     await ctx.open_shell(w, 1)
     await ctx.sync(w, 1)
     ch = w.chan(1)
-    await w.expect(lambda m: bool(ch.acks) and ch.acks[-1] == ch.sent, f"an input ack of {ch.sent} bytes")
+    await w.until_state(lambda: bool(ch.acks) and ch.acks[-1] == ch.sent, f"an input ack of {ch.sent} bytes")
     return f"input acknowledged up to {ch.sent} bytes"
 
 
@@ -853,11 +853,11 @@ async def ack_exactly_once(ctx: Ctx) -> str:
     w1.auto_credit(1, 0)
     # Spend the credit still outstanding, then grant 2 KiB more and treat what
     # arrives for it as lost in flight: the drop must not lose it.
-    await w1.expect(lambda m: ch1.outstanding == 0 or m2 in ch1.data(0), "the stream to use up its credit")
+    await w1.until_state(lambda: ch1.outstanding == 0 or m2 in ch1.data(0), "the stream to use up its credit")
     _check(m2 not in ch1.data(0), "the whole stream arrived before the drop (raise n)")
     rx, sent = ch1.received, ch1.sent
     await w1.grant(1, 2048)
-    await w1.expect(lambda m: ch1.received > rx, "data for the last grant")
+    await w1.until_state(lambda: ch1.received > rx, "data for the last grant")
     in_flight = ch1.received - rx
     w1.abort()
     w2, ok2 = await ctx.ready(ack=True, resume=ResumeRequest(token, (ResumeChannel(1, o.resume_key or "", rx),)))

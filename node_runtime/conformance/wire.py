@@ -510,6 +510,14 @@ class Wire:
             if pred(m):
                 return m
 
+    async def until_state(self, cond: Callable[[], bool], what: str, timeout: float | None = None) -> None:
+        """Read (observing every message) until ``cond()`` holds -- checked first, so a
+        state reached by a message already read (an ack before the output it follows)
+        does not wait for another one."""
+        if cond():
+            return
+        await self.expect(lambda _m: cond(), what, timeout)
+
     async def expect_hello_ok(self, timeout: float | None = None) -> HelloOk:
         """The ``hello_ok`` answering our ``hello`` (must be the first frame)."""
         m = await self.next(timeout, context="waiting for hello_ok")

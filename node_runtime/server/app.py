@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
@@ -76,8 +77,10 @@ from .policy import (
     is_loopback,
     running_as_root,
 )
+from .proxy import TrustedProxies, normalize_base_path
 from .ssh_backend import SshBackend, SshOptions
 from .static import StaticFiles, response
+from .tls import server_ssl_context
 
 __all__ = ["Server", "ServerOptions"]
 
@@ -125,6 +128,20 @@ class ServerOptions:
     #: Static-file bytes being sent at once, overall and per client prefix (503 past them).
     static_bytes_in_flight: int = 128 * 1024 * 1024
     static_bytes_per_ip: int = 32 * 1024 * 1024
+    #: URL prefix everything is served under (page, assets, ``path``, ``/metrics``), for a
+    #: reverse proxy that does not strip its prefix: ``/term/`` serves ``/term/ws/ssh``;
+    #: outside it, 404; ``/term`` redirects to ``/term/`` (docs/deploy.md).
+    base_path: str = "/"
+    #: Proxies (exact addresses or CIDR networks) whose ``X-Forwarded-For`` names the
+    #: client for per-client limits, the failed-resume budget and logs; from any other
+    #: peer the header is ignored.  Admission at accept still keys by the TCP peer.
+    trust_proxy: tuple[str, ...] = ()
+    #: TLS: PEM certificate chain (leaf first) and its private key (``None``: in ``cert``);
+    #: the server then serves ``https://`` and ``wss://`` (TLS >= 1.2, loaded at construction).
+    cert: str | None = None
+    key: str | None = None
+    #: A ready server-side context for embedding; wins over ``cert``/``key``.
+    ssl_context: ssl.SSLContext | None = None
 
     @property
     def effective_config(self) -> ServerConfig:
@@ -250,8 +267,14 @@ class _Conn:
         self.server = server
         self.ws = ws
         peer = ws.remote_address
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.ip = str(peer[0]) if peer else "?"
+        #: The TCP peer (``ip:port``): the proxy's, when the request was forwarded.
+        self.via = f"{peer[0]}:{peer[1]}" if peer else "?"
+        #: The client: the TCP peer's address, or the one a trusted proxy forwarded.
+        self.ip, self.forwarded = server.client_address(ws)
+        #: The client in logs and diagnostics (``ip:port`` when not forwarded).
+        self.peer = self.ip if self.forwarded else self.via
+        #: Came through some proxy (a forwarding header, trusted or not): never anonymous.
+        self.proxied = _proxied(ws.request)
         self.wake_ev = asyncio.Event()
         self.core = ServerConnection(
             server.registry,
@@ -272,7 +295,10 @@ class _Conn:
         if m:
             m.connections.inc()
             m.connections_total.inc()
-        log.info("connect", extra={"event": "connect", "peer": self.peer, "subprotocol": self.ws.subprotocol})
+        extra: dict[str, Any] = {"event": "connect", "peer": self.peer, "subprotocol": self.ws.subprotocol}
+        if self.forwarded:
+            extra["via"] = self.via
+        log.info("connect", extra=extra)
         writer = asyncio.create_task(self._write_loop())
         ws = self.ws
         if isinstance(ws, PushMessages):
@@ -398,9 +424,10 @@ class _Conn:
     async def _auth(self, ev: AuthRequested) -> None:
         auth = self.server.auth
         peer_uid: int | None = None
-        if auth.anonymous_possible:
+        if auth.anonymous_possible and not self.proxied:
             # Anonymous access is for the server's own user only: who owns the client's
             # socket (the kernel's socket table; a thread, the table can be long).
+            # A forwarded request's socket is the proxy's, not the client's: never anonymous.
             transport = self.ws.transport
             sockname, peername = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
             try:
@@ -417,6 +444,8 @@ class _Conn:
             extra["peer_uid"] = peer_uid
             if principal is None:
                 extra["reason"] = "anonymous access is for the server's own user only"
+                if self.proxied:
+                    extra["reason"] = "forwarded by a proxy: anonymous access is never granted, send a token"
         log.info("auth", extra=extra)
         self.core.auth_result(principal, time.time())
         self.process()
@@ -464,9 +493,17 @@ class Server:
             self.generated_token = generate_token()
             tokens = (self.generated_token,)
         self.auth = AuthPolicy(tokens, opts.auth_hook, loopback)
-        #: Exact same origin (the server's scheme: http until it serves TLS) or the allow-list.
-        self.origins = OriginPolicy(opts.allow_origins, loopback_host_only=loopback, scheme="http")
+        if opts.key is not None and opts.cert is None and opts.ssl_context is None:
+            raise ValueError("ServerOptions.key is set without cert")
+        #: The TLS context when the server serves https/wss (``ssl_context``, else from ``cert``/``key``).
+        self.ssl_context = opts.ssl_context or (server_ssl_context(opts.cert, opts.key) if opts.cert else None)
+        #: Exact same origin (the server's own scheme, https with TLS) or the allow-list.
+        self.origins = OriginPolicy(opts.allow_origins, loopback_host_only=loopback, scheme="https" if self.tls else "http")
         self.targets = TargetPolicy(opts.allow_targets, default_loopback_only=opts.backend == "ssh")
+        #: ``options.base_path`` normalised (``/`` or ``/a/b/``); raises ValueError if malformed.
+        self.base_path = normalize_base_path(opts.base_path)
+        #: ``options.trust_proxy`` parsed: whose ``X-Forwarded-For`` is believed.
+        self.trusted_proxies = TrustedProxies.parse(opts.trust_proxy)
         self.metrics = Metrics() if opts.metrics else None
         self._backends: dict[tuple[str, int], Backend] = {}
         self._closing: set[Backend] = set()  # closed, not yet reaped
@@ -529,6 +566,7 @@ class Server:
             ping_interval=None,
             close_timeout=5,
             server_header="nimbus-ws",
+            ssl=self.ssl_context,
             **kw,
         )
         self._ticker = asyncio.create_task(self._tick_sessions())
@@ -541,15 +579,21 @@ class Server:
             )
 
     @property
+    def tls(self) -> bool:
+        """Whether the server serves TLS (``https://``, ``wss://``)."""
+        return self.ssl_context is not None
+
+    @property
     def access_url(self) -> str:
-        """The URL to open: the page (``http://host:port/``) when a static directory is served,
+        """The URL to open: the page (``http(s)://host:port/``) when a static directory is served,
         else the WebSocket URL; with ``?token=`` when the token was generated at start."""
         host = self.options.host
         if host in ("", "0.0.0.0", "::"):  # every address: name the machine
             host = socket.gethostname()
         if ":" in host:
             host = f"[{host}]"
-        base = f"http://{host}:{self.port}/" if self._static is not None else f"ws://{host}:{self.port}{self.options.path}"
+        http, ws = ("https", "wss") if self.tls else ("http", "ws")
+        base = f"{http}://{host}:{self.port}{self.base_path}" if self._static is not None else f"{ws}://{host}:{self.port}{self.ws_path}"
         return base if self.generated_token is None else f"{base}?token={self.generated_token}"
 
     @property
@@ -567,11 +611,30 @@ class Server:
 
     @property
     def url(self) -> str:
-        """``ws://host:port/path``."""
+        """``ws://host:port/path`` (``wss://`` with TLS)."""
         host = self.options.host
         if ":" in host:
             host = f"[{host}]"
-        return f"ws://{host}:{self.port}{self.options.path}"
+        return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}{self.ws_path}"
+
+    @property
+    def ws_path(self) -> str:
+        """The WebSocket's path: ``options.path`` under :attr:`base_path` (``/term/ws/ssh``)."""
+        return self.base_path.rstrip("/") + "/" + self.options.path.lstrip("/")
+
+    def client_address(self, ws: WsConnection) -> tuple[str, bool]:
+        """``(address, forwarded)``: the client of ``ws``'s request -- the TCP peer's address,
+        or, when the peer is a trusted proxy (``trust_proxy``), the client its
+        ``X-Forwarded-For`` names (``forwarded`` True)."""
+        peer = ws.remote_address
+        ip = str(peer[0]) if peer else "?"
+        request = ws.request
+        if not self.trusted_proxies or request is None:
+            return ip, False
+        values = request.headers.get_all("X-Forwarded-For")
+        if not values or not self.trusted_proxies.trusts(ip):
+            return ip, False
+        return self.trusted_proxies.client_address(ip, values), True
 
     async def stop(self, code: int = CloseCode.GOING_AWAY) -> None:
         """Stop accepting, close every connection with ``code`` (``GOING_AWAY``), end all sessions."""
@@ -836,8 +899,15 @@ class Server:
             if len(headers.get_all(name)) > 1:  # which one would a proxy have checked?
                 log.warning("bad request", extra={"event": "bad_request", "reason": f"duplicate {name} header"})
                 return response(400, b"Bad request\n", "text/plain; charset=utf-8")
-        path = urlsplit(request.path).path
-        if path == self.options.path:
+        target = urlsplit(request.path)
+        path = self._under_base(target.path)
+        if path is None:
+            if target.path == self.base_path.rstrip("/") and request.headers.get("Upgrade") is None:
+                # "/term" -> "/term/": the page's relative URLs resolve under the prefix.
+                location = self.base_path + (f"?{target.query}" if target.query else "")
+                return response(HTTPStatus.MOVED_PERMANENTLY, b"Moved\n", "text/plain; charset=utf-8", (("Location", location),))
+            return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
+        if path == self._ws_rel_path:
             if not self.origins.check(request.headers.get("Origin"), request.headers.get("Host")):
                 log.warning("origin refused", extra={"event": "origin_refused", "origin": request.headers.get("Origin")})
                 return ws.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
@@ -857,7 +927,7 @@ class Server:
                 log.info("metrics refused", extra={"event": "metrics_refused", "reason": "host", "host": (host or "")[:100]})
                 return response(HTTPStatus.MISDIRECTED_REQUEST, b"Misdirected request\n", "text/plain; charset=utf-8")
             peer_uid: int | None = None
-            if self.auth.anonymous_possible:
+            if self.auth.anonymous_possible and not _proxied(request):
                 transport = ws.transport
                 try:
                     peer_uid = await asyncio.to_thread(
@@ -873,10 +943,34 @@ class Server:
                 )
             return response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         if self._static is not None and request.headers.get("Upgrade") is None:
-            peer = ws.remote_address
-            key = peer_prefix(str(peer[0])) if peer else "?"
-            return await self._static.respond(path, key, lambda release: _on_closed(ws, release))
+            key = peer_prefix(self.client_address(ws)[0])
+            return await self._static.respond(
+                path, key, lambda release: _on_closed(ws, release), request_headers=request.headers
+            )
         return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
+
+    @property
+    def _ws_rel_path(self) -> str:
+        """``options.path`` with its leading slash: the WebSocket's path under the base."""
+        return "/" + self.options.path.lstrip("/")
+
+    def _under_base(self, path: str) -> str | None:
+        """``path`` relative to :attr:`base_path` (with a leading ``/``), or ``None`` outside it."""
+        base = self.base_path
+        if base == "/":
+            return path
+        if not path.startswith(base):
+            return None
+        return "/" + path[len(base):]
+
+
+#: Headers a reverse proxy adds: a request carrying one came through a proxy.
+_FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+
+
+def _proxied(request: Request | None) -> bool:
+    """True if ``request`` carries a forwarding header (from a trusted proxy or not)."""
+    return request is not None and any(name in request.headers for name in _FORWARDING_HEADERS)
 
 
 def _on_closed(ws: WsConnection, fn: Callable[[], None]) -> None:

@@ -25,8 +25,11 @@ keeps reading while the event loop sends what it read, at most
 or its output pauses for :data:`PTY_STREAM_IDLE`; then the loop watches
 the descriptor again, so interactive keystroke echo never takes a thread
 hop.  The pool reads whole chunks while the budget is positive, so output
-read but not yet sendable exceeds the credit by at most two chunks
-(``2 * max_read``).  Memory per backend: three read chunks (two in flight,
+read but not yet sendable exceeds the credit by less than four chunks
+(``4 * max_read``): while streaming, the chunk that used up the budget (all
+but its first byte may lie beyond it) and the two the pool read meanwhile;
+once the process has exited and hung the PTY up, one last read that tells
+whether any output is left.  Memory per backend: three read chunks (two in flight,
 one being sent), plus input queued for the process, which the core bounds
 (``max_input_buffer``).
 """
@@ -480,7 +483,10 @@ class LocalProcessBackend:
                     busy = self._job_running or self._inflight > 0
                 if busy:
                     return  # the pool's last chunk reports again
-                data, eof = read_burst(master, self.max_read)  # one read past the budget at most
+                # One read even past the budget: whether output is left can only be
+                # learnt by reading, and the exit must not wait for credit that a
+                # client that has read everything has no reason to grant.
+                data, eof = read_burst(master, self.max_read)
                 if data or eof:
                     self._deliver(master, "stdout", data, eof)  # reports the exit once at the end
                     return

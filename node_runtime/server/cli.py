@@ -5,22 +5,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ...core.server_config import ServerConfig
 from .app import Server, ServerOptions
 from .policy import OriginPolicy
+from .proxy import TrustedProxies, normalize_base_path
 from .ssh_backend import SshOptions
-from .static import default_static_dir
+from .static import default_static_dir, installed_site_dir
+from .tls import TlsConfigError, server_ssl_context
 
-__all__ = ["add_parser", "run_serve"]
+__all__ = ["EXIT_STATUS", "add_parser", "run_serve"]
+
+#: The ``serve --help`` epilog (and README "Using it"): what the exit status means.
+EXIT_STATUS = (
+    "exit status: 0 stopped by SIGTERM or SIGINT; 2 usage or configuration error "
+    "(one line on stderr: bad option, port in use, missing --static directory, "
+    "unreadable certificate, missing extra); 1 unexpected error"
+)
 
 _STD_ATTRS = set(vars(logging.LogRecord("x", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -91,24 +102,62 @@ def setup_logging(fmt: str, level: int = logging.INFO) -> None:
 
 def add_parser(sub: Any) -> None:
     """Register ``serve``."""
-    p: argparse.ArgumentParser = sub.add_parser("serve", help="run the reference server", allow_abbrev=False)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--path", default="/ws/ssh")
-    p.add_argument("--backend", choices=("pty", "ssh"), default="pty")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve", help="run the reference server", allow_abbrev=False, epilog=EXIT_STATUS
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0: every IPv4 address)")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (default %(default)s; 0: a free port)")
+    p.add_argument("--path", default="/ws/ssh", help="the WebSocket endpoint's path (default %(default)s)")
+    # --- behind a reverse proxy (docs/deploy.md) ---
+    p.add_argument(
+        "--base-path",
+        metavar="PREFIX",
+        default="/",
+        help="serve everything (page, --path, /metrics) under this URL prefix, e.g. /term/, for a proxy "
+        "that does not strip it; outside it 404, /term redirects to /term/ (default %(default)s)",
+    )
+    p.add_argument(
+        "--trust-proxy",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="a reverse proxy (exact address or CIDR network; repeatable) whose X-Forwarded-For names "
+        "the client for per-client limits, the failed-resume budget and logs; from other peers the "
+        "header is ignored (default: none). Connections at accept still count per proxy address",
+    )
+    # --- end reverse proxy ---
+    p.add_argument(
+        "--backend",
+        choices=("pty", "ssh"),
+        default="pty",
+        help="pty: a shell on this machine as this user; ssh: an SSH client to an allowed target (default %(default)s)",
+    )
+    p.add_argument(
+        "--cert",
+        metavar="FILE",
+        default=None,
+        help="serve https:// and wss:// with this PEM certificate chain, leaf first (default: none, plain http/ws)",
+    )
+    p.add_argument(
+        "--key",
+        metavar="FILE",
+        default=None,
+        help="the PEM private key of --cert, unencrypted (default: none, the key is in the --cert file)",
+    )
     p.add_argument("--pty-command", default=None, help="command for PTY channels (default: the user's login shell)")
     p.add_argument(
         "--token",
         action="append",
         default=[],
-        help="accepted bearer token (repeatable; visible in ps: prefer --token-file or $NIMBUS_TOKEN)",
+        help="accepted bearer token (repeatable; visible in ps: prefer --token-file or $NIMBUS_TOKEN). "
+        "Default: none; anonymous on loopback, a generated token beyond it",
     )
     p.add_argument(
         "--token-file",
         metavar="FILE",
         action="append",
         default=[],
-        help="accepted bearer tokens, one per line (blank and # lines ignored; repeatable)",
+        help="accepted bearer tokens, one per line (blank and # lines ignored; repeatable; default: none)",
     )
     p.add_argument(
         "--allow-origin",
@@ -118,11 +167,28 @@ def add_parser(sub: Any) -> None:
         help="also accept pages of this exact origin, scheme://host[:port] (repeatable; '*' is refused). "
         "By default only the server's own origin may open the WebSocket",
     )
-    p.add_argument("--allow-target", action="append", default=[], help="allowed HOST:PORT target (repeatable; * wildcards)")
-    p.add_argument("--static", default=None, help="serve this directory on the same port (the demo site)")
+    p.add_argument(
+        "--allow-target",
+        action="append",
+        default=[],
+        help="SSH backend: allowed HOST:PORT target (repeatable; * wildcards; default: loopback port 22 only)",
+    )
+    p.add_argument(
+        "--static",
+        metavar="DIR",
+        default=None,
+        help="serve this directory on the same port, e.g. the demo site; 'auto': the installed page, else "
+        "build/site (default: the page installed by the server extra (nimbus-websocket-site), else none)",
+    )
     p.add_argument("--metrics", action="store_true", help="Prometheus text at /metrics (Authorization: Bearer <token> when tokens are set)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--known-hosts", default=None, help="SSH backend: known_hosts file")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr (default %(default)s)")
+    p.add_argument(
+        "--known-hosts",
+        metavar="FILE",
+        default=None,
+        help="SSH backend: known_hosts file the targets' host keys are checked against "
+        "(default: none, so every host key is refused)",
+    )
     p.add_argument("--insecure-ignore-host-keys", action="store_true", help="SSH backend: do not verify host keys (tests only)")
     p.add_argument(
         "--ssh-server-credentials",
@@ -133,7 +199,11 @@ def add_parser(sub: Any) -> None:
         "ssh-agent and ~/.ssh/id_* keys (repeatable; * wildcards). Default: never",
     )
     p.add_argument(
-        "--ssh-connect-timeout", metavar="SECONDS", type=float, default=10.0, help="SSH backend: TCP connect + SSH handshake"
+        "--ssh-connect-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="SSH backend: TCP connect + SSH handshake (default %(default)s)",
     )
     p.add_argument("--per-message-deflate", action="store_true", help="enable bounded permessage-deflate")
     p.add_argument("--retention", type=float, default=None, help="seconds a dropped session is kept (default 60)")
@@ -164,7 +234,7 @@ def add_parser(sub: Any) -> None:
         help="TCP connections at once from one client address (IPv4, all of loopback, an IPv6 /64); "
         "default %(default)s; 0: no bound",
     )
-    p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logs")
     p.set_defaults(func=run_serve)
 
 
@@ -242,7 +312,15 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     for flag in ("max_connections", "max_connections_per_ip"):
         if getattr(args, flag) < 0:
             raise SystemExit(f"nimbus-ws serve: --{flag.replace('_', '-')} must be 0 (no bound) or more")
+    try:  # --base-path / --trust-proxy: one clear line, before anything starts
+        base_path = normalize_base_path(args.base_path)
+        TrustedProxies.parse(args.trust_proxy)
+    except ValueError as exc:
+        raise SystemExit(f"nimbus-ws serve: {exc}") from None
     return ServerOptions(
+        base_path=base_path,
+        trust_proxy=tuple(args.trust_proxy),
+        **_tls_and_static(args),
         max_connections=args.max_connections,
         max_connections_per_ip=args.max_connections_per_ip,
         host=args.host,
@@ -253,7 +331,10 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         tokens=tokens,
         allow_origins=tuple(args.allow_origin),
         allow_targets=tuple(args.allow_target),
-        static_dir=args.static if args.static != "auto" else default_static_dir(),
+        static_dir=(
+            installed_site_dir() if args.static is None
+            else default_static_dir() if args.static == "auto" else args.static
+        ),
         metrics=args.metrics,
         config=config,
         ssh=_ssh_options(args),
@@ -261,10 +342,86 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     )
 
 
+def _config_error(message: str) -> NoReturn:
+    """One line on stderr, exit status 2 (an operator's mistake, not a traceback)."""
+    sys.stderr.write(f"nimbus-ws serve: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def _tls_and_static(args: argparse.Namespace) -> dict[str, Any]:
+    """``ServerOptions`` fields checked before anything starts: the TLS context (from
+    ``--cert``/``--key``) and the ``--static`` directory."""
+    out: dict[str, Any] = {}
+    if args.static not in (None, "auto") and not os.path.isdir(args.static):
+        why = "is not a directory" if os.path.exists(args.static) else "does not exist"
+        _config_error(f"--static {args.static} {why}")
+    if args.key is not None and args.cert is None:
+        _config_error("--key needs --cert")
+    if args.cert is not None:
+        try:
+            out["ssl_context"] = server_ssl_context(args.cert, args.key)
+        except TlsConfigError as exc:
+            _config_error(str(exc))
+        out.update(cert=args.cert, key=args.key)
+    return out
+
+
+def _warn_ignored(args: argparse.Namespace) -> None:
+    """Warnings for options that cannot do what the operator meant (issue 14, item 5)."""
+    log = logging.getLogger("nimbus_websocket.server")
+    if args.backend == "ssh" and args.known_hosts is None and not args.insecure_ignore_host_keys:
+        log.warning(
+            "--backend ssh without --known-hosts: every connection will fail its host-key check "
+            "(give --known-hosts FILE, or --insecure-ignore-host-keys for tests only)",
+            extra={"event": "no_known_hosts"},
+        )
+    if args.backend == "pty":
+        ignored = [
+            flag
+            for flag, given in (
+                ("--allow-target", args.allow_target),
+                ("--known-hosts", args.known_hosts is not None),
+                ("--insecure-ignore-host-keys", args.insecure_ignore_host_keys),
+                ("--ssh-server-credentials", args.ssh_server_credentials),
+            )
+            if given
+        ]
+        if ignored:
+            log.warning(
+                "%s ignored: the PTY backend runs a local shell, it has no SSH target (use --backend ssh)",
+                ", ".join(ignored),
+                extra={"event": "options_ignored"},
+            )
+
+
+def _bind_error(exc: OSError, host: str, port: int) -> str:
+    """One line for a failed listen."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {host}: unknown host"
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on port {port} on {host}: permission denied"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return f"cannot listen on {host}: not an address of this machine"
+    return f"cannot listen on port {port} on {host}: {exc.strerror or exc}"
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully (``GOING_AWAY``)."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (``GOING_AWAY``).
+
+    Exit status (:data:`EXIT_STATUS`): 0 after a signal, 2 for a configuration error
+    (one line on stderr), 1 for anything unexpected."""
     setup_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
-    options = options_from_args(args)
+    try:
+        options = options_from_args(args)
+    except SystemExit as exc:  # the checks above exit with their one line: status 2
+        if isinstance(exc.code, str):
+            sys.stderr.write(exc.code.rstrip("\n") + "\n")
+            return 2
+        raise
+    _warn_ignored(args)
     if args.token:
         logging.getLogger("nimbus_websocket.server").warning(
             "--token on the command line is visible to other local users (ps); prefer --token-file or NIMBUS_TOKEN",
@@ -275,7 +432,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
 async def _serve(options: ServerOptions) -> int:
     server = Server(options)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:  # port in use, not an address here: one line, status 2
+        sys.stderr.write(f"nimbus-ws serve: {_bind_error(exc, options.host, options.port)}\n")
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -283,7 +444,7 @@ async def _serve(options: ServerOptions) -> int:
             loop.add_signal_handler(sig, stop.set)
     page = ""
     if options.static_dir:
-        page = f"  page: http://{options.host}:{server.port}/"
+        page = f"  page: {'https' if server.tls else 'http'}://{options.host}:{server.port}{server.base_path}"
     sys.stderr.write(f"nimbus-ws serving {server.url}{page}\n")
     sys.stderr.flush()
     await stop.wait()

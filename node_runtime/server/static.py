@@ -27,16 +27,31 @@ what a response costs is bounded instead of streamed:
 
 Per process: ``cache_bytes`` + ``budget.total`` (+ one uncached file being
 read per waiting request, which the budget admits one by one).
+
+Validators and caching (issue 14, item 4; docs/deploy.md).  Every ``200``
+carries a strong ``ETag`` (the file's size and mtime; a ``.gz`` twin has its
+own) and ``Last-Modified``; ``If-None-Match`` (or, without it,
+``If-Modified-Since``) that still matches is a ``304`` with no body, which
+reads no file and charges no budget.  File names are not content-hashed, so
+every answer is ``Cache-Control: no-cache``: the browser keeps its copy and
+revalidates it, and a reload costs one ``304`` per file.  When the client
+accepts ``gzip`` and ``X.gz`` sits next to ``X`` (``scripts/build_site.py``
+writes them; not older than ``X``), ``X.gz`` is sent with
+``Content-Encoding: gzip``; every file answer says ``Vary: Accept-Encoding``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import importlib.resources
 import logging
 import mimetypes
+import os
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import unquote
@@ -46,7 +61,7 @@ from websockets.http11 import Response
 
 from .limits import Counter
 
-__all__ = ["StaticFiles", "plain_response", "response"]
+__all__ = ["StaticFiles", "Variant", "default_static_dir", "installed_site_dir", "plain_response", "response"]
 
 log = logging.getLogger("nimbus_websocket.server")
 
@@ -85,6 +100,97 @@ def response(status: int, body: bytes, ctype: str, extra: tuple[tuple[str, str],
 def plain_response(status: int, text: str, extra: tuple[tuple[str, str], ...] = ()) -> Response:
     """A short ``text/plain`` answer."""
     return response(status, text.encode(), "text/plain; charset=utf-8", extra)
+
+
+#: The companion distribution ``nimbus-websocket-site`` (the ``server`` extra
+#: installs it): the built page under ``<package>/site/``.
+SITE_PACKAGE = "nimbus_websocket_site"
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """The file a request is answered from and its validators."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    #: ``"gzip"`` for a precompressed twin, ``None`` for the file itself.
+    encoding: str | None
+
+    @property
+    def etag(self) -> str:
+        """Strong entity tag: size and mtime (the encoding for a twin)."""
+        tag = f"{self.size:x}-{self.mtime_ns:x}"
+        return f'"{tag}-gz"' if self.encoding == "gzip" else f'"{tag}"'
+
+    @property
+    def last_modified(self) -> str:
+        """The mtime as an HTTP date."""
+        return email.utils.formatdate(self.mtime_ns / 1e9, usegmt=True)
+
+    def validators(self) -> tuple[tuple[str, str], ...]:
+        """``ETag``, ``Last-Modified``, ``Vary`` (and ``Content-Encoding`` for a twin)."""
+        out = [("ETag", self.etag), ("Last-Modified", self.last_modified), ("Vary", "Accept-Encoding")]
+        if self.encoding:
+            out.append(("Content-Encoding", self.encoding))
+        return tuple(out)
+
+
+def _stat_variant(path: Path, encoding: str | None) -> Variant:
+    st = path.stat()
+    return Variant(path, st.st_size, st.st_mtime_ns, encoding)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` value allows ``gzip`` (``q=0`` refuses; ``*`` counts)."""
+    if not accept_encoding:
+        return False
+    allowed: dict[str, bool] = {}
+    for item in accept_encoding.split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        allowed[name.strip().lower()] = q > 0
+    if "gzip" in allowed:
+        return allowed["gzip"]
+    return allowed.get("x-gzip", allowed.get("*", False))
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """``If-None-Match`` against ``etag`` (weak comparison, RFC 9110 13.1.2)."""
+    if if_none_match.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") == ours for t in if_none_match.split(","))
+
+
+def _not_modified_since(if_modified_since: str, variant: Variant) -> bool:
+    try:
+        when = email.utils.parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if when.tzinfo is None:
+        return False
+    return int(variant.mtime_ns // 1_000_000_000) <= int(when.timestamp())
+
+
+def not_modified(variant: Variant) -> Response:
+    """``304``: the validators and caching headers, no body and no ``Content-Length``."""
+    headers = Headers(
+        [
+            ("Cache-Control", "no-cache"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Connection", "close"),
+            *variant.validators(),
+        ]
+    )
+    return Response(304, HTTPStatus(304).phrase, headers, b"")
 
 
 class StaticFiles:
@@ -135,11 +241,34 @@ class StaticFiles:
             return None
         return target
 
-    async def respond(self, path: str, key: str, on_sent: Callable[[Callable[[], None]], None]) -> Response:
+    def variant(self, target: Path, accept_encoding: str | None) -> Variant:
+        """The file to send for ``target``: its ``.gz`` twin when the client accepts gzip and the
+        twin is a regular file under the root not older than ``target``; else ``target``."""
+        plain = _stat_variant(target, None)
+        if accepts_gzip(accept_encoding) and target.suffix != ".gz":
+            with contextlib.suppress(OSError, ValueError):
+                twin = target.with_name(target.name + ".gz").resolve(strict=True)
+                inside = twin.relative_to(self.root)  # the path rules of resolve()
+                if twin.is_file() and not any(p.startswith(".") for p in inside.parts):
+                    gz = _stat_variant(twin, "gzip")
+                    if gz.mtime_ns >= plain.mtime_ns:
+                        return gz
+        return plain
+
+    async def respond(
+        self,
+        path: str,
+        key: str,
+        on_sent: Callable[[Callable[[], None]], None],
+        *,
+        request_headers: Headers | None = None,
+    ) -> Response:
         """Answer ``GET path`` for peer ``key``.
 
         ``on_sent(release)`` is called once the response holds budget; the
         caller runs ``release()`` when the connection carrying it has closed.
+        ``request_headers`` (``If-None-Match``, ``If-Modified-Since``,
+        ``Accept-Encoding``) make the answer conditional and choose the encoding.
         """
         try:
             target = self.resolve(path)
@@ -148,10 +277,18 @@ class StaticFiles:
             return plain_response(400, "Bad request\n")
         if target is None:
             return plain_response(404, "Not found\n")
+        hdrs = request_headers if request_headers is not None else Headers()
         try:
-            size = _cache_key(target)[1]
+            variant = self.variant(target, _joined(hdrs, "Accept-Encoding"))
         except OSError:
             return plain_response(404, "Not found\n")
+        inm = _joined(hdrs, "If-None-Match")
+        ims = _joined(hdrs, "If-Modified-Since")
+        if (inm is not None and _etag_matches(inm, variant.etag)) or (
+            inm is None and ims is not None and _not_modified_since(ims, variant)
+        ):
+            return not_modified(variant)
+        target, size = variant.path, variant.size
         charge = self._charge(size)
         if not await self._acquire(key, charge):
             log.info("static budget exhausted", extra={"event": "static_busy", "peer": key, "bytes": size})
@@ -175,8 +312,10 @@ class StaticFiles:
             release()
             return plain_response(404, "Not found\n")
         on_sent(release)
-        ctype = _MIME.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        return response(200, body, ctype)
+        name = target.name.removesuffix(".gz") if variant.encoding else target.name
+        suffix = os.path.splitext(name)[1]
+        ctype = _MIME.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return response(200, body, ctype, variant.validators())
 
     def _charge(self, size: int) -> int:
         caps = [c for c in (self.budget.total, self.budget.per_key) if c]
@@ -216,8 +355,30 @@ def _cache_key(target: Path) -> tuple[Path, int, int]:
     return (target, st.st_size, st.st_mtime_ns)
 
 
+def _joined(headers: Headers, name: str) -> str | None:
+    """Every value of a list-valued header, comma-joined (``None`` when absent)."""
+    values = headers.get_all(name)
+    return ", ".join(values) if values else None
+
+
+def installed_site_dir() -> str | None:
+    """The page installed by the ``nimbus-websocket-site`` wheel (``pip install
+    'nimbus-websocket[server]'``), when that distribution is installed."""
+    try:
+        site = importlib.resources.files(SITE_PACKAGE) / "site"
+    except ModuleNotFoundError:
+        return None
+    if isinstance(site, Path) and (site / "index.html").is_file():
+        return str(site)
+    return None
+
+
 def default_static_dir() -> str | None:
-    """``build/site`` next to the source tree, when it exists."""
+    """The installed page (:func:`installed_site_dir`), else ``build/site`` next to the
+    source tree (a repository checkout after ``make demo``), else ``None``."""
+    installed = installed_site_dir()
+    if installed is not None:
+        return installed
     here = Path(__file__).resolve().parents[2] / "build" / "site"
     return str(here) if here.is_dir() else None
 

@@ -112,3 +112,15 @@ def shots(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
         return path
 
     return shot
+
+
+@pytest.fixture
+def site_server(site_dir: Path) -> Iterator[Any]:
+    """The reference server (PTY backend, bash without rc files) serving the built site."""
+    from e2e_server import PTY_COMMAND, ServerThread
+
+    st = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND).start()
+    try:
+        yield st
+    finally:
+        st.stop()

@@ -11,32 +11,23 @@ from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from demo_page import Demo
-from e2e_server import PTY_COMMAND, ServerThread
+from e2e_server import ServerThread
 
 LISTEN = """document.addEventListener('securitypolicyviolation', (e) => {
   (window.__csp = window.__csp || []).push(e.violatedDirective + ' ' + e.blockedURI);
 }, true);"""
 
 
-@pytest.fixture
-def server(site_dir: Path) -> Iterator[ServerThread]:
-    st = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND).start()
-    try:
-        yield st
-    finally:
-        st.stop()
 
 
-def test_demo_runs_under_the_csp_without_violations(context: Any, server: ServerThread) -> None:
+def test_demo_runs_under_the_csp_without_violations(context: Any, site_server: ServerThread) -> None:
     page = context.new_page()
     page.add_init_script(LISTEN)
-    response = page.goto(server.http_url)
+    response = page.goto(site_server.http_url)
     assert response is not None
     csp = response.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in csp and "'unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "")
@@ -48,8 +39,8 @@ def test_demo_runs_under_the_csp_without_violations(context: Any, server: Server
     assert not [m for m in demo.console if "Content Security Policy" in m or "EvalError" in m], demo.console
 
 
-def test_terminal_cannot_be_framed_by_another_origin(context: Any, server: ServerThread, tmp_path: Path) -> None:
-    (tmp_path / "evil.html").write_text(f'<iframe id="f" src="{server.http_url}" width=800 height=400></iframe>')
+def test_terminal_cannot_be_framed_by_another_origin(context: Any, site_server: ServerThread, tmp_path: Path) -> None:
+    (tmp_path / "evil.html").write_text(f'<iframe id="f" src="{site_server.http_url}" width=800 height=400></iframe>')
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:

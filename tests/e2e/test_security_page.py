@@ -90,13 +90,6 @@ def attacker() -> Iterator[Listener]:
         lst.close()
 
 
-@pytest.fixture
-def server(site_dir: Path) -> Iterator[ServerThread]:
-    st = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND).start()
-    try:
-        yield st
-    finally:
-        st.stop()
 
 
 def wait_refusals(demo: Demo, n: int) -> str:
@@ -116,12 +109,12 @@ def submit(demo: Demo) -> None:
 
 
 def test_foreign_ws_is_refused_and_the_password_never_leaves(
-    context: Any, server: ServerThread, attacker: Listener
+    context: Any, site_server: ServerThread, attacker: Listener
 ) -> None:
     evil = f"ws://127.0.0.1:{attacker.port}/x"
     page = context.new_page()
     page.add_init_script(RECORD_HREFS)
-    demo = Demo(page).open(f"{server.http_url}?target=127.0.0.1:22&user=alice&ws={evil}")
+    demo = Demo(page).open(f"{site_server.http_url}?target=127.0.0.1:22&user=alice&ws={evil}")
     note = wait_refusals(demo, 1)
     assert "Refused to connect" in note and evil in note, note
     assert "Refused to connect" in page.inner_text("#st-msg")
@@ -131,7 +124,7 @@ def test_foreign_ws_is_refused_and_the_password_never_leaves(
     submit(demo)
     wait_refusals(demo, 2)
     # Other spellings of a foreign endpoint, typed into the form.
-    port = server.server.port
+    port = site_server.server.port
     foreign = [
         f"//127.0.0.1:{attacker.port}/x",  # protocol-relative
         f"http://127.0.0.1:{attacker.port}/x",

@@ -66,7 +66,9 @@ async def test_stream_is_exact_and_credit_bounds_read_ahead(make_server, tmp_pat
     assert m.code == 3
     assert bytes(c.out[1]) == data
     assert be.stream_starts >= 1  # the pool path was taken
-    assert worst <= 2 * CHUNK  # read ahead beyond the credit: at most two chunks
+    # Read ahead beyond the credit: the chunk that used the budget up (all but one of its
+    # bytes may be beyond it), the pool's two in flight, and the one read at exit.
+    assert worst < 4 * CHUNK
     await c.close()
 
 
