@@ -13,11 +13,14 @@ except ImportError:  # pragma: no cover
     from tests.support.sshd import SshdUnavailable, TestSshd
 
 
-def _drop_stale_pyenv_lock(max_age: float = 300.0) -> None:
+def _drop_stale_pyenv_lock(max_age: float = 10.0) -> None:
     """Remove pyenv's rehash lock if it is older than any rehash (a killed shell left it).
 
     The PTY backend starts the user's login shell with a clean environment, so the
     bound above does not reach it: a stale lock would stall every such shell for 60 s.
+    A rehash takes well under a second here, and a shell killed in the middle of one
+    (closing a channel hangs up its process group) leaves the lock behind; so this runs
+    before every test, and a lock older than ``max_age`` is taken as left behind.
     """
     root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     lock = os.path.join(root, "shims", ".pyenv-shim")
@@ -48,6 +51,11 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before each test: no stale pyenv lock (see :func:`_drop_stale_pyenv_lock`)."""
+    _drop_stale_pyenv_lock()
 
 
 @pytest.fixture(scope="session")
