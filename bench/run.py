@@ -588,7 +588,8 @@ def page_bytes() -> dict[str, Any]:
     site: dict[str, Any] = json.loads((SITE / "site.json").read_text())
     files = [
         "index.html", "style.css", "favicon.svg", "vendor/xterm/xterm.css", "vendor/xterm/xterm.js",
-        "vendor/xterm/addon-fit.js", "app.mjs", "nimbus_adapter.mjs", site.get("facade") or "nimbus/nimbus.mjs",
+        "vendor/xterm/addon-fit.js", "app.mjs", "token_store.mjs", "messages.mjs", "nimbus_adapter.mjs",
+        site.get("facade") or "nimbus/nimbus.mjs",
         "site.json", "pyodide/pyodide.mjs", "pyodide/pyodide.asm.mjs", "pyodide/pyodide.asm.wasm",
         "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json", site["wheel"],
     ]

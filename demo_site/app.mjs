@@ -20,6 +20,7 @@
 
 import * as nimbus from "./nimbus_adapter.mjs";
 import * as tokens from "./token_store.mjs";
+import * as messages from "./messages.mjs";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -156,11 +157,24 @@ function setPill(state) {
   pill.querySelector("b").textContent = state;
 }
 
-function setMessage(text, level = "") {
+// `detail` (an error's code and raw reason) follows the sentence, smaller.
+function setMessage(text, level = "", detail = "") {
   const el = $("st-msg");
   el.textContent = text;
-  el.title = text;
+  el.title = detail ? `${text}\n${detail}` : text;
   el.dataset.level = level;
+  if (detail) el.append(" ", detailElement("span", "st-msg-detail", detail));
+}
+
+// A smaller, dimmer element holding `text` (textContent only: the reason is the server's).
+function detailElement(tag, id, text) {
+  const el = document.createElement(tag);
+  el.id = id;
+  el.className = "dim detail";
+  el.style.fontSize = "0.85em";
+  el.style.opacity = "0.8";
+  el.textContent = text;
+  return el;
 }
 
 let conn = null; // the facade connection
@@ -594,24 +608,67 @@ function connectionListeners(gen) {
   };
 }
 
+// A terminal error in plain words (messages.mjs), its code and raw reason on a
+// smaller detail line.  A 1006 before the socket opened hides why (a browser's
+// WebSocket does not show the HTTP answer): the page asks the server over HTTP
+// whether it is there at all, and words the error after its answer.
 function onTerminalError(e) {
   const err = nimbus.describeError(e);
-  demo.error = err;
+  const host = hostOf(config);
+  const reason = err.detail || err.text;
+  const sentence = messages.userMessage(err.name, reason, host, err.code) ?? err.text;
+  const detail = messages.detailLine(err.code, err.name, reason);
+  demo.error = { ...err, sentence, detailLine: detail, probe: null };
   record("error", err);
   setPhase("error");
   setPill("closed");
-  const code = err.code != null ? ` (${err.code}${err.name ? " " + err.name : ""})` : "";
-  setMessage(`Disconnected: ${err.text}${code}${err.detail && err.detail !== err.text ? " — " + err.detail : ""}`, "error");
   $("btn-reconnect").hidden = false;
   hideLoader();
   $("connect").hidden = true;
-  if (current) term.write(`\r\n\x1b[31m[disconnected: ${err.text}${code}]\x1b[0m \x1b[2m— press Enter to reconnect\x1b[0m\r\n`);
-  else showNotice("Disconnected", `${err.text}${code}${err.detail && err.detail !== err.text ? ". " + err.detail : ""}`);
+  showError(sentence, detail, Boolean(current));
+  if (err.name === "CONNECT_FAILED" && err.code === 1006) probeAfterConnectFailed(demo.error, host, detail);
 }
 
-function showNotice(title, text) {
+function showError(sentence, detail, onTerminal) {
+  setMessage(sentence, "error", detail);
+  if (onTerminal) {
+    term.write(`\r\n\x1b[31m[disconnected: ${sentence}]\x1b[0m \x1b[2m— press Enter to reconnect\r\n${detail}\x1b[0m\r\n`);
+  } else showNotice("Disconnected", sentence, detail);
+}
+
+async function probeAfterConnectFailed(shown, host, detail) {
+  let url;
+  try {
+    url = new URL(wsURL(config));
+  } catch {
+    return;
+  }
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  const name = await messages.probe(url.href);
+  if (demo.error !== shown) return; // another error, or a new attempt, meanwhile
+  shown.probe = name;
+  const sentence = messages.userMessage(name, "", host) ?? shown.sentence;
+  if (sentence === shown.sentence) return;
+  shown.sentence = sentence;
+  record("error_probe", { result: name });
+  if (demo.phase !== "error") return;
+  setMessage(sentence, "error", detail);
+  if (!$("notice").hidden) showNotice("Disconnected", sentence, detail);
+}
+
+function hostOf(cfg) {
+  try {
+    return new URL(wsURL(cfg)).host;
+  } catch {
+    return location.host;
+  }
+}
+
+function showNotice(title, text, detail = "") {
   $("notice-title").textContent = title;
   $("notice-text").textContent = text;
+  $("notice-detail")?.remove();
+  if (detail) $("notice-text").after(detailElement("p", "notice-detail", detail));
   $("notice").hidden = false;
   $("notice-reconnect").focus();
 }

@@ -43,8 +43,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ...core.aio.connection import Channel, ChannelError, Connection
 from ...core.aio.options import ConnectOptions
-from ...core.errors import NimbusError
+from ...core.errors import CloseError, NimbusError
 from ...core.events import StateChanged, describe_state_change
+from . import messages
 
 __all__ = ["add_parser", "run_connect", "split_url_token"]
 
@@ -157,6 +158,7 @@ class _Session:
         self.last_sigint = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self.failed = False
+        self.url = args.url  # without its ?token= once run() split it off
 
     # ------------------------------------------------------------- messages
     def note(self, text: str) -> None:
@@ -187,6 +189,7 @@ class _Session:
         except ValueError as exc:
             self.note(str(exc))
             return 2
+        self.url = url
         if url_token is not None and token_env:
             self.note("give the bearer token once: ?token= in the URL or --token-env, not both")
             return 2
@@ -206,6 +209,9 @@ class _Session:
             self.conn = conn = await connect(
                 url, websocket_impl=WebsocketsImpl, options=options, auth=auth, on=listeners
             )
+        except CloseError as exc:
+            self.note(f"cannot connect to {url}: {await _explain(exc, url)}")
+            return EXIT_FAILURE
         except NimbusError as exc:
             self.note(f"cannot connect to {url}: {exc}")
             return EXIT_FAILURE
@@ -243,6 +249,9 @@ class _Session:
         pump_in = asyncio.create_task(self.pump_stdin(ch))
         try:
             await self.pump_output(ch)
+        except CloseError as exc:
+            self.failed = True
+            self.note(f"session lost: {await _explain(exc, self.url)}")
         except NimbusError as exc:
             self.failed = True
             self.note(f"session lost: {exc}")
@@ -304,6 +313,8 @@ class _Session:
 
     # --------------------------------------------------------------- events
     def on_state(self, ev: StateChanged) -> None:
+        if self.conn is None:  # connecting: a failure is reported once, by run()
+            return
         notice = describe_state_change(ev)  # which changes a user hears of is the core's call
         if notice is not None:
             self.note(notice)
@@ -333,6 +344,39 @@ class _Session:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
         return restore
+
+
+async def _explain(exc: CloseError, url: str) -> str:
+    """``exc`` in plain words, then ``[code NAME: raw reason]`` (issue 14.6).  A 404 to the
+    upgrade asks the server once more, for the path its 404 names."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2] or url
+    name, reason = str(exc.code), exc.message
+    text = messages.user_message(name, reason, host=host, code=exc.ws_code)
+    if name == "CONNECT_FAILED" and messages.http_status(reason) == 404:
+        served = await _served_path(url)
+        where = parts.path or "/"
+        if served is not None:
+            ws = urlunsplit(parts._replace(path=served, query="", fragment=""))
+            text = f"there is no WebSocket endpoint at {where}; the server serves {served} (try {ws})"
+        else:
+            text = f"there is no WebSocket endpoint at {where} on {host} (the default is /ws/ssh)"
+    detail = messages.detail_line(exc.ws_code, name, reason)
+    return f"{text} [{detail}]" if text else str(exc)
+
+
+async def _served_path(url: str) -> str | None:
+    """The WebSocket path named by the server's 404 body for an upgrade to ``url``."""
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        async with ws_connect(url, open_timeout=5, close_timeout=1):
+            return None  # it answered this time: nothing to name
+    except InvalidStatus as exc:
+        return messages.served_path(bytes(exc.response.body or b""))
+    except Exception:  # gone, TLS, timeout: the fixed hint
+        return None
 
 
 def _terminal_size() -> tuple[int, int]:

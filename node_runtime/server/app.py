@@ -89,6 +89,10 @@ log = logging.getLogger("nimbus_websocket.server")
 _WS_OPEN = WsState.OPEN
 #: Seconds between checks of a socket's unsent bytes while backends are paused for it.
 _WRITE_POLL = 0.02
+#: The 404 body of an upgrade to a path the server does not serve, before the path it
+#: does (``nimbus-ws connect`` reads it: node_runtime/client/messages.py).
+NOT_FOUND_WS_HINT = "Not found. The WebSocket endpoint is "
+
 
 @dataclass
 class ServerOptions:
@@ -434,8 +438,11 @@ class _Conn:
                 peer_uid = await asyncio.to_thread(peercred.peer_uid, sockname, peername)
             except Exception:  # cannot tell: not trusted
                 log.exception("peer lookup failed")
+        reason = ""  # the core's default ("authentication failed"): a broken hook
         try:
             principal = await auth.authenticate(ev.scheme, ev.token, peer_uid=peer_uid)
+            if principal is None:  # issue 14.6: "token required" vs "token not accepted"
+                reason = auth.refusal_reason(ev.scheme, ev.token)
         except Exception:  # a broken hook refuses, it does not crash the server
             log.exception("auth hook failed")
             principal = None
@@ -447,7 +454,7 @@ class _Conn:
                 if self.proxied:
                     extra["reason"] = "forwarded by a proxy: anonymous access is never granted, send a token"
         log.info("auth", extra=extra)
-        self.core.auth_result(principal, time.time())
+        self.core.auth_result(principal, time.time(), reason)
         self.process()
         self.wake_ev.set()
 
@@ -906,7 +913,7 @@ class Server:
                 # "/term" -> "/term/": the page's relative URLs resolve under the prefix.
                 location = self.base_path + (f"?{target.query}" if target.query else "")
                 return response(HTTPStatus.MOVED_PERMANENTLY, b"Moved\n", "text/plain; charset=utf-8", (("Location", location),))
-            return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
+            return self._not_found(ws, request)
         if path == self._ws_rel_path:
             if not self.origins.check(request.headers.get("Origin"), request.headers.get("Host")):
                 log.warning("origin refused", extra={"event": "origin_refused", "origin": request.headers.get("Origin")})
@@ -947,7 +954,15 @@ class Server:
             return await self._static.respond(
                 path, key, lambda release: _on_closed(ws, release), request_headers=request.headers
             )
-        return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
+        return self._not_found(ws, request)
+
+    def _not_found(self, ws: WsConnection, request: Request) -> Response:
+        """404; an upgrade to a path the server does not serve is told the one it does
+        (issue 14.6: ``nimbus-ws connect`` names it).  The path is no secret: the page
+        derives it from its own address."""
+        if request.headers.get("Upgrade") is None:
+            return ws.respond(HTTPStatus.NOT_FOUND, "Not found\n")
+        return ws.respond(HTTPStatus.NOT_FOUND, f"{NOT_FOUND_WS_HINT}{self.ws_path}\n")
 
     @property
     def _ws_rel_path(self) -> str:

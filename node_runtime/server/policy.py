@@ -31,6 +31,9 @@ from urllib.parse import urlsplit
 from ...core.messages import Target
 
 __all__ = [
+    "REASON_NOT_OWN_USER",
+    "REASON_TOKEN_NOT_ACCEPTED",
+    "REASON_TOKEN_REQUIRED",
     "AuthHook",
     "AuthPolicy",
     "OriginPolicy",
@@ -43,6 +46,14 @@ __all__ = [
 
 #: ``hook(scheme, token) -> principal | None`` (sync or async).
 AuthHook = Callable[[str, str | None], "str | None | Awaitable[str | None]"]
+
+#: Close reasons of a refused ``hello`` (code 4003 AUTH_FAILED for all): no credentials
+#: where some are needed, credentials that were not accepted, and a loopback server
+#: without tokens refusing a peer that is not its own user.  The client's messages
+#: (node_runtime/client/messages.py, demo_site/messages.mjs) tell them apart.
+REASON_TOKEN_REQUIRED = "token required"
+REASON_TOKEN_NOT_ACCEPTED = "token not accepted"
+REASON_NOT_OWN_USER = "anonymous access is for the server's own user only"
 
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost"}
 
@@ -119,6 +130,21 @@ class AuthPolicy:
                 ok |= hmac.compare_digest(raw, t)
             return "bearer:" + self.principal_id(raw) if ok else None
         return "anonymous" if self._loopback and peer_uid is not None and peer_uid == self.uid else None
+
+    def refusal_reason(self, scheme: str, token: str | None) -> str:
+        """The close reason for a ``hello`` that :meth:`authenticate` refused.
+
+        :data:`REASON_TOKEN_REQUIRED` when no token came (``scheme`` ``none``, or no
+        token) and tokens or a hook decide; :data:`REASON_TOKEN_NOT_ACCEPTED` when a token
+        came and was refused -- one text for every refused token, so the reason says
+        nothing of how close a guess was; :data:`REASON_NOT_OWN_USER` when the server
+        has neither (anonymous access is for the server's own user only).
+        """
+        if self._hook is None and not self._tokens:
+            return REASON_NOT_OWN_USER
+        if scheme == "none" or not token:
+            return REASON_TOKEN_REQUIRED
+        return REASON_TOKEN_NOT_ACCEPTED
 
     def principal_id(self, token: bytes) -> str:
         """``HMAC-SHA256(per-server random key, token)``, 16 hex digits: a token's principal."""

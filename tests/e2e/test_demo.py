@@ -346,7 +346,7 @@ def test_auth_failure_shows_reason_and_reconnect(context: Any, site_dir: Path, s
         demo = Demo(context.new_page()).open(st.http_url + "?token=wrong")
         demo.wait("() => window.nimbusDemo.phase === 'error'", timeout=60_000, what="the error")
         msg = demo.page.inner_text("#st-msg")
-        assert "authentication failed" in msg and "4003" in msg, msg
+        assert "The token was not accepted" in msg and "4003 AUTH_FAILED" in msg, msg  # issue 14.6
         assert demo.page.is_visible("#btn-reconnect")
         shots(demo.page, "auth-failed")
         # the right token in the form -> a shell
@@ -375,8 +375,8 @@ def test_server_restart_reconnecting_then_resume_failed(context: Any, site_dir: 
         st2 = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND, port=port).start()
         demo.wait("() => window.nimbusDemo.phase === 'error'", timeout=30_000, what="the resume to fail")
         msg = demo.page.inner_text("#st-msg")
-        assert "4011" in msg and "resume failed" in msg, msg
-        demo.wait_screen(r"\[disconnected: resume failed")
+        assert "4011" in msg and "session has expired" in msg, msg  # issue 14.6
+        demo.wait_screen(r"\[disconnected: This terminal session has expired")
         shots(demo.page, "resume-failed")
         demo.page.keyboard.press("Enter")  # = the Reconnect button
         demo.wait_ready()

@@ -247,9 +247,14 @@ def _hello(token: str | None = None) -> str:
     return frame
 
 
-async def _raw_as(prefix: list[str], port: int, hello: str, host: str = "127.0.0.1") -> dict[str, Any]:
+async def _raw_as(
+    prefix: list[str], port: int, hello: str, host: str = "127.0.0.1", max_frames: int = 0
+) -> dict[str, Any]:
     """Run tests/support/rawws.py (its source via ``-c``) under ``prefix``; its JSON answer."""
-    req = {"host": host, "port": port, "path": "/ws/ssh", "subprotocol": "nimbus.ssh.v1", "send": [hello], "timeout": 20}
+    req = {
+        "host": host, "port": port, "path": "/ws/ssh", "subprotocol": "nimbus.ssh.v1", "send": [hello],
+        "timeout": 20, "max_frames": max_frames,
+    }
     proc = await asyncio.create_subprocess_exec(
         *prefix, "-c", RAWWS.read_text(encoding="utf-8"), json.dumps(req),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -290,7 +295,7 @@ async def test_another_local_user_gets_4003_from_a_tokenless_server(
 async def test_another_local_user_with_a_valid_token_passes(make_server: Any, as_nobody: list[str]) -> None:
     tok = "peer-tok-" + os.urandom(8).hex()
     srv: Server = await make_server(tokens=(tok,), pty_command="exec true")
-    res = await _raw_as(as_nobody, srv.port, _hello(tok))
+    res = await _raw_as(as_nobody, srv.port, _hello(tok), max_frames=1)
     assert res["status"] == 101 and res["frames"] and '"hello_ok"' in res["frames"][0], res
     res = await _raw_as(as_nobody, srv.port, _hello())
     assert res["close_code"] == CloseCode.AUTH_FAILED, res

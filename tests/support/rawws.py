@@ -12,8 +12,9 @@ either), the request as one JSON argument, and reads one JSON object back::
     -> {"status": 101, "frames": ["..."], "close_code": 4003, "close_reason": "...", "uid": 65534}
 
 It does the HTTP upgrade by hand, sends each ``send`` entry as one masked text
-frame, then reads server frames until the server closes (answering its close)
-or ``timeout`` seconds pass (``close_code`` ``null``).  Also importable:
+frame, then reads server frames until the server closes (answering its close),
+``max_frames`` data frames arrived (if given), or ``timeout`` seconds pass
+(``close_code`` ``null``).  Also importable:
 :func:`run` takes the same dictionary.
 """
 
@@ -123,6 +124,8 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
                     sock.sendall(_frame(0xA, payload))
                 elif opcode in (0x1, 0x2):
                     out["frames"].append(payload.decode(errors="replace"))
+                    if len(out["frames"]) >= int(req.get("max_frames", 0) or 1 << 30):
+                        return out  # seen what was asked for: no need to wait for a close
         except (TimeoutError, EOFError, OSError) as exc:
             out["error"] = type(exc).__name__
             return out
