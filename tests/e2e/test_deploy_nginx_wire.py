@@ -35,10 +35,11 @@ from typing import Any
 
 import pytest
 from nginx_proc import Nginx, have_nginx, proxy_settings
-from nimbus_websocket.core import Auth, Hello, HelloCaps, ResumeRequest, get_profile
+from nimbus_websocket.core import get_profile
 from nimbus_websocket.core.registry import peer_prefix
 from nimbus_websocket.node_runtime.conformance.wire import ServerClosed, Wire, WireClient
 from nimbus_websocket.node_runtime.server import Server
+from support.resume_probe import failed_resume
 from websockets.asyncio.client import connect
 
 pytestmark = [
@@ -96,13 +97,7 @@ async def _via(nginx: Nginx, prefix: str, xff: str | None = FORGED, source: str 
 
 
 async def _failed_resume(c: WireClient) -> int:
-    await c.send(Hello(auth=Auth("bearer", TOKEN), caps=HelloCaps("nimbus.v1", False),
-                       resume=ResumeRequest(f"{secrets.token_hex(8)}.{secrets.token_urlsafe(32)}", None)))
-    try:
-        m = await c.recv(10)
-    except ServerClosed as exc:
-        return exc.code
-    raise AssertionError(f"an unknown resume token was answered with {m}")
+    return await failed_resume(c, TOKEN)
 
 
 def _records(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nimbus_websocket.core import Auth, Hello, HelloCaps, ResumeRequest, get_profile
+from nimbus_websocket.core import get_profile
 from nimbus_websocket.core.registry import peer_prefix
 from nimbus_websocket.node_runtime.cli import build_parser
 from nimbus_websocket.node_runtime.conformance.wire import ServerClosed, Wire, WireClient
@@ -36,6 +36,7 @@ from nimbus_websocket.node_runtime.server.proxy import (
     normalize_base_path,
     parse_address,
 )
+from support.resume_probe import failed_resume
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -225,14 +226,7 @@ async def _client(srv: Server, xff: str | None) -> WireClient:
 
 async def _failed_resume(srv: Server, xff: str | None) -> int:
     """A resuming hello with an unknown token: the server's close code (4011 refused, 4004 over budget)."""
-    c = await _client(srv, xff)
-    await c.send(Hello(auth=Auth("bearer", TOKEN), caps=HelloCaps("nimbus.v1", False),
-                       resume=ResumeRequest(f"{secrets.token_hex(8)}.{secrets.token_urlsafe(32)}", None)))
-    try:
-        m = await c.recv(10)
-    except ServerClosed as exc:
-        return exc.code
-    raise AssertionError(f"an unknown resume token was answered with {m}")
+    return await failed_resume(await _client(srv, xff), TOKEN)
 
 
 def _connect_peers(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str | None]]:
