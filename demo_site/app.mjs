@@ -10,6 +10,8 @@
 //   ws=/path or ws://host:port/.. -> the WebSocket endpoint; only this page's
 //                                    own origin (default: ws/ssh next to the page)
 //   connect=0                     -> show the form instead of connecting
+//   fontSize=18 theme=light ...   -> preferences for this load (prefs.mjs,
+//                                    docs/page-features.md)
 // Passwords and keys are only ever typed into the form: never in the URL,
 // never stored.  The bearer token is kept in memory; for a reload it is kept
 // in sessionStorage only encrypted under a non-extractable key
@@ -21,6 +23,10 @@
 import * as nimbus from "./nimbus_adapter.mjs";
 import * as tokens from "./token_store.mjs";
 import * as messages from "./messages.mjs";
+import { ScreenKeeper } from "./screen_state.mjs";
+import * as prefs from "./prefs.mjs";
+import * as keys from "./keys.mjs";
+import * as keybar from "./keybar.mjs";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -84,32 +90,32 @@ function record(type, data) {
 
 // ---------------------------------------------------------------- terminal
 
+// Font, theme, scrollback, cursor: defaults < server < saved < URL (prefs.mjs).
 const term = new window.Terminal({
-  allowProposedApi: false,
-  cursorBlink: true,
-  fontFamily: '"JetBrains Mono", "Fira Code", "DejaVu Sans Mono", Menlo, Consolas, monospace',
-  fontSize: 14,
-  lineHeight: 1.1,
-  scrollback: 5000,
-  theme: {
-    background: "#0d1117", foreground: "#c9d1d9", cursor: "#58a6ff", cursorAccent: "#0d1117",
-    selectionBackground: "#264f78",
-    black: "#484f58", red: "#ff7b72", green: "#3fb950", yellow: "#d29922",
-    blue: "#58a6ff", magenta: "#bc8cff", cyan: "#39c5cf", white: "#b1bac4",
-    brightBlack: "#6e7681", brightRed: "#ffa198", brightGreen: "#56d364", brightYellow: "#e3b341",
-    brightBlue: "#79c0ff", brightMagenta: "#d2a8ff", brightCyan: "#56d4dd", brightWhite: "#f0f6fc",
-  },
+  allowProposedApi: true, // term.unicode (the Unicode 11 addon) is a proposed API in xterm.js 5.5
+  ...prefs.xtermOptions(prefs.initial(params)),
 });
 const fit = new window.FitAddon.FitAddon();
 term.loadAddon(fit);
 term.open($("terminal"));
 demo.term = term;
+// The screen survives a reload: saved on hide/unload with the stream position it
+// represents, written back before the resumed output (screen_state.mjs, docs/page.md).
+const screenKeeper = new ScreenKeeper(term, { SerializeAddon: window.SerializeAddon?.SerializeAddon });
+demo.screenState = screenKeeper.status;
+// Clipboard shortcuts, links, Unicode 11, OSC 52 (keys.mjs); the touch key bar
+// (keybar.mjs); the settings panel (prefs.mjs).
+keys.install(term, { prefs: prefs.current, notify: (text, level) => setMessage(text, level) });
+const updateKeybar = keybar.install(term, { prefs: prefs.current });
+prefs.install(term, { onApplied: () => (updateKeybar(), fitNow()), notify: (text, level) => setMessage(text, level) });
+demo.page = { prefs: prefs.state, clipboard: keys.state, keybar: keybar.state };
 fitNow();
 
 term.onTitleChange((t) => (document.title = t ? `${t} — nimbus` : "nimbus terminal"));
 
 // Keystrokes: xterm gives strings (onData) or raw bytes as a latin1 string (onBinary).
-term.onData((d) => {
+term.onData((typed) => {
+  const d = keybar.modify(typed); // the key bar's sticky Ctrl/Alt
   if (d === "\r" && demo.phase === "exited") return void restart();
   if (d === "\r" && demo.phase === "error" && !$("btn-reconnect").hidden) return void $("btn-reconnect").click();
   if (current) nimbus.send(current, d).catch?.(reportInputError);
@@ -151,11 +157,32 @@ function fmtBytes(n) {
   return `${(n / 1073741824).toFixed(2)} GiB`;
 }
 
+// The pill tells the truth: while the browser is offline (navigator.onLine)
+// a live connection shows "offline", whatever its socket still says.
+const LIVE_STATES = new Set(["connecting", "authenticating", "ready", "reconnecting"]);
+let pillWanted = "loading";
+
 function setPill(state) {
+  pillWanted = state;
+  const shown = navigator.onLine === false && LIVE_STATES.has(state) ? "offline" : state;
   const pill = $("st-state");
-  pill.dataset.state = state;
-  pill.querySelector("b").textContent = state;
+  pill.dataset.state = shown;
+  pill.querySelector("b").textContent = shown;
 }
+
+let offlineShown = false;
+function onNetworkChange() {
+  setPill(pillWanted);
+  if (navigator.onLine === false && LIVE_STATES.has(pillWanted)) {
+    offlineShown = true;
+    setMessage("Offline: the terminal goes on when the network is back", "warn");
+  } else if (offlineShown) {
+    offlineShown = false;
+    if ($("st-msg").dataset.level === "warn") setMessage("Back online", "ok");
+  }
+}
+addEventListener("offline", onNetworkChange);
+addEventListener("online", onNetworkChange);
 
 // `detail` (an error's code and raw reason) follows the sentence, smaller.
 function setMessage(text, level = "", detail = "") {
@@ -410,6 +437,7 @@ $("btn-new").addEventListener("click", () => {
   showForm(config);
 });
 $("btn-reconnect").addEventListener("click", () => {
+  if (askingToken) return void askForToken(); // the same token would fail the same way
   $("btn-reconnect").hidden = true;
   start(config, null).catch(showFatal);
 });
@@ -437,6 +465,7 @@ async function start(cfg, credentials) {
   await saveConfig(cfg);
   $("btn-reconnect").hidden = true;
   $("notice").hidden = true;
+  askingToken = false;
   setMessage("");
   const key = `${wsURL(cfg)}|${cfg.token}`;
   if (!conn || conn.state === "closed" || conn.__key !== key) {
@@ -454,11 +483,14 @@ async function start(cfg, credentials) {
   }
   const resumed = nimbus.resumedChannels(conn);
   if (resumed.length) {
+    const shown = await screenKeeper.restore(resumed[0]); // the screen as it was, before its output goes on
     resetCounters();
     attach(resumed[0], { resumed: true });
-    setMessage("Session resumed", "ok");
+    if (shown.gap) setMessage(`Session resumed; ${fmtBytes(shown.gap)} of output before the reload could not be kept (Ctrl-L redraws)`, "warn");
+    else setMessage("Session resumed", "ok");
     return;
   }
+  screenKeeper.forget(); // nothing resumed: a saved screen is of a session that is gone
   if (cfg.mode === "ssh" && !credentials) {
     showForm(cfg);
     return;
@@ -505,14 +537,30 @@ async function openNew(cfg, credentials) {
 // count the bytes as consumed and grant the server more credit, so a slow
 // renderer slows the server down instead of growing memory (xterm.js's
 // flow-control guidance).
-function output(bytes, done) {
+function output(chunk, done) {
+  const bytes = screenKeeper.fresh(chunk); // null: a restored screen shows these bytes already
+  if (!bytes) return void done();
   demo.rx += bytes.length;
   if (demo.tap) demo.tap(bytes);
+  const parsed = screenKeeper.writing(bytes);
   term.write(bytes, () => {
+    parsed();
     demo.written += bytes.length;
     done();
   });
 }
+
+// Reload, close or hide: the runtime writes its resume state now and the screen
+// is saved with the same stream position, in this one task (screen_state.mjs).
+function saveScreen() {
+  if (!conn || !current || conn.state === "closed") return;
+  nimbus.persist(conn);
+  screenKeeper.save(current);
+}
+addEventListener("pagehide", saveScreen);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "hidden") saveScreen();
+});
 
 function resetCounters() {
   demo.rx = 0;
@@ -522,6 +570,7 @@ function resetCounters() {
 function attach(ch, { resumed }) {
   offChannel();
   current = ch;
+  screenKeeper.follow(ch, { resumed });
   demo.channel = ch;
   demo.channelId = ch.id ?? null;
   demo.sessions += 1;
@@ -618,14 +667,18 @@ function onTerminalError(e) {
   const reason = err.detail || err.text;
   const sentence = messages.userMessage(err.name, reason, host, err.code) ?? err.text;
   const detail = messages.detailLine(err.code, err.name, reason);
-  demo.error = { ...err, sentence, detailLine: detail, probe: null };
+  const asksToken = messages.asksForToken(err.name, reason);
+  askingToken = asksToken;
+  demo.error = { ...err, sentence, detailLine: detail, probe: null, asksToken };
   record("error", err);
   setPhase("error");
   setPill("closed");
   $("btn-reconnect").hidden = false;
+  $("btn-reconnect").textContent = asksToken ? "Enter token…" : "Reconnect";
   hideLoader();
   $("connect").hidden = true;
-  showError(sentence, detail, Boolean(current));
+  showError(sentence, detail, Boolean(current) && !asksToken);
+  if (asksToken) askForToken();
   if (err.name === "CONNECT_FAILED" && err.code === 1006) probeAfterConnectFailed(demo.error, host, detail);
 }
 
@@ -664,7 +717,26 @@ function hostOf(cfg) {
   }
 }
 
+// A missing or refused bearer token: reconnecting with it would fail the same
+// way, so the notice asks for the token and connects with what is typed.
+let askingToken = false; // the last terminal error was one; start() clears it
+function askForToken() {
+  if ($("notice").hidden) showNotice("Token needed", demo.error?.sentence ?? "", demo.error?.detailLine ?? "");
+  $("notice-title").textContent = "Token needed";
+  $("notice-token-form").hidden = false;
+  $("notice-reconnect").textContent = "Connect";
+  $("notice-token").focus();
+}
+
+$("notice-token-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  $("notice-reconnect").click();
+});
+
 function showNotice(title, text, detail = "") {
+  $("notice-token-form").hidden = true;
+  $("notice-token").value = "";
+  $("notice-reconnect").textContent = "Reconnect";
   $("notice-title").textContent = title;
   $("notice-text").textContent = text;
   $("notice-detail")?.remove();
@@ -674,6 +746,14 @@ function showNotice(title, text, detail = "") {
 }
 
 $("notice-reconnect").addEventListener("click", () => {
+  if (!$("notice-token-form").hidden) {
+    const token = $("notice-token").value;
+    if (!token) return void $("notice-token").focus();
+    $("notice").hidden = true;
+    $("btn-reconnect").hidden = true;
+    start({ ...config, token }, null).catch(showFatal);
+    return;
+  }
   $("notice").hidden = true;
   $("btn-reconnect").click();
 });
@@ -722,6 +802,18 @@ function showFatal(e) {
 
 // ------------------------------------------------------------------- boot
 
+// What scripts/build_site.py wrote into index.html (<meta name="nimbus-site">, the
+// content-hashed folders of the runtime and the wheel); site.json for an older build.
+async function siteMeta() {
+  const tag = document.querySelector('meta[name="nimbus-site"]');
+  try {
+    if (tag) return JSON.parse(tag.content);
+    return await (await fetch("site.json", { cache: "no-cache" })).json();
+  } catch {
+    return {};
+  }
+}
+
 async function boot() {
   const t0 = performance.now();
   setPill("loading");
@@ -729,21 +821,21 @@ async function boot() {
   const restoring = restoreToken(config).catch(() => {
     config.tokenLost = true;
   });
-  let site = {};
-  try {
-    site = await (await fetch("site.json", { cache: "no-cache" })).json();
-  } catch {
-    site = {};
-  }
+  const serverPrefs = prefs.loadServer(); // --terminal-option (page-config.json); never throws
+  const site = await siteMeta();
   await nimbus.loadRuntime({
-    indexURL: new URL("pyodide/", location.href).href,
+    indexURL: new URL(site.runtime || "pyodide/", location.href).href,
     wheelURL: site.wheel ? new URL(site.wheel, location.href).href : undefined,
     bootBytes: site.bootBytes ?? null,
-    onProgress: ({ text, fraction }) => showLoader(text || "Loading the Python runtime…", fraction),
+    onProgress: ({ text, fraction, loaded, total }) => {
+      demo.boot = { loaded, total };
+      showLoader(text || "Loading the Python runtime…", fraction);
+    },
   });
   demo.bootMs = Math.round(performance.now() - t0);
   record("booted", { ms: demo.bootMs });
   await restoring;
+  await serverPrefs; // before the first session: its size follows the font
   if (config.tokenLost && !resolveWs(config.ws).error) {
     return showForm(config, "This tab had a bearer token for this server: enter it again to resume (it is not stored here).");
   }

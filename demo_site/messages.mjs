@@ -44,6 +44,15 @@ export const AUTH_REASONS = Object.freeze({
 });
 
 /**
+ * Whether error `name` with the server's close `reason` means "bring (another)
+ * bearer token": retrying with the same one would fail the same way, so the
+ * page asks for it (issue 15.7).
+ */
+export function asksForToken(name, reason = "") {
+  return name === "AUTH_FAILED" && (reason === "token required" || reason === "token not accepted");
+}
+
+/**
  * The close codes a server may close a first connection with (the client
  * reports CONNECT_FAILED) that the table words: the core's names for them
  * (core/errors.py CloseCode; tests/server/test_user_errors.py compares).

@@ -9,8 +9,9 @@ let runtime = null; // what loadNimbus() returned
 
 /**
  * Import the facade and boot Pyodide + the wheel.
- * onProgress({text, fraction|null}); `bootBytes` (from site.json) is what
- * the boot downloads with fetch(), for a byte-accurate progress bar.
+ * onProgress({text, fraction|null, loaded, total}); `bootBytes` (from site.json)
+ * is what the boot downloads with fetch(), decoded (the bytes a compressed
+ * response yields, which is what the page can count), for a byte-accurate bar.
  */
 export async function loadRuntime({ indexURL, wheelURL, bootBytes, onProgress }) {
   try {
@@ -24,6 +25,8 @@ export async function loadRuntime({ indexURL, wheelURL, bootBytes, onProgress })
     onProgress?.({
       text: loaded ? `${phase} · ${fmtMB(loaded)}${bootBytes ? ` / ${fmtMB(bootBytes)}` : ""}` : `${phase}…`,
       fraction: bootBytes && loaded ? Math.min(0.98, loaded / bootBytes) : null,
+      loaded,
+      total: bootBytes ?? null,
     });
   const untrack = trackDownloads((n) => {
     loaded = n;
@@ -47,8 +50,7 @@ export async function loadRuntime({ indexURL, wheelURL, bootBytes, onProgress })
 
 // Count the bytes of every fetch() while Pyodide boots (the wasm, the
 // stdlib, the lock file, the wheel): Pyodide itself reports only phases.
-// The bodies are passed through unchanged (headers, status; integrity was
-// already checked by the real fetch).
+// The responses are passed through unchanged.
 function trackDownloads(onBytes) {
   const orig = globalThis.fetch;
   if (typeof ReadableStream !== "function") return () => {};
@@ -56,18 +58,19 @@ function trackDownloads(onBytes) {
   globalThis.fetch = async (...args) => {
     const res = await orig(...args);
     if (!res.ok || !res.body) return res;
-    const reader = res.body.getReader();
-    const body = new ReadableStream({
-      async pull(ctrl) {
+    // The caller gets the real Response (its URL intact: Chromium caches the compiled
+    // wasm of a response it can tie to the HTTP cache, which saves the compile on a
+    // reload); a clone is read alongside to count the decoded bytes.
+    const reader = res.clone().body.getReader();
+    (async () => {
+      for (;;) {
         const { done, value } = await reader.read();
-        if (done) return ctrl.close();
+        if (done) return;
         total += value.byteLength;
         onBytes(total);
-        ctrl.enqueue(value);
-      },
-      cancel: (reason) => reader.cancel(reason),
-    });
-    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+      }
+    })().catch(() => {});
+    return res;
   };
   return () => {
     globalThis.fetch = orig;
@@ -122,6 +125,9 @@ export const send = (ch, data) => ch.send(data);
 export const resize = (ch, cols, rows) => ch.resize(cols, rows);
 export const closeChannel = (ch) => ch.close();
 export const closeConnection = (conn) => conn.close();
+/** Write the resume state now (the runtime also does on pagehide; the page calls it
+ * right before saving its screen, so both record the same stream position). */
+export const persist = (conn) => conn?.persist();
 /** Measure RTT now (the runtime's own heartbeat only pings every 20 s). */
 export const ping = (conn) => conn?.ping();
 

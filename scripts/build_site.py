@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
 """Assemble the demo site served by ``nimbus-ws serve --static build/site``.
 
-Layout of the output folder (default ``build/site/``)::
+Layout of the output folder (default ``build/site/``; issue 14, item 4)::
 
-    index.html app.mjs nimbus_adapter.mjs style.css favicon.svg   <- demo_site/
-    site.json                       <- wheel file name and versions (for the page)
-    vendor/xterm/xterm.js xterm.css addon-fit.js   <- node_modules/@xterm (pinned)
-    nimbus/nimbus.mjs ...           <- web_runtime/js/ (the JavaScript facade)
-    pyodide/...                     <- build/pyodide-dist/: only what the page loads
-                                       (PAGE_PYODIDE_FILES, the project wheel and a
-                                       lock file listing only that wheel)
-    X.gz                            <- gzip -9 of each compressible file X (when it
-                                       saves >= 10%); the server sends it for
-                                       Accept-Encoding: gzip
+    index.html                      <- demo_site/index.html, its relative src/href
+                                       rewritten to the hashed folders below, plus
+                                       <meta name="nimbus-site"> (= site.json)
+    site.json                       <- the hashed paths, versions, boot bytes
+    assets/<hA>/                    <- the page: demo_site/*.mjs|css|svg...,
+                                       vendor/xterm/ (xterm.js + addons, pinned),
+                                       nimbus/ (web_runtime/js, the facade)
+    assets/<hR>/                    <- the Pyodide runtime the page loads
+                                       (PAGE_PYODIDE_FILES; python_stdlib.zip
+                                       trimmed and stored, see page_stdlib) and
+                                       a lock file listing no package
+    assets/<hW>/<project wheel>
+    X.br, X.gz                      <- brotli (q 11) and gzip (-9) twins of each
+                                       compressible X (when they save >= 10%);
+                                       the server picks one by Accept-Encoding
+
+``<h>`` is the first 16 hex digits of a SHA-256 over the folder's file names
+and contents, so a folder's name changes exactly when its content does: the
+server serves ``assets/<h>/`` ``immutable`` for a year and everything else
+``no-cache`` (node_runtime/server/static.py).  A reload costs one
+revalidated ``index.html``; a new build, only the folders that changed.
 
 Everything is local: the page loads no CDN.  The Pyodide files (~17 MB) are
 **hard-linked** when both folders share a file system (copied otherwise), the
@@ -30,12 +41,18 @@ summary line.  Run ``scripts/setup.sh`` (``make setup``) first so that
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gzip
+import hashlib
+import html
+import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +65,40 @@ SITE_SUFFIXES = (".html", ".mjs", ".js", ".css", ".svg", ".png", ".ico")
 #: file); the project wheel is added from the lock.  The dist's other wheels
 #: (micropip, pytest, pluggy, pygments, setuptools...) serve tests/pyodide only.
 PAGE_PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip")
-#: Files worth a precompressed ``.gz`` twin (wheels and zips are deflated already).
-GZIP_SUFFIXES = (".html", ".mjs", ".js", ".css", ".svg", ".json", ".wasm")
+#: The xterm.js addons the page loads (``node_modules/@xterm/<name>/lib/<name>.js``).
+XTERM_ADDONS = ("addon-fit", "addon-serialize", "addon-web-links", "addon-clipboard", "addon-unicode11")
+#: Files worth precompressed twins (wheels are deflated already; the page's stdlib zip is stored).
+GZIP_SUFFIXES = (".html", ".mjs", ".js", ".css", ".svg", ".json", ".wasm", ".zip", ".whl")
 GZIP_MIN_BYTES = 1024
 GZIP_MIN_SAVING = 0.10
+#: Brotli quality and window of the ``.br`` twins (11 = smallest; ~45 s for the wasm, once).
+BROTLI_QUALITY = 11
+BROTLI_LGWIN = 24
+#: Stdlib parts the page never imports (no processes, sockets or tty in a browser tab, no
+#: REPL, tests, docs or profilers in a terminal client); dropping them saves ~0.45 MB on
+#: the wire.  Nothing Pyodide's boot or
+#: the project's browser modules import is among them (tests/server/test_static_cache.py).
+PAGE_STDLIB_DROP_DIRS = (
+    "unittest/", "_pyrepl/", "xmlrpc/", "pydoc_data/", "idlelib/", "tkinter/", "turtledemo/",
+    "ensurepip/", "venv/", "lib2to3/", "wsgiref/", "dbm/", "curses/", "sqlite3/", "test/",
+    "xml/", "html/",  # no parser of either in a terminal client
+    "multiprocessing/", "ctypes/", "zoneinfo/", "tomllib/",  # no processes, no C, no tz data here
+)
+PAGE_STDLIB_DROP_FILES = (
+    "pydoc.py", "doctest.py", "pdb.py", "mailbox.py", "turtle.py", "argparse.py", "optparse.py",
+    "pickletools.py", "difflib.py",
+    "_pyio.py", "_pydatetime.py",  # pure-Python fallbacks of the built-in _io and _datetime
+    # network clients/servers and terminals: a browser tab has no sockets, processes or tty
+    "ftplib.py", "smtplib.py", "imaplib.py", "poplib.py", "socketserver.py", "http/server.py",
+    "webbrowser.py", "getpass.py", "pty.py", "tty.py", "asyncio/__main__.py", "concurrent/futures/process.py",
+    # profilers and developer tools
+    "cProfile.py", "profile.py", "pstats.py", "timeit.py", "trace.py", "tabnanny.py", "pyclbr.py",
+    "compileall.py", "zipapp.py", "shelve.py", "csv.py",
+)
+#: Hex digits of a hashed folder name (the server's IMMUTABLE_DIR accepts 16-64).
+HASH_DIGITS = 16
+#: Days an unused entry stays in the twin cache (``build/.site-twins/``).
+TWIN_CACHE_DAYS = 7
 
 
 class BuildError(RuntimeError):
@@ -122,12 +169,13 @@ def plan(
         raise BuildError(f"{demo}/index.html missing")
 
     xterm = root / "node_modules" / "@xterm" / "xterm"
-    fit = root / "node_modules" / "@xterm" / "addon-fit"
     vendor = {
         "vendor/xterm/xterm.js": xterm / "lib" / "xterm.js",
         "vendor/xterm/xterm.css": xterm / "css" / "xterm.css",
-        "vendor/xterm/addon-fit.js": fit / "lib" / "addon-fit.js",
     }
+    # xterm.js's own addons (UMD bundles, pinned in package-lock.json): window.<Name>Addon.
+    for addon in XTERM_ADDONS:
+        vendor[f"vendor/xterm/{addon}.js"] = root / "node_modules" / "@xterm" / addon / "lib" / f"{addon}.js"
     for rel, src in vendor.items():
         if not src.is_file():
             raise BuildError(f"{src} missing; run `make setup` (npm ci)")
@@ -174,34 +222,162 @@ def plan(
 
 
 def page_lock(pyodide_dist: Path) -> str:
-    """The dist's ``pyodide-lock.json`` listing only the project wheel (all the page ships)."""
+    """The dist's ``pyodide-lock.json`` with no package: the page installs the project wheel by
+    URL (``site.json`` ``wheel``), so the runtime folder's hash does not change with the wheel."""
     lock = json.loads((pyodide_dist / "pyodide-lock.json").read_text(encoding="utf-8"))
-    lock["packages"] = {PROJECT_LOCK_NAME: lock["packages"][PROJECT_LOCK_NAME]}
+    lock["packages"] = {}
     return json.dumps(lock, indent=1) + "\n"
 
 
-def _gzip_twin(path: Path) -> Path | None:
-    """Write ``path.gz`` (gzip -9, no name or time in the header, the source's mtime) unless it is
-    already there or would not save :data:`GZIP_MIN_SAVING`; the twin kept, or ``None``."""
-    gz = path.with_name(path.name + ".gz")
+def _page_stdlib_keeps(name: str) -> bool:
+    base = name[:-1] if name.endswith(".pyc") else name
+    return not (name.startswith(PAGE_STDLIB_DROP_DIRS) or base in PAGE_STDLIB_DROP_FILES)
+
+
+def page_stdlib(src: Path) -> bytes:
+    """The dist's ``python_stdlib.zip`` (with its bytecode) for the page: every entry stored,
+    not deflated, so that the HTTP compression (brotli over the whole archive) sees across
+    files; without :data:`PAGE_STDLIB_DROP_DIRS` / :data:`PAGE_STDLIB_DROP_FILES`; and
+    without the ``X.py`` of each module the boot loads from its ``X.pyc`` (the page's
+    tracebacks show no source line for those stdlib frames).  1.9 MB on the wire instead
+    of 3.9.  Same input, same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(buf, "w") as zout:
+        names = set(zin.namelist())
+        for info in zin.infolist():
+            if not _page_stdlib_keeps(info.filename):
+                continue
+            if info.filename.endswith(".py") and info.filename + "c" in names:
+                continue  # its unchecked-hash .pyc is what zipimport loads (tracebacks lose the line)
+            entry = zipfile.ZipInfo(info.filename, info.date_time)
+            entry.external_attr = info.external_attr
+            entry.compress_type = zipfile.ZIP_STORED
+            zout.writestr(entry, zin.read(info))
+    return buf.getvalue()
+
+
+def page_wheel(src: Path) -> bytes:
+    """The project wheel with every entry stored, not deflated: brotli over the whole archive
+    sends 210 KB instead of the deflated wheel's 344 KB.  Contents, names, order and RECORD
+    are unchanged (Pyodide unpacks stored and deflated entries alike).  Same input, same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(buf, "w") as zout:
+        for info in zin.infolist():
+            entry = zipfile.ZipInfo(info.filename, info.date_time)
+            entry.external_attr = info.external_attr
+            entry.compress_type = zipfile.ZIP_STORED
+            zout.writestr(entry, zin.read(info))
+    return buf.getvalue()
+
+
+def _write_bytes_if_changed(path: Path, data: bytes) -> bool:
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return True
+
+
+def _twin(path: Path, suffix: str, cache: Path | None = None, used: set[str] | None = None) -> Path | None:
+    """Write ``path`` + ``suffix`` (``.gz``: gzip -9, no name or time in the header; ``.br``:
+    brotli) with the source's mtime, unless it is already there or would not save
+    :data:`GZIP_MIN_SAVING`; the twin kept, or ``None``.  Without the ``brotli`` module
+    (a build dependency, requirements-dev.txt) no ``.br`` is written."""
+    twin = path.with_name(path.name + suffix)
     st = path.stat()
     if path.suffix not in GZIP_SUFFIXES or st.st_size < GZIP_MIN_BYTES:
+        twin.unlink(missing_ok=True)
         return None
+    raw: bytes | None = None
+    cached: Path | None = None
     try:
-        g = gz.stat()
-        if g.st_mtime_ns == st.st_mtime_ns:
-            return gz
+        if twin.stat().st_mtime_ns == st.st_mtime_ns:
+            if cache is not None:  # keep the cache filled for a later folder that has this content
+                raw = path.read_bytes()
+                cached = cache / (hashlib.sha256(raw).hexdigest() + suffix)
+                if used is not None:
+                    used.add(cached.name)
+                if not cached.is_file():
+                    cache.mkdir(parents=True, exist_ok=True)
+                    _place(twin, cached, link=False)
+            return twin
     except FileNotFoundError:
         pass
-    data = gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)
+    raw = path.read_bytes() if raw is None else raw
+    cached = cache / (hashlib.sha256(raw).hexdigest() + suffix) if cache is not None else None
+    if cached is not None and used is not None:
+        used.add(cached.name)
+    if cached is not None and cached.is_file():  # the same content compressed by an earlier build
+        if cached.stat().st_size == 0:
+            twin.unlink(missing_ok=True)
+            return None
+        _place(cached, twin, link=False)
+        os.utime(twin, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return twin
+    if suffix == ".gz":
+        data = gzip.compress(raw, compresslevel=9, mtime=0)
+    else:
+        try:
+            import brotli  # type: ignore[import-untyped, import-not-found, unused-ignore]
+        except ImportError:
+            return None
+        data = brotli.compress(raw, quality=BROTLI_QUALITY, lgwin=BROTLI_LGWIN)
     if len(data) > st.st_size * (1 - GZIP_MIN_SAVING):
-        gz.unlink(missing_ok=True)
+        data = b""  # not worth a twin (remembered as an empty cache entry)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        ctmp = cached.with_name(f".{cached.name}.tmp{os.getpid()}")
+        ctmp.write_bytes(data)
+        os.replace(ctmp, cached)
+    if not data:
+        twin.unlink(missing_ok=True)
         return None
-    tmp = gz.with_name(f".{gz.name}.tmp{os.getpid()}")
+    tmp = twin.with_name(f".{twin.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-    os.replace(tmp, gz)
-    return gz
+    os.replace(tmp, twin)
+    return twin
+
+
+def _gzip_twin(path: Path) -> Path | None:
+    """The ``.gz`` twin of ``path`` (see :func:`_twin`)."""
+    return _twin(path, ".gz")
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def folder_hash(entries: dict[str, Path]) -> str:
+    """:data:`HASH_DIGITS` hex digits of a SHA-256 over ``{name inside the folder: file}``."""
+    h = hashlib.sha256()
+    for rel in sorted(entries):
+        h.update(f"{rel}\0{_digest(entries[rel])}\n".encode())
+    return h.hexdigest()[:HASH_DIGITS]
+
+
+_REF = re.compile(r'(\b(?:src|href)=")([^"#?:]+)(")')
+
+
+def rewrite_index(text: str, app_files: set[str], app_dir: str, meta: dict[str, object]) -> str:
+    """``index.html`` with each relative ``src``/``href`` naming a page file moved under
+    ``app_dir`` and ``<meta name="nimbus-site" content="<site.json>">`` after ``<meta charset>``
+    (the page reads it instead of fetching site.json: one round trip less)."""
+    def move(m: re.Match[str]) -> str:
+        ref = m.group(2)
+        return f"{m.group(1)}{app_dir}{ref}{m.group(3)}" if ref in app_files else m.group(0)
+
+    out = _REF.sub(move, text)
+    tag = f'<meta name="nimbus-site" content="{html.escape(json.dumps(meta, sort_keys=True), quote=True)}">'
+    charset = re.search(r"<meta charset=[^>]*>", out, re.I)
+    if charset is None:
+        raise BuildError("demo_site/index.html has no <meta charset>")
+    return out[: charset.end()] + "\n  " + tag + out[charset.end():]
 
 
 def build(
@@ -211,19 +387,69 @@ def build(
     facade: Path | None = None,
 ) -> tuple[int, int, int, list[str]]:
     """Bring ``out`` up to date; returns (files, changed, removed, warnings)."""
-    files, meta, warnings = plan(root, pyodide_dist or root / "build" / "pyodide-dist", facade)
-    out.mkdir(parents=True, exist_ok=True)
-    # Only the (large, generated) Pyodide files are hard-linked; sources are
-    # copied, so that an edit under build/site can never change the source tree.
-    changed = sum(_place(src, out / rel, rel.startswith("pyodide/")) for rel, src in files.items())
-    changed += _write_if_changed(out / "site.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     dist = pyodide_dist or root / "build" / "pyodide-dist"
-    changed += _write_if_changed(out / "pyodide" / "pyodide-lock.json", page_lock(dist))
-    keep = set(files) | {"site.json", "pyodide/pyodide-lock.json"}
-    for rel in sorted(keep):
-        gz = _gzip_twin(out / rel)
-        if gz is not None:
-            keep.add(gz.relative_to(out).as_posix())
+    files, meta, warnings = plan(root, dist, facade)
+    out.mkdir(parents=True, exist_ok=True)
+    # Derived inputs (the page's lock and stdlib) are written next to out, once per content.
+    derived = out.with_name(f".{out.name}-derived")
+    derived.mkdir(exist_ok=True)
+    changed = int(_write_if_changed(derived / "pyodide-lock.json", page_lock(dist)))
+    stdlib_path = derived / "python_stdlib.zip"
+    changed += _write_bytes_if_changed(stdlib_path, page_stdlib(dist / "python_stdlib.zip"))
+    wheel_rel = str(meta["wheel"])
+    wheel_name = wheel_rel.removeprefix("pyodide/")
+    wheel_bytes = page_wheel(files[wheel_rel])
+    changed += _write_bytes_if_changed(derived / wheel_name, wheel_bytes)
+    for old in derived.glob("*.whl"):  # an earlier version's wheel
+        if old.name != wheel_name:
+            old.unlink()
+
+    runtime = {rel.removeprefix("pyodide/"): src for rel, src in files.items() if rel.startswith("pyodide/") and rel != wheel_rel}
+    runtime["python_stdlib.zip"] = stdlib_path
+    runtime["pyodide-lock.json"] = derived / "pyodide-lock.json"
+    wheel = {wheel_name: derived / wheel_name}
+    app = {rel: src for rel, src in files.items() if not rel.startswith("pyodide/") and rel != "index.html"}
+    runtime_dir = f"assets/{folder_hash(runtime)}/"
+    wheel_dir = f"assets/{folder_hash(wheel)}/"
+    app_dir = f"assets/{folder_hash(app)}/"
+    placed: dict[str, tuple[Path, bool]] = {}  # output path -> (source, hard-link)
+    placed.update({runtime_dir + rel: (src, True) for rel, src in runtime.items()})
+    placed.update({wheel_dir + rel: (src, True) for rel, src in wheel.items()})
+    # Sources are copied, so that an edit under build/site can never change the source tree.
+    placed.update({app_dir + rel: (src, False) for rel, src in app.items()})
+    meta.update(
+        {
+            "runtime": runtime_dir,
+            "wheel": wheel_dir + next(iter(wheel)),
+            "app": app_dir,
+            "facade": f"{app_dir}nimbus/nimbus.mjs" if "nimbus/nimbus.mjs" in app else None,
+            "wheelSha256": hashlib.sha256(wheel_bytes).hexdigest(),
+            "bootBytes": sum(runtime[n].stat().st_size for n in ("pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"))
+            + len(wheel_bytes),
+        }
+    )
+    changed += sum(_place(src, out / rel, link) for rel, (src, link) in placed.items())
+    index = rewrite_index(files["index.html"].read_text(encoding="utf-8"), set(app), app_dir, meta)
+    changed += _write_if_changed(out / "index.html", index)
+    changed += _write_if_changed(out / "site.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    keep = set(placed) | {"site.json", "index.html"}
+    # Twins by content, shared by every build of this checkout (tests build their own sites):
+    # a folder whose hash changed reuses the wasm's brotli instead of spending 45 s on it again.
+    cache = root / "build" / ".site-twins"
+    jobs = [(out / rel, suffix) for rel in sorted(keep) for suffix in (".br", ".gz")]
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        # the largest first: the wasm's brotli twin alone takes most of a fresh build
+        jobs.sort(key=lambda j: -j[0].stat().st_size)
+        used: set[str] = set()
+        for twin in pool.map(lambda j: _twin(j[0], j[1], cache=cache, used=used), jobs):
+            if twin is not None:
+                keep.add(twin.relative_to(out).as_posix())
+    now = time.time()
+    for entry in cache.glob("*"):  # used entries are fresh; others go after TWIN_CACHE_DAYS
+        if entry.name in used:
+            os.utime(entry)
+        elif entry.stat().st_mtime < now - TWIN_CACHE_DAYS * 86400:
+            entry.unlink()
     removed = 0
     for path in sorted(out.rglob("*"), reverse=True):  # children before their folders
         rel = path.relative_to(out).as_posix()

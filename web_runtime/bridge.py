@@ -196,6 +196,9 @@ class ChannelHandle:
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._early: list[tuple[int, bytes, asyncio.Future[None]]] = []
         self._closed = False
+        #: For a channel restored by a resume: the output position it resumed from.
+        self._resumed_from: int | None = None
+        self._last_position = 0
 
     # ---------------------------------------------------------- JS-facing
 
@@ -228,8 +231,32 @@ class ChannelHandle:
         return "opening" if self.channel is None else self.channel.state
 
     @property
+    def received(self) -> int:
+        """Output bytes received on the channel since it opened (stdout + stderr, kept across resumes).
+
+        Output reaches the listeners as it is received, so this is the
+        stream position just past the last chunk handed to JavaScript (0
+        before the channel exists; the last value once it is gone).
+        """
+        conn = None if self._owner is None else self._owner.live
+        if self.channel is not None and conn is not None:
+            pos = conn.output_position(self.channel.id)
+            if pos is not None:
+                self._last_position = pos
+        return self._last_position
+
+    @property
+    def resumed_from(self) -> int | None:
+        """For a channel restored by a resume: the output position it resumed from, else ``None``.
+
+        The first chunk delivered after the resume starts at this offset
+        (the server retransmits from it: PROTOCOL.md section 7).
+        """
+        return self._resumed_from
+
+    @property
     def info(self) -> str:
-        """JSON ``{id, state, resumed, exitStatus, exitSignal}``."""
+        """JSON ``{id, state, resumed, exitStatus, exitSignal, received, resumedFrom}``."""
         ch = self.channel
         if ch is None:
             return _json(
@@ -239,6 +266,8 @@ class ChannelHandle:
                     "resumed": False,
                     "exitStatus": None,
                     "exitSignal": None,
+                    "received": 0,
+                    "resumedFrom": None,
                 }
             )
         return _json(
@@ -248,6 +277,8 @@ class ChannelHandle:
                 "resumed": ch.resumed,
                 "exitStatus": ch.exit_status,
                 "exitSignal": ch.exit_signal,
+                "received": self.received,
+                "resumedFrom": self._resumed_from,
             }
         )
 
@@ -298,8 +329,13 @@ class ChannelHandle:
         }
 
     def bind(self, channel: Channel) -> None:
-        """Register :meth:`listeners` on ``channel`` (a channel restored by a resume)."""
+        """Register :meth:`listeners` on ``channel`` (a channel restored by a resume).
+
+        Called when the resume brought the channel back, before any of its
+        output arrived: its position now is where the output resumes.
+        """
         self.channel = channel
+        self._resumed_from = self.received
         for name, cb in self.listeners().items():
             channel.on(name, cb)
 
@@ -392,6 +428,15 @@ class ConnectionHandle:
         for name in wanted or ():
             self._wanted.add(str(name))
         self.conn: WebConnection | None = None
+        self._created: WebConnection | None = None
+
+    @property
+    def live(self) -> WebConnection | None:
+        """The connection, already while :meth:`connect` runs (``conn`` is set once it is ready)."""
+        return self.conn if self.conn is not None else self._created
+
+    def _on_created(self, conn: WebConnection) -> None:
+        self._created = conn
 
     # ---------------------------------------------------------- JS-facing
 
@@ -405,7 +450,12 @@ class ConnectionHandle:
             kw = connect_kwargs(options)
             auth = _auth_provider(options.get("auth"), auth_fn)
             self.conn = await connect(
-                url, auth=auth, websocket=websocket, on=self.listeners(), **kw
+                url,
+                auth=auth,
+                websocket=websocket,
+                on=self.listeners(),
+                created=self._on_created,
+                **kw,
             )
         except Exception as exc:
             return _err(exc)

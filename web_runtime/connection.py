@@ -163,6 +163,18 @@ class WebConnection(Connection):
         self._session.page_online(online, self._clock())
         self._pump()
 
+    def output_position(self, cid: int) -> int | None:
+        """Output bytes received on channel ``cid`` since it opened, or ``None`` once it is gone.
+
+        stdout and stderr count as one sequence; the count is the core's
+        (what the resume state stores as ``rx``), kept across reconnects and
+        page reloads.  Output is handed to the channel's listeners as it is
+        received, so this is also the stream position just past the last
+        chunk delivered -- what a page that saves its screen records with it.
+        """
+        ch = self._session.channel(cid)
+        return None if ch is None else ch.credit.received
+
     def payload_location(self, payload: bytes) -> tuple[Any, int, int] | None:
         """``(ArrayBuffer, offset, length)`` of ``payload`` in the message being received, or ``None``.
 
@@ -206,6 +218,7 @@ async def connect(
     on: Mapping[str, Listener] | None = None,
     clock: Callable[[], float] = time.time,
     rand: Callable[[], float] = random.random,
+    created: Callable[[WebConnection], None] | None = None,
     **keywords: Any,
 ) -> WebConnection:
     """Connect to a ``nimbus.ssh.v1`` server from Pyodide; return a ready :class:`WebConnection`.
@@ -230,7 +243,10 @@ async def connect(
     * ``lifecycle``: follow the page (visibility, online/offline, pagehide);
       ``suspect_after`` (default: ``heartbeat_interval``) seconds hidden make
       the connection suspect on return; ``verify_timeout`` bounds the
-      verification ping; ``page`` overrides ``document``/``window``/``navigator``.
+      verification ping; ``page`` overrides ``document``/``window``/``navigator``;
+    * ``created``: called with the :class:`WebConnection` before it starts, so
+      that listeners of the handshake (a ``channel`` restored by a resume)
+      can ask it about their channels (:meth:`WebConnection.output_position`).
 
     Raises :class:`~nimbus_websocket.core.CloseError` when the connection
     cannot be established.
@@ -269,5 +285,7 @@ async def connect(
         conn.runtime_diagnostic(
             DiagPhase.RESUME, "resume_store_unavailable", requested="session", using="memory"
         )
+    if created is not None:
+        created(conn)
     await conn.start()
     return conn

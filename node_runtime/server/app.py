@@ -23,7 +23,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
@@ -64,7 +64,7 @@ from ...core.server import (
     select_subprotocol,
 )
 from ..ws_push import PushMessages
-from . import peercred
+from . import page_config, peercred
 from .backend import Backend, BackendError, LocalProcessBackend, filter_term_env
 from .limits import Counter
 from .metrics import Metrics
@@ -79,7 +79,7 @@ from .policy import (
 )
 from .proxy import TrustedProxies, normalize_base_path
 from .ssh_backend import SshBackend, SshOptions
-from .static import StaticFiles, response
+from .static import StaticFiles, response, send_file
 from .tls import server_ssl_context
 
 __all__ = ["Server", "ServerOptions"]
@@ -91,6 +91,11 @@ _WS_OPEN = WsState.OPEN
 _WRITE_POLL = 0.02
 #: The 404 body of an upgrade to a path the server does not serve, before the path it
 #: does (``nimbus-ws connect`` reads it: node_runtime/client/messages.py).
+#: ``Server`` header of every HTTP answer.
+SERVER_HEADER = "nimbus-ws"
+#: Seconds from accept to the end of the opening handshake (TLS handshake included; a
+#: streamed static file stops the clock once its head is decided).
+OPEN_TIMEOUT = 10.0
 NOT_FOUND_WS_HINT = "Not found. The WebSocket endpoint is "
 
 
@@ -129,9 +134,9 @@ class ServerOptions:
     #: ``config.max_frame`` (3 MiB) until the hello timeout: 512 x 3 MiB = 1.5 GiB at worst.
     max_connections: int = 512
     max_connections_per_ip: int = 64
-    #: Static-file bytes being sent at once, overall and per client prefix (503 past them).
-    static_bytes_in_flight: int = 128 * 1024 * 1024
-    static_bytes_per_ip: int = 32 * 1024 * 1024
+    #: Seconds a static-file client may take to read 1 MiB before it is cut (a file is
+    #: streamed from disk, never held in memory: :mod:`.static`).
+    static_stall_timeout: float = 30.0
     #: URL prefix everything is served under (page, assets, ``path``, ``/metrics``), for a
     #: reverse proxy that does not strip its prefix: ``/term/`` serves ``/term/ws/ssh``;
     #: outside it, 404; ``/term`` redirects to ``/term/`` (docs/deploy.md).
@@ -146,6 +151,9 @@ class ServerOptions:
     key: str | None = None
     #: A ready server-side context for embedding; wins over ``cert``/``key``.
     ssl_context: ssl.SSLContext | None = None
+    #: xterm.js options for the page (``--terminal-option``), served as ``page-config.json``
+    #: (:mod:`.page_config`: allow-listed keys, checked values; the user's own settings win).
+    terminal_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def effective_config(self) -> ServerConfig:
@@ -185,6 +193,18 @@ class _PushWsConnection(PushMessages, WsConnection):
     nimbus: Server | None = None
     _admitted: str | None = None
     _reads_paused = False
+    #: The opening handshake's timeout (:data:`OPEN_TIMEOUT`), while it runs.
+    open_deadline: asyncio.Timeout | None = None
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        """``websockets``' handshake within :data:`OPEN_TIMEOUT` (``serve`` gets ``open_timeout=None``
+        so that a static file, streamed inside ``process_request``, can stop the clock)."""
+        async with asyncio.timeout(OPEN_TIMEOUT) as deadline:
+            self.open_deadline = deadline
+            try:
+                await super().handshake(*args, **kwargs)
+            finally:
+                self.open_deadline = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Admit or abort the new TCP connection, then let ``websockets`` start."""
@@ -521,15 +541,7 @@ class Server:
         self._ticker: asyncio.Task[None] | None = None
         #: TCP connections admitted, overall and per peer key (docs/security.md, item 8).
         self.conn_limits = Counter(opts.max_connections, opts.max_connections_per_ip)
-        self._static = (
-            StaticFiles(
-                opts.static_dir,
-                Counter(opts.static_bytes_in_flight, opts.static_bytes_per_ip),
-                on_busy=lambda key: self.refused("static", key),
-            )
-            if opts.static_dir
-            else None
-        )
+        self._static = StaticFiles(opts.static_dir) if opts.static_dir else None
         #: This server's connection class: :class:`_PushWsConnection` knowing its server.
         self._conn_class = type("_ServerWsConnection", (_PushWsConnection,), {"nimbus": self})
 
@@ -560,6 +572,8 @@ class Server:
                     )
                 ],
             }
+        if self.ssl_context is not None:
+            kw["ssl_handshake_timeout"] = OPEN_TIMEOUT
         self._ws = await serve(
             self._handler,
             opts.host,
@@ -572,7 +586,9 @@ class Server:
             max_size=config.max_frame,
             ping_interval=None,
             close_timeout=5,
-            server_header="nimbus-ws",
+            server_header=SERVER_HEADER,
+            # The open timeout runs in _PushWsConnection.handshake (a streamed file stops it).
+            open_timeout=None,
             ssl=self.ssl_context,
             **kw,
         )
@@ -949,11 +965,23 @@ class Server:
                     (("WWW-Authenticate", 'Bearer realm="nimbus-ws"'),),
                 )
             return response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        if path == page_config.PAGE_CONFIG_PATH and request.headers.get("Upgrade") is None:
+            return page_config.page_config_response(self.options.terminal_options)
         if self._static is not None and request.headers.get("Upgrade") is None:
-            key = peer_prefix(self.client_address(ws)[0])
-            return await self._static.respond(
-                path, key, lambda release: _on_closed(ws, release), request_headers=request.headers
-            )
+            answer = await self._static.respond(path, request_headers=request.headers)
+            if isinstance(answer, Response):
+                return answer
+            # Streamed from the file (never read whole); the connection is closed after it,
+            # so websockets answers nothing more.  Its open timeout stops here: a slow link
+            # gets the page at its own pace, cut only if it stalls (static_stall_timeout).
+            head = answer.head
+            head.headers["Server"] = SERVER_HEADER
+            self._process_response(ws, request, head)
+            deadline = getattr(ws, "open_deadline", None)
+            if deadline is not None:
+                deadline.reschedule(None)
+            await send_file(ws, answer, stall=self.options.static_stall_timeout)
+            return head
         return self._not_found(ws, request)
 
     def _not_found(self, ws: WsConnection, request: Request) -> Response:
@@ -986,11 +1014,6 @@ _FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 def _proxied(request: Request | None) -> bool:
     """True if ``request`` carries a forwarding header (from a trusted proxy or not)."""
     return request is not None and any(name in request.headers for name in _FORWARDING_HEADERS)
-
-
-def _on_closed(ws: WsConnection, fn: Callable[[], None]) -> None:
-    """Run ``fn`` once ``ws``'s TCP connection is gone."""
-    ws.connection_lost_waiter.add_done_callback(lambda _: fn())
 
 
 def _safe_extras(extras: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from ...core.server_config import ServerConfig
 from .app import Server, ServerOptions
+from .page_config import parse_terminal_options
 from .policy import OriginPolicy
 from .proxy import TrustedProxies, normalize_base_path
 from .ssh_backend import SshOptions
@@ -234,6 +235,17 @@ def add_parser(sub: Any) -> None:
         help="TCP connections at once from one client address (IPv4, all of loopback, an IPv6 /64); "
         "default %(default)s; 0: no bound",
     )
+    p.add_argument(
+        "--terminal-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="an xterm.js option for the page, like ttyd's -t (repeatable): fontSize=18, fontFamily=..., "
+        "lineHeight, letterSpacing, cursorStyle=block|underline|bar, cursorBlink=true, scrollback=N (<= 50000), "
+        "theme=dark|light or theme={JSON colours}, drawBoldTextInBrightColors, minimumContrastRatio, "
+        "macOptionIsMeta, rightClickSelectsWord. A user's own settings and URL parameters win "
+        "(default: none; docs/page-features.md)",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs")
     p.set_defaults(func=run_serve)
 
@@ -317,6 +329,10 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         TrustedProxies.parse(args.trust_proxy)
     except ValueError as exc:
         raise SystemExit(f"nimbus-ws serve: {exc}") from None
+    try:
+        terminal_options = parse_terminal_options(args.terminal_option)
+    except ValueError as exc:
+        raise SystemExit(f"nimbus-ws serve: --terminal-option {exc}") from None
     return ServerOptions(
         base_path=base_path,
         trust_proxy=tuple(args.trust_proxy),
@@ -339,6 +355,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         config=config,
         ssh=_ssh_options(args),
         per_message_deflate=args.per_message_deflate,
+        terminal_options=terminal_options,
     )
 
 

@@ -9,35 +9,34 @@ symlinks are resolved; a directory means its ``index.html`` and the path is
 resolved *after* that is appended, so a symlinked ``index.html`` cannot
 point outside; a NUL byte or non-UTF-8 path is a 400.
 
-Memory (docs/security.md, item 8).  ``websockets``' ``Response`` carries a
-``bytes`` body and writes it in one piece -- there is no streaming body -- so
-what a response costs is bounded instead of streamed:
-
-* file contents are cached, keyed by path, size and mtime, up to
-  ``cache_bytes`` (files larger than half of it are read per request), so
-  concurrent page loads share one copy of ``pyodide.asm.wasm``;
-* the bytes of responses still being sent (each connection's socket buffer
-  holds its copy until the client has read it) are a :class:`~.limits.Counter`
-  budget, overall and per peer key.  A request over the budget waits (up to
-  ``wait`` seconds) for earlier responses to finish, then gets 503.  A
-  response larger than a budget is charged as the whole budget, so it is
-  served alone rather than never.  ``websockets`` sends a non-101 response
-  inside its ``open_timeout`` (10 s), so a client that never reads releases
-  its share within that time.
-
-Per process: ``cache_bytes`` + ``budget.total`` (+ one uncached file being
-read per waiting request, which the budget admits one by one).
+Memory (docs/security.md, item 8; issue 14, item 4): a file is never read
+whole.  :meth:`StaticFiles.respond` opens the file and returns a
+:class:`FileBody` (the head plus the open file); :func:`send_file` writes the
+head and then the body straight from the file: ``loop.sendfile`` (the
+kernel's ``sendfile(2)``, no user-space copy) on plain TCP, and over TLS
+``CHUNK`` (64 KiB) reads, each written only once the transport's buffer has
+drained below its low-water mark.  Per connection that is at most
+``CHUNK`` + the transport's high-water mark (64 KiB) of user space; per
+process ``max_connections`` (512) times that, 64 MiB, whatever the files'
+sizes.  A client that stops reading is cut after ``stall`` seconds (30 s) for
+one ``SENDFILE_CHUNK`` (1 MiB): about 35 KB/s is the slowest link served.
+:func:`send_file` runs inside ``process_request``; the connection is closed
+when the body is out, so ``websockets`` (which does not answer on a closed
+connection) sends nothing after it.
 
 Validators and caching (issue 14, item 4; docs/deploy.md).  Every ``200``
-carries a strong ``ETag`` (the file's size and mtime; a ``.gz`` twin has its
-own) and ``Last-Modified``; ``If-None-Match`` (or, without it,
-``If-Modified-Since``) that still matches is a ``304`` with no body, which
-reads no file and charges no budget.  File names are not content-hashed, so
-every answer is ``Cache-Control: no-cache``: the browser keeps its copy and
-revalidates it, and a reload costs one ``304`` per file.  When the client
-accepts ``gzip`` and ``X.gz`` sits next to ``X`` (``scripts/build_site.py``
-writes them; not older than ``X``), ``X.gz`` is sent with
-``Content-Encoding: gzip``; every file answer says ``Vary: Accept-Encoding``.
+carries a strong ``ETag`` (the file's size and mtime; a precompressed twin
+has its own) and ``Last-Modified``; ``If-None-Match`` (or, without it,
+``If-Modified-Since``) that still matches is a ``304`` with no body.
+``scripts/build_site.py`` puts everything but ``index.html`` (and
+``site.json``) under ``assets/<content hash>/``: a path whose first segment
+is ``assets`` and second a hexadecimal hash of at least 16 digits
+(:data:`IMMUTABLE_DIR`) is served ``Cache-Control: public, max-age=31536000,
+immutable`` (a new build gives new names), everything else ``no-cache`` (the
+browser keeps its copy and revalidates it: ``304``).  When the client
+accepts ``br`` or ``gzip`` and ``X.br`` / ``X.gz`` sits next to ``X`` (not
+older than ``X``), the twin is sent with ``Content-Encoding`` (``br``
+preferred at equal ``q``); every file answer says ``Vary: Accept-Encoding``.
 """
 
 from __future__ import annotations
@@ -49,19 +48,26 @@ import importlib.resources
 import logging
 import mimetypes
 import os
-from collections import OrderedDict
-from collections.abc import Callable
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from typing import BinaryIO, Protocol
 from urllib.parse import unquote
 
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from .limits import Counter
-
-__all__ = ["StaticFiles", "Variant", "default_static_dir", "installed_site_dir", "plain_response", "response"]
+__all__ = [
+    "FileBody",
+    "StaticFiles",
+    "Variant",
+    "default_static_dir",
+    "installed_site_dir",
+    "plain_response",
+    "response",
+    "send_file",
+]
 
 log = logging.getLogger("nimbus_websocket.server")
 
@@ -81,14 +87,39 @@ _MIME = {
     ".txt": "text/plain; charset=utf-8",
 }
 
+#: ``Cache-Control`` of a file under a content-hashed folder, and of everything else.
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+#: ``assets/<hash>/...``: the folders ``scripts/build_site.py`` names by their content.
+IMMUTABLE_DIR = re.compile(r"^assets/[0-9a-f]{16,64}/")
+#: Precompressed twins, in order of preference at equal ``q``: (suffix, Content-Encoding).
+ENCODINGS = ((".br", "br"), (".gz", "gzip"))
+#: TLS: bytes read from the file per write (user-space memory per connection, with the
+#: transport's 64 KiB high-water mark).
+CHUNK = 64 * 1024
+#: Plain TCP: bytes per ``loop.sendfile`` call, each of which must finish within ``stall``.
+SENDFILE_CHUNK = 1024 * 1024
+#: Seconds a client may take to read one :data:`SENDFILE_CHUNK` before it is cut.
+STALL_TIMEOUT = 30.0
 
-def response(status: int, body: bytes, ctype: str, extra: tuple[tuple[str, str], ...] = ()) -> Response:
-    """A complete HTTP response (``Connection: close``; the security headers are added later)."""
+
+def response(
+    status: int,
+    body: bytes,
+    ctype: str,
+    extra: tuple[tuple[str, str], ...] = (),
+    *,
+    cache: str = REVALIDATE,
+    length: int | None = None,
+) -> Response:
+    """A complete HTTP response (``Connection: close``; the security headers are added later).
+
+    ``length``: the ``Content-Length`` of a body sent separately (:class:`FileBody`)."""
     headers = Headers(
         [
             ("Content-Type", ctype),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-cache"),
+            ("Content-Length", str(len(body) if length is None else length)),
+            ("Cache-Control", cache),
             ("X-Content-Type-Options", "nosniff"),
             ("Connection", "close"),
             *extra,
@@ -114,14 +145,14 @@ class Variant:
     path: Path
     size: int
     mtime_ns: int
-    #: ``"gzip"`` for a precompressed twin, ``None`` for the file itself.
+    #: ``"br"`` / ``"gzip"`` for a precompressed twin, ``None`` for the file itself.
     encoding: str | None
 
     @property
     def etag(self) -> str:
-        """Strong entity tag: size and mtime (the encoding for a twin)."""
+        """Strong entity tag: size and mtime (and the encoding for a twin)."""
         tag = f"{self.size:x}-{self.mtime_ns:x}"
-        return f'"{tag}-gz"' if self.encoding == "gzip" else f'"{tag}"'
+        return f'"{tag}-{self.encoding}"' if self.encoding else f'"{tag}"'
 
     @property
     def last_modified(self) -> str:
@@ -136,18 +167,28 @@ class Variant:
         return tuple(out)
 
 
+@dataclass(frozen=True, slots=True)
+class FileBody:
+    """A ``200`` to be sent by :func:`send_file`: the head (``Content-Length`` set, no body) and the
+    open file it describes (``size`` bytes, as ``fstat`` saw them when it was opened)."""
+
+    head: Response
+    file: BinaryIO
+    size: int
+
+
 def _stat_variant(path: Path, encoding: str | None) -> Variant:
     st = path.stat()
     return Variant(path, st.st_size, st.st_mtime_ns, encoding)
 
 
-def accepts_gzip(accept_encoding: str | None) -> bool:
-    """Whether an ``Accept-Encoding`` value allows ``gzip`` (``q=0`` refuses; ``*`` counts)."""
-    if not accept_encoding:
-        return False
-    allowed: dict[str, bool] = {}
-    for item in accept_encoding.split(","):
+def accepted_codings(accept_encoding: str | None) -> dict[str, float]:
+    """``{coding: q}`` of an ``Accept-Encoding`` value (lower-case names; ``*`` kept as is)."""
+    out: dict[str, float] = {}
+    for item in (accept_encoding or "").split(","):
         name, _, params = item.strip().partition(";")
+        if not name.strip():
+            continue
         q = 1.0
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
@@ -156,10 +197,22 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        allowed[name.strip().lower()] = q > 0
-    if "gzip" in allowed:
-        return allowed["gzip"]
-    return allowed.get("x-gzip", allowed.get("*", False))
+        out[name.strip().lower()] = q
+    return out
+
+
+def coding_q(codings: dict[str, float], coding: str) -> float:
+    """The ``q`` a client gives ``coding`` (``x-gzip`` counts for ``gzip``, then ``*``)."""
+    if coding in codings:
+        return codings[coding]
+    if coding == "gzip" and "x-gzip" in codings:
+        return codings["x-gzip"]
+    return codings.get("*", 0.0)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` value allows ``gzip`` (``q=0`` refuses; ``*`` counts)."""
+    return coding_q(accepted_codings(accept_encoding), "gzip") > 0
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:
@@ -180,11 +233,11 @@ def _not_modified_since(if_modified_since: str, variant: Variant) -> bool:
     return int(variant.mtime_ns // 1_000_000_000) <= int(when.timestamp())
 
 
-def not_modified(variant: Variant) -> Response:
+def not_modified(variant: Variant, cache: str = REVALIDATE) -> Response:
     """``304``: the validators and caching headers, no body and no ``Content-Length``."""
     headers = Headers(
         [
-            ("Cache-Control", "no-cache"),
+            ("Cache-Control", cache),
             ("X-Content-Type-Options", "nosniff"),
             ("Connection", "close"),
             *variant.validators(),
@@ -193,27 +246,16 @@ def not_modified(variant: Variant) -> Response:
     return Response(304, HTTPStatus(304).phrase, headers, b"")
 
 
-class StaticFiles:
-    """Files under ``root``, cached up to ``cache_bytes``, sent within ``budget``."""
+def cache_control(rel: str) -> str:
+    """:data:`IMMUTABLE` under a content-hashed folder, :data:`REVALIDATE` elsewhere."""
+    return IMMUTABLE if IMMUTABLE_DIR.match(rel) else REVALIDATE
 
-    def __init__(
-        self,
-        root: str | Path,
-        budget: Counter,
-        *,
-        cache_bytes: int = 32 * 1024 * 1024,
-        wait: float = 5.0,
-        on_busy: Callable[[str], None] | None = None,
-    ) -> None:
-        self.on_busy = on_busy
+
+class StaticFiles:
+    """Files under ``root``: resolved by the path rules above, answered by :meth:`respond`."""
+
+    def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
-        self.budget = budget
-        self.cache_bytes = cache_bytes
-        self.wait = wait
-        self._cache: OrderedDict[tuple[Path, int, int], bytes] = OrderedDict()
-        self._cached = 0
-        self._freed = asyncio.Condition()
-        self._notifying: set[asyncio.Future[None]] = set()
 
     def resolve(self, path: str) -> Path | None:
         """The regular file ``path`` names under the root; ``None`` if none may be served.
@@ -242,31 +284,31 @@ class StaticFiles:
         return target
 
     def variant(self, target: Path, accept_encoding: str | None) -> Variant:
-        """The file to send for ``target``: its ``.gz`` twin when the client accepts gzip and the
-        twin is a regular file under the root not older than ``target``; else ``target``."""
+        """The file to send for ``target``: the precompressed twin (``X.br``, ``X.gz``) the client
+        accepts with the highest ``q`` (``br`` first at equal ``q``) that is a regular file under
+        the root not older than ``target``; else ``target`` itself."""
         plain = _stat_variant(target, None)
-        if accepts_gzip(accept_encoding) and target.suffix != ".gz":
+        if target.suffix in (".gz", ".br"):
+            return plain
+        codings = accepted_codings(accept_encoding)
+        best: tuple[float, int, Variant] | None = None
+        for rank, (suffix, coding) in enumerate(ENCODINGS):
+            q = coding_q(codings, coding)
+            if q <= 0:
+                continue
             with contextlib.suppress(OSError, ValueError):
-                twin = target.with_name(target.name + ".gz").resolve(strict=True)
+                twin = target.with_name(target.name + suffix).resolve(strict=True)
                 inside = twin.relative_to(self.root)  # the path rules of resolve()
                 if twin.is_file() and not any(p.startswith(".") for p in inside.parts):
-                    gz = _stat_variant(twin, "gzip")
-                    if gz.mtime_ns >= plain.mtime_ns:
-                        return gz
-        return plain
+                    v = _stat_variant(twin, coding)
+                    if v.mtime_ns >= plain.mtime_ns and (best is None or (q, -rank) > (best[0], best[1])):
+                        best = (q, -rank, v)
+        return best[2] if best is not None else plain
 
-    async def respond(
-        self,
-        path: str,
-        key: str,
-        on_sent: Callable[[Callable[[], None]], None],
-        *,
-        request_headers: Headers | None = None,
-    ) -> Response:
-        """Answer ``GET path`` for peer ``key``.
+    async def respond(self, path: str, *, request_headers: Headers | None = None) -> Response | FileBody:
+        """Answer ``GET path``: an error or ``304`` as a :class:`Response`, a file as a
+        :class:`FileBody` (open; :func:`send_file` sends and closes it).
 
-        ``on_sent(release)`` is called once the response holds budget; the
-        caller runs ``release()`` when the connection carrying it has closed.
         ``request_headers`` (``If-None-Match``, ``If-Modified-Since``,
         ``Accept-Encoding``) make the answer conditional and choose the encoding.
         """
@@ -278,81 +320,81 @@ class StaticFiles:
         if target is None:
             return plain_response(404, "Not found\n")
         hdrs = request_headers if request_headers is not None else Headers()
+        rel = target.relative_to(self.root).as_posix()
+        cache = cache_control(rel)
         try:
             variant = self.variant(target, _joined(hdrs, "Accept-Encoding"))
+            file = await asyncio.to_thread(open, variant.path, "rb")
         except OSError:
+            return plain_response(404, "Not found\n")
+        try:
+            st = os.fstat(file.fileno())  # what is sent is what was opened, even if replaced since
+            variant = Variant(variant.path, st.st_size, st.st_mtime_ns, variant.encoding)
+        except OSError:
+            file.close()
             return plain_response(404, "Not found\n")
         inm = _joined(hdrs, "If-None-Match")
         ims = _joined(hdrs, "If-Modified-Since")
         if (inm is not None and _etag_matches(inm, variant.etag)) or (
             inm is None and ims is not None and _not_modified_since(ims, variant)
         ):
-            return not_modified(variant)
-        target, size = variant.path, variant.size
-        charge = self._charge(size)
-        if not await self._acquire(key, charge):
-            log.info("static budget exhausted", extra={"event": "static_busy", "peer": key, "bytes": size})
-            if self.on_busy is not None:
-                self.on_busy(key)
-            return plain_response(503, "Busy, try again\n", (("Retry-After", "1"),))
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.budget.release(key, charge)
-                task = asyncio.ensure_future(self._notify())
-                self._notifying.add(task)
-                task.add_done_callback(self._notifying.discard)
-
-        try:
-            body = await self._read(target)
-        except OSError:
-            release()
-            return plain_response(404, "Not found\n")
-        on_sent(release)
-        name = target.name.removesuffix(".gz") if variant.encoding else target.name
-        suffix = os.path.splitext(name)[1]
-        ctype = _MIME.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return response(200, body, ctype, variant.validators())
-
-    def _charge(self, size: int) -> int:
-        caps = [c for c in (self.budget.total, self.budget.per_key) if c]
-        return min([max(size, 1), *caps])
-
-    async def _acquire(self, key: str, n: int) -> bool:
-        if self.budget.acquire(key, n):
-            return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.wait), self._freed:
-                await self._freed.wait_for(lambda: self.budget.acquire(key, n))
-                return True
-        return False
-
-    async def _notify(self) -> None:
-        async with self._freed:
-            self._freed.notify_all()
-
-    async def _read(self, target: Path) -> bytes:
-        ck = _cache_key(target)
-        body = self._cache.get(ck)
-        if body is not None:
-            self._cache.move_to_end(ck)
-            return body
-        body = await asyncio.to_thread(target.read_bytes)
-        if len(body) <= self.cache_bytes // 2:
-            self._cache[ck] = body
-            self._cached += len(body)
-            while self._cached > self.cache_bytes:
-                _, old = self._cache.popitem(last=False)
-                self._cached -= len(old)
-        return body
+            file.close()
+            return not_modified(variant, cache)
+        name = target.name
+        ctype = _MIME.get(os.path.splitext(name)[1]) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        head = response(200, b"", ctype, variant.validators(), cache=cache, length=variant.size)
+        return FileBody(head, file, variant.size)
 
 
-def _cache_key(target: Path) -> tuple[Path, int, int]:
-    st = target.stat()
-    return (target, st.st_size, st.st_mtime_ns)
+class _Conn(Protocol):
+    """What :func:`send_file` needs of a ``websockets`` server connection."""
+
+    @property
+    def transport(self) -> asyncio.Transport: ...
+
+    @property
+    def connection_lost_waiter(self) -> asyncio.Future[None]: ...
+
+    async def drain(self) -> None: ...
+
+
+async def send_file(conn: _Conn, body: FileBody, *, stall: float = STALL_TIMEOUT) -> int:
+    """Write ``body`` (head, then the file) to ``conn``'s transport and close the connection.
+
+    Returns the body bytes sent.  A client that takes longer than ``stall``
+    seconds for one chunk, a reset, or a file that shrank is cut (abort); the
+    file is always closed.  Bounded memory: see the module docstring.
+    """
+    transport = conn.transport
+    loop = asyncio.get_running_loop()
+    sent = 0
+    try:
+        transport.write(body.head.serialize())
+        native = transport.get_extra_info("sslcontext") is None
+        while sent < body.size:
+            n = min(SENDFILE_CHUNK if native else CHUNK, body.size - sent)
+            async with asyncio.timeout(stall):
+                if native:
+                    got = await loop.sendfile(transport, body.file, sent, n, fallback=True)
+                else:
+                    data = await asyncio.to_thread(os.pread, body.file.fileno(), n, sent)
+                    got = len(data)
+                    if got:
+                        transport.write(data)
+                        await conn.drain()
+            if got <= 0:
+                raise EOFError("file shrank while being sent")
+            sent += got
+        async with asyncio.timeout(stall):
+            if not transport.is_closing():
+                transport.close()  # flushes what is buffered, then closes
+            await asyncio.shield(conn.connection_lost_waiter)
+    except (OSError, EOFError, RuntimeError, TimeoutError) as exc:
+        log.debug("static file cut", extra={"event": "static_cut", "sent": sent, "reason": type(exc).__name__})
+        transport.abort()
+    finally:
+        await asyncio.to_thread(body.file.close)
+    return sent
 
 
 def _joined(headers: Headers, name: str) -> str | None:

@@ -14,6 +14,7 @@ Screenshots go to ``artifacts/e2e/`` (gitignored).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -58,7 +59,8 @@ def site_dir() -> Path:
         _, _, _, warnings = build_site.build(SITE_DIR, REPO_ROOT)
     except build_site.BuildError as e:
         pytest.skip(f"demo site cannot be built: {e}")
-    if not (SITE_DIR / "nimbus" / "nimbus.mjs").is_file():
+    facade = json.loads((SITE_DIR / "site.json").read_text(encoding="utf-8")).get("facade")
+    if not facade or not (SITE_DIR / facade).is_file():
         pytest.skip("web_runtime/js/nimbus.mjs (the runtime facade) is missing")
     for w in warnings:
         print(f"build_site: {w}")

@@ -121,7 +121,7 @@ def _run_page(
     assert sockets and set(sockets) == {f"{scheme}://127.0.0.1:{nginx.port}/term/ws/ssh"}, sockets
     outside = [u for u in requests[1:] if not u.startswith(f"{nginx.base}/term/")]  # [0]: the address typed
     assert outside == [], outside  # every asset, the runtime and the wheel under the prefix
-    assert any("/term/pyodide/" in u for u in requests), requests
+    assert any(u.startswith(f"{nginx.base}/term/assets/") and u.endswith("pyodide.asm.wasm") for u in requests), requests
     # --trust-proxy 127.0.0.1: the browser (127.0.0.1, as nginx appended) is the client
     assert records.connects, "no connect logged"
     peer, via = records.connects[-1]

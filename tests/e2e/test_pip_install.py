@@ -148,22 +148,26 @@ def test_every_asset_of_the_page_is_served(served: Served) -> None:
     html = page.decode()
     assert "<title>nimbus terminal</title>" in html
     refs = set(re.findall(r'(?:src|href)="([^"#:]+)"', html))
-    assert {"vendor/xterm/xterm.js", "vendor/xterm/xterm.css", "app.mjs", "style.css"} <= refs, refs
     status, _, site_json = fetch(served.url + "site.json")
     assert status == 200
     meta = json.loads(site_json)
-    refs |= {meta["wheel"], meta["facade"], "nimbus_adapter.mjs", "pyodide/pyodide-lock.json"}
-    refs |= {f"pyodide/{n}" for n in ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip")}
+    app, runtime = meta["app"], meta["runtime"]
+    assert {f"{app}vendor/xterm/xterm.js", f"{app}vendor/xterm/xterm.css", f"{app}app.mjs", f"{app}style.css"} <= refs, refs
+    refs |= {meta["wheel"], meta["facade"], f"{app}nimbus_adapter.mjs", f"{runtime}pyodide-lock.json"}
+    refs |= {f"{runtime}{n}" for n in ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip")}
     for ref in sorted(refs):
         status, headers, body = fetch(served.url + ref)
         assert status == 200 and body, ref
         assert headers.get("etag") and headers.get("last-modified"), (ref, headers)
-    status, headers, body = fetch(served.url + "pyodide/pyodide.asm.wasm", {"Accept-Encoding": "gzip"})
+        assert headers["cache-control"] == "public, max-age=31536000, immutable", (ref, headers)
+    status, headers, body = fetch(served.url + f"{runtime}pyodide.asm.wasm", {"Accept-Encoding": "gzip"})
     assert status == 200 and headers.get("content-encoding") == "gzip" and body[:2] == b"\x1f\x8b"
+    status, headers, body = fetch(served.url + f"{runtime}pyodide.asm.wasm", {"Accept-Encoding": "gzip, br"})
+    assert status == 200 and headers.get("content-encoding") == "br", headers
     # Only what the page loads: the dist's test-only wheels are not shipped.
     dist = REPO_ROOT / "build" / "pyodide-dist"
     for extra in sorted(p.name for p in dist.glob("*.whl") if not p.name.startswith("nimbus_websocket-")):
-        assert fetch(served.url + f"pyodide/{extra}")[0] == 404, extra
+        assert fetch(served.url + f"{runtime}{extra}")[0] == 404, extra
 
 
 def test_a_command_runs_in_the_installed_page(served: Served, context: Any) -> None:

@@ -2,7 +2,7 @@
 
 Each test runs the real server on 127.0.0.1 and performs the attack with raw
 sockets: a ping flood from a client that never reads, more connections than
-one address may hold, and page loads that never read the response.  What is
+one address may hold (page loads that never read: tests/server/test_static_stream.py).  What is
 asserted is what the server holds (its sockets' unsent bytes, its admission
 counters), read from the server object, and that a neighbour is still served.
 """
@@ -14,7 +14,6 @@ import base64
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 from nimbus_websocket.core.server import ServerConfig
@@ -130,52 +129,3 @@ async def test_connections_overall_are_capped(make_server: Any) -> None:
     for w in held:
         w.transport.abort()
     await wait_for(lambda: srv.conn_limits.held == 0, 10, "every slot released")
-
-
-async def _get_no_read(port: int, path: str) -> asyncio.StreamWriter:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    _, writer = await asyncio.open_connection(sock=sock)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-    await writer.drain()
-    return writer
-
-
-async def _get(port: int, path: str) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    body = await asyncio.wait_for(reader.readexactly(length), 15)
-    writer.close()
-    return int(head.split()[1]), body
-
-
-async def test_page_loads_that_never_read_hold_at_most_the_static_budget(make_server: Any, tmp_path: Path) -> None:
-    size = 3 * MiB
-    (tmp_path / "big.wasm").write_bytes(os.urandom(size))
-    (tmp_path / "index.html").write_text("<p>hi</p>")
-    srv: Server = await make_server(
-        pty_command="exec cat", static_dir=str(tmp_path), static_bytes_per_ip=2 * size, metrics=True
-    )
-    # Two loads that never read hold the whole per-address budget...
-    stuck = [await _get_no_read(srv.port, "/big.wasm") for _ in range(2)]
-    budget = srv._static.budget if srv._static is not None else None
-    assert budget is not None
-    await wait_for(lambda: budget.held == 2 * size, 10, "two responses holding the budget")
-    # ...a third waits for them and then gets 503 (not a third copy in memory)...
-    t0 = time.monotonic()
-    status, _ = await _get(srv.port, "/big.wasm")
-    assert status == 503 and time.monotonic() - t0 >= 4.0
-    assert budget.held == 2 * size
-    # ...and one freed slot lets a load through.
-    stuck.pop().transport.abort()
-    status, body = await _get(srv.port, "/big.wasm")
-    assert status == 200 and len(body) == size
-    for w in stuck:
-        w.transport.abort()
-    await wait_for(lambda: budget.held == 0, 10, "the budget released")
-    _, metrics = await _get(srv.port, "/metrics")
-    assert b'nimbus_refused_total{limit="static"} 1.0' in metrics

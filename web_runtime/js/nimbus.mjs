@@ -140,6 +140,12 @@ export class Channel {
     this.id = 0;
     /** True when the channel came back through a resume when the connection started. */
     this.resumed = false;
+    /**
+     * For a channel restored by a resume: the output position (bytes since the
+     * channel opened) it resumed from -- its first chunk after the resume
+     * starts at this offset.  null for a channel opened by this page.
+     */
+    this.resumedFrom = null;
     /** Exit status of the remote process, once it exited (null: not yet, or killed by a signal). */
     this.exitStatus = null;
     /** Signal that killed the remote process ("TERM", ...), if any. */
@@ -161,6 +167,17 @@ export class Channel {
   /** "opening", "open", "exited", "closing" or "closed". */
   get state() {
     return this._dead ? "closed" : this._py.state;
+  }
+
+  /**
+   * Output bytes received on this channel since it opened (stdout and stderr
+   * are one sequence; kept across reconnects and page reloads): the stream
+   * position just past the last chunk handed to the listeners, and the
+   * position the resume state stores.  Fixed once the channel is closed.
+   */
+  get received() {
+    if (!this._dead) this._received = this._py.received;
+    return this._received ?? 0;
   }
 
   /**
@@ -344,6 +361,11 @@ export class Channel {
 
   _destroy() {
     if (this._dead) return;
+    try {
+      this._received = this._py.received;
+    } catch {
+      // the proxy is gone already: keep the last value read
+    }
     this._dead = true;
     for (const p of [this._release, this._send, this._py]) {
       try {
@@ -497,6 +519,7 @@ export class Connection {
       const info = JSON.parse(payload.info);
       ch.id = info.id;
       ch.resumed = true;
+      ch.resumedFrom = info.resumedFrom ?? null;
       this._channels.add(ch);
       this._resumed.push(ch);
       this._events.emit("channel", ch);
