@@ -364,10 +364,27 @@ def folder_hash(entries: dict[str, Path]) -> str:
 _REF = re.compile(r'(\b(?:src|href)=")([^"#?:]+)(")')
 
 
+def preload_tags(app_files: set[str], app_dir: str, meta: dict[str, object]) -> list[str]:
+    """``<link rel=modulepreload>`` for every module of the page and the runtime, and
+    ``<link rel=preload as=fetch crossorigin>`` for what the boot fetches (wasm, stdlib, lock,
+    wheel): the browser starts them while parsing ``index.html`` instead of after the chain
+    index -> app.mjs -> its imports -> the facade -> pyodide.mjs (five round trips; ~0.7 s of a
+    first load on loopback).  ``crossorigin`` (anonymous, same-origin credentials) matches the
+    plain ``fetch(url)`` of Pyodide and the facade, so the preloaded responses are used."""
+    runtime, wheel = str(meta["runtime"]), str(meta["wheel"])
+    modules = [f"{app_dir}{m}" for m in sorted(app_files) if m.endswith(".mjs") and m != "app.mjs"]
+    modules += [f"{runtime}pyodide.mjs", f"{runtime}pyodide.asm.mjs"]
+    fetches = [f"{runtime}pyodide.asm.wasm", f"{runtime}python_stdlib.zip", f"{runtime}pyodide-lock.json", wheel]
+    return [f'<link rel="modulepreload" href="{html.escape(m)}">' for m in modules] + [
+        f'<link rel="preload" as="fetch" crossorigin href="{html.escape(f)}">' for f in fetches
+    ]
+
+
 def rewrite_index(text: str, app_files: set[str], app_dir: str, meta: dict[str, object]) -> str:
     """``index.html`` with each relative ``src``/``href`` naming a page file moved under
-    ``app_dir`` and ``<meta name="nimbus-site" content="<site.json>">`` after ``<meta charset>``
-    (the page reads it instead of fetching site.json: one round trip less)."""
+    ``app_dir``, ``<meta name="nimbus-site" content="<site.json>">`` after ``<meta charset>``
+    (the page reads it instead of fetching site.json: one round trip less) and the
+    :func:`preload_tags` after it."""
     def move(m: re.Match[str]) -> str:
         ref = m.group(2)
         return f"{m.group(1)}{app_dir}{ref}{m.group(3)}" if ref in app_files else m.group(0)
@@ -377,7 +394,8 @@ def rewrite_index(text: str, app_files: set[str], app_dir: str, meta: dict[str, 
     charset = re.search(r"<meta charset=[^>]*>", out, re.I)
     if charset is None:
         raise BuildError("demo_site/index.html has no <meta charset>")
-    return out[: charset.end()] + "\n  " + tag + out[charset.end():]
+    head = "\n  ".join([tag, *preload_tags(app_files, app_dir, meta)])
+    return out[: charset.end()] + "\n  " + head + out[charset.end():]
 
 
 def build(

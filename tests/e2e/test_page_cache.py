@@ -7,7 +7,8 @@ CDP's Network domain watching what crosses the wire:
   public, max-age=31536000, immutable`` and, for the runtime files, brotli
   (``Content-Encoding: br``: fewer bytes on the wire than the file has), and
   the loader's byte count ends exactly at ``bootBytes`` (the decoded sizes)
-  although the wire carried far fewer;
+  although the wire carried far fewer; the preloads in ``index.html`` are
+  used (each runtime file is requested once);
 * a reload asks the network for ``index.html`` alone (revalidated; and the
   server's few bytes of terminal options), takes every
   asset from the cache, stays under 100 KB on the wire, and resumes the same
@@ -79,6 +80,10 @@ def test_first_load_is_compressed_and_immutable_and_reload_costs_one_304(
         assert r["status"] == 200 and r["headers"].get("cache-control") == IMMUTABLE, r
     for name in ("pyodide.asm.wasm", "python_stdlib.zip", Path(meta["wheel"]).name, "xterm.js"):
         assert by_name[name]["headers"].get("content-encoding") == "br", by_name[name]
+    # index.html preloads them; the boot's own fetch() uses the preload (one request each).
+    urls = [r["url"] for r in wire.responses.values()]
+    for name in ("pyodide.asm.wasm", "python_stdlib.zip", Path(meta["wheel"]).name, "pyodide.asm.mjs"):
+        assert sum(u.endswith("/" + name) for u in urls) == 1, (name, urls)
     raw = sum((site_dir / f).stat().st_size for f in (meta["runtime"] + "pyodide.asm.wasm", meta["runtime"] + "python_stdlib.zip"))
     assert wire.bytes < raw * 0.6, (wire.bytes, raw)
     # The loader counted the decoded bytes: exactly what site.json says the boot fetches.

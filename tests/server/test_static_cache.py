@@ -289,7 +289,9 @@ def test_build_site_hashed_layout_twins_and_only_what_the_page_loads(tmp_path: P
     # index.html names the hashed files and carries site.json; nothing refers to an old path.
     index = (out / "index.html").read_text()
     refs = re.findall(r'(?:src|href)="([^"#:]+)"', index)
-    assert refs and all(r.startswith(meta["app"]) and (out / r).is_file() for r in refs), refs
+    assert refs and all(r.startswith("assets/") and (out / r).is_file() for r in refs), refs
+    assert f'<link rel="preload" as="fetch" crossorigin href="{meta["runtime"]}pyodide.asm.wasm">' in index
+    assert f'<link rel="modulepreload" href="{meta["app"]}nimbus/nimbus.mjs">' in index
     assert 'name="nimbus-site"' in index
     assert (app / "app.mjs").is_file() and (out / meta["facade"]).is_file()
     # Idempotent: a second run changes nothing.
