@@ -2,7 +2,7 @@
 # Prepare a development / CI machine for nimbus-websocket.  Idempotent; a
 # repeat run only redoes what changed.
 #
-#   1. system packages (root only): chromium, openssh-server, nginx, python3-venv
+#   1. system packages (root only): chromium, openssh-server, nginx, redis-server, python3-venv
 #   2. .venv + requirements-dev.txt + the build backend + `pip install -e .`
 #      (skipped while requirements-dev.txt / pyproject.toml are unchanged)
 #   3. `npm ci` (when node_modules is missing or package-lock.json changed)
@@ -52,6 +52,8 @@ apt_pkgs=()
 # Debian's nginx: tests/e2e/test_deploy_nginx*.py run docs/deploy.md's proxy recipe with a
 # config of their own on a free port (bookworm's nginx-light is a transitional package).
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || apt_pkgs+=(nginx)
+# Debian's redis-server: the cluster tests (tests/cluster/) start their own on a free port.
+command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]] || apt_pkgs+=(redis-server)
 if [[ ! -x "$PY" ]] && ! "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     apt_pkgs+=(python3-venv)
 fi
