@@ -23,7 +23,9 @@ Sections (their own scripts print tables too):
 * Pyodide boot + wheel install (every Chromium launch, fresh profile) and
   the demo page's bytes (raw, gzipped);
 * memory (``bench/memory.py``): server RSS per idle / streaming connection,
-  client heap during a stream.
+  client heap during a stream;
+* peers (``bench/peers/``, ``--no-peers`` to skip): terminado, webssh, wetty
+  and the bare bridge against nimbus, same command, one wire client each.
 
 For a CPython figure that misses its target, one extra run under cProfile
 goes into the document (its top functions), with notes on what limits it.
@@ -37,7 +39,6 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
-import gzip
 import io
 import json
 import os
@@ -63,6 +64,7 @@ import pty_split
 import stream
 import synthetic
 from common import percentile, scratch_dir
+from peers import runner as peers_runner
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -584,23 +586,21 @@ def section_browser(f: Figures, p: dict[str, Any], path: str, tmp: Path) -> dict
 
 
 def page_bytes() -> dict[str, Any]:
-    """What the demo page loads from build/site: the page, xterm, facade, Pyodide, the wheel."""
+    """What the demo page loads from build/site: index.html and every file under assets/ (the page,
+    xterm.js, the facade, the Pyodide runtime, the wheel), raw and as the twin the server sends."""
     site: dict[str, Any] = json.loads((SITE / "site.json").read_text())
-    files = [
-        "index.html", "style.css", "favicon.svg", "vendor/xterm/xterm.css", "vendor/xterm/xterm.js",
-        "vendor/xterm/addon-fit.js", "app.mjs", "token_store.mjs", "messages.mjs", "nimbus_adapter.mjs",
-        site.get("facade") or "nimbus/nimbus.mjs",
-        "site.json", "pyodide/pyodide.mjs", "pyodide/pyodide.asm.mjs", "pyodide/pyodide.asm.wasm",
-        "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json", site["wheel"],
-    ]
+    files = ["index.html", *sorted(p.relative_to(SITE).as_posix() for p in (SITE / "assets").rglob("*")
+                                   if p.is_file() and p.suffix not in (".gz", ".br"))]
     rows = []
     for rel in files:
-        data = (SITE / rel).read_bytes()
-        rows.append({"file": rel, "bytes": len(data), "gzip": len(gzip.compress(data, 6, mtime=0))})
+        size = (SITE / rel).stat().st_size
+        twins = {t: (SITE / f"{rel}.{t}").stat().st_size for t in ("gz", "br") if (SITE / f"{rel}.{t}").is_file()}
+        rows.append({"file": rel, "bytes": size, "gzip": twins.get("gz", size), "br": twins.get("br", size)})
     return {
         "files": rows,
         "raw": sum(r["bytes"] for r in rows),
         "gzip": sum(r["gzip"] for r in rows),
+        "br": sum(r["br"] for r in rows),
         "wheel": next(r for r in rows if r["file"] == site["wheel"]),
     }
 
@@ -677,6 +677,7 @@ break the "same message sizes" rule of the comparison.
 """
 
 NOTES: dict[str, str] = {
+    **peers_runner.NOTES,
     "pty.cpython": _PTY_NOTE,
     "pty.cpython2": _PTY_NOTE,
     "s64.cpython": """
@@ -783,12 +784,23 @@ SECTIONS = [
     ("boot", "Pyodide boot + wheel install",
      "`nimbus.timings` from `loadNimbus()` in every Chromium launch of this run (each a fresh profile: no HTTP "
      "or V8 code cache; files from a local HTTP server with `Cache-Control: no-store`)."),
+    ("pageload", "Page load in Chromium: first load and reload (issue 14)",
+     "`bench/page_load.py`: `nimbus-ws serve --static build/site` in its own process; Debian Chromium; time from "
+     "navigation start to a usable prompt (attached, ready, the shell's prompt on screen: `performance.now()` in "
+     "the page); bytes = CDP `encodedDataLength` of the HTTP responses (the terminal's WebSocket not counted). "
+     "Throttled rows: CDP `Network.emulateNetworkConditions` 20 Mbit/s down, 5 Mbit/s up, 30 ms; the first load "
+     "in a fresh context (empty cache), reloads in the same page (session resumed). Baseline: the figures "
+     "measured before this work (issue 14 text and docs/deploy.md), not re-measured."),
     ("memory", "Memory",
      "`bench/memory.py`: server in a subprocess, its `VmRSS` read from /proc; idle: one warm-up connection, then "
      "(RSS after N connections − RSS before) / N; streaming: peak RSS over {mem_stream_seconds} s with N "
      "connections streaming, minus before, / N; client: a fresh process receiving {mem_mb} MB (tracemalloc "
      "started before `connect`; RSS growth measured in a separate run without tracemalloc). "
      "{mem_runs} runs, bare websockets and this server interleaved."),
+    ("peers", "Peers: nimbus vs terminado, webssh, wetty and the bare bridge",
+     "`bench/peers/` (issue 16): the same shell command through each server, in its own process. Rows with a "
+     "target (nimbus ahead of each peer: ratio nimbus ÷ peer ≥ 1× for MB/s, ≤ 1× otherwise) are in the "
+     "targets table above; all figures here."),
 ]
 
 
@@ -845,6 +857,8 @@ def render(f: Figures, meta: dict[str, Any]) -> str:
           f"{ratio_cell(r) or '–'} | {target_text(r)} | {met_text(r)} |")
     for sec, err in f.errors.items():
         w(f"| {sec} | – | not measured: {one_line(err)} | – | – | **ERROR** |")
+    for peer, why in peers_runner.not_measured(meta["peers"]) if meta.get("peers") else []:
+        w(f"| peers: nimbus vs {peer} | – | {one_line(why)} | – | – | **NOT MEASURED** |")
     w("")
     misses = f.misses()
     if misses:
@@ -853,7 +867,7 @@ def render(f: Figures, meta: dict[str, Any]) -> str:
         w("")
     for key, title, desc in SECTIONS:
         rows = [r for r in f.rows if r["section"] == key]
-        extra = key == "boot" and meta.get("page_bytes")
+        extra = (key == "boot" and meta.get("page_bytes")) or (key == "peers" and meta.get("peers"))
         if not rows and key not in f.errors and not extra:
             continue
         w(f"## {title.format(**p)}")
@@ -864,7 +878,9 @@ def render(f: Figures, meta: dict[str, Any]) -> str:
             if sec == key or (key == "boot" and sec.startswith("browser")):
                 w(f"**Not measured ({sec})**: {one_line(err)}")
                 w("")
-        if rows:
+        if key == "peers" and meta.get("peers"):
+            w(peers_runner.markdown(meta["peers"]))
+        elif rows:
             w("| | median (min–max) | unit | baseline | ratio | target | met | n |")
             w("|---|---|---|---|---|---|---|---|")
             for r in rows:
@@ -876,15 +892,16 @@ def render(f: Figures, meta: dict[str, Any]) -> str:
             w("")
         if key == "boot" and meta.get("page_bytes"):
             pb = meta["page_bytes"]
-            w(f"Demo page bytes (what `build/site/index.html` loads: page, xterm.js, facade, Pyodide runtime, "
-              f"stdlib, lock file, the wheel): **{pb['raw'] / 1e6:.2f} MB raw, {pb['gzip'] / 1e6:.2f} MB gzipped** "
-              f"(gzip level 6 per file); the wheel alone {pb['wheel']['bytes'] / 1e3:.1f} kB "
-              f"({pb['wheel']['gzip'] / 1e3:.1f} kB gzipped).")
+            w(f"Demo page bytes (what `build/site/index.html` loads: page, xterm.js and addons, facade, Pyodide "
+              f"runtime, stdlib, lock file, the wheel): **{pb['raw'] / 1e6:.2f} MB raw, {pb['gzip'] / 1e6:.2f} MB "
+              f"as gzip twins, {pb.get('br', pb['gzip']) / 1e6:.2f} MB as brotli twins** (what the server sends for the "
+              f"`Accept-Encoding` of the request); the wheel alone {pb['wheel']['bytes'] / 1e3:.1f} kB "
+              f"({pb['wheel'].get('br', pb['wheel']['gzip']) / 1e3:.1f} kB br).")
             w("")
-            w("| file | bytes | gzipped |")
-            w("|---|---:|---:|")
+            w("| file | bytes | .gz | .br |")
+            w("|---|---:|---:|---:|")
             for r in pb["files"]:
-                w(f"| `{r['file']}` | {r['bytes']:,} | {r['gzip']:,} |")
+                w(f"| `{r['file']}` | {r['bytes']:,} | {r['gzip']:,} | {r.get('br', r['gzip']):,} |")
             w("")
     w("## Where targets are missed")
     w("")
@@ -960,8 +977,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, 2 runs (writes build/bench-quick.*)")
     ap.add_argument("--runs", type=int, help="runs per figure (default 5; --quick 2)")
     ap.add_argument("--out", help="markdown path (default docs/benchmarks.md; --quick: build/bench-quick.md)")
-    ap.add_argument("--only", help="comma-separated sections: codec,pty,stream64,echo,interrupt,memory,browser")
+    ap.add_argument("--only", help="comma-separated sections: codec,pty,stream64,echo,interrupt,memory,browser,pageload,peers")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile runs of missed targets")
+    ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                    help="the peers section (terminado, webssh, wetty, bridge; bench/peers/); on by default")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="first wait up to S seconds for the 1-min load average to drop below --load")
     ap.add_argument("--load", type=float, default=1.5, help="load threshold for --wait-quiet (default 1.5)")
@@ -1009,6 +1028,25 @@ def main(argv: list[str]) -> int:
                 except Exception as exc:
                     traceback.print_exc()
                     f.errors["browser"] = f"{type(exc).__name__}: {exc}"[:300]
+        if not only or "pageload" in only:
+            print("== pageload", flush=True)
+            with section_load("pageload"):
+                try:
+                    import page_load
+
+                    page_load.add_rows(f, page_load.run(runs=2 if p["quick"] else 3, reloads=2))
+                except Exception as exc:
+                    traceback.print_exc()
+                    f.errors["pageload"] = f"{type(exc).__name__}: {exc}"[:300]
+        if args.peers and (not only or "peers" in only):
+            print("== peers", flush=True)
+            with section_load("peers"):
+                try:
+                    meta["peers"] = asyncio.run(peers_runner.run(peers_runner.params(p["quick"])))
+                    peers_runner.add_figures(f, meta["peers"])
+                except Exception as exc:
+                    traceback.print_exc()
+                    f.errors["peers"] = f"{type(exc).__name__}: {exc}"[:300]
         with contextlib.suppress(Exception):
             meta["page_bytes"] = page_bytes()
         if not args.no_profile and f.misses():
