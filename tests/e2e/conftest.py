@@ -126,3 +126,15 @@ def site_server(site_dir: Path) -> Iterator[Any]:
         yield st
     finally:
         st.stop()
+
+
+@pytest.fixture(scope="module")
+def page_server(site_dir: Path) -> Iterator[Any]:
+    """:func:`site_server` shared by a module's tests (the page-feature tests open many pages)."""
+    from e2e_server import PTY_COMMAND, ServerThread
+
+    st = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND).start()
+    try:
+        yield st
+    finally:
+        st.stop()

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from demo_page import Demo
-from e2e_server import PTY_COMMAND, ServerThread
+from e2e_server import ServerThread
 from page_helpers import cell_center, clipboard, grant_clipboard, set_clipboard, wait_clipboard
 
 pytestmark = pytest.mark.timeout(150)
@@ -29,27 +28,18 @@ pytestmark = pytest.mark.timeout(150)
 MAC = "Object.defineProperty(Navigator.prototype, 'platform', {configurable: true, get: () => 'MacIntel'});"
 
 
-@pytest.fixture(scope="module")
-def server(site_dir: Path) -> Iterator[ServerThread]:
-    st = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND).start()
-    try:
-        yield st
-    finally:
-        st.stop()
-
-
 @pytest.fixture
-def open_page(browser: Any, server: ServerThread) -> Iterator[Callable[..., Demo]]:
+def open_page(browser: Any, page_server: ServerThread) -> Iterator[Callable[..., Demo]]:
     """``open_page(init_script=None, query="")`` -> a page at the ``e2e$`` prompt, clipboard granted."""
     contexts: list[Any] = []
 
     def open_(init_script: str | None = None, query: str = "") -> Demo:
         ctx = browser.new_context(viewport={"width": 1000, "height": 620}, device_scale_factor=1)
         contexts.append(ctx)
-        grant_clipboard(ctx, server.http_url)
+        grant_clipboard(ctx, page_server.http_url)
         if init_script:
             ctx.add_init_script(init_script)
-        demo = Demo(ctx.new_page()).open(server.http_url + query)
+        demo = Demo(ctx.new_page()).open(page_server.http_url + query)
         demo.wait_ready()
         demo.set_prompt()
         return demo

@@ -10,30 +10,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from demo_page import Demo
-from e2e_server import PTY_COMMAND, ServerThread
+from e2e_server import ServerThread
 from page_helpers import cell_center
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def server(site_dir: Path) -> Iterator[ServerThread]:
-    st = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND).start()
-    try:
-        yield st
-    finally:
-        st.stop()
-
-
 @pytest.fixture
-def demo(context: Any, server: ServerThread) -> Demo:
-    d = Demo(context.new_page()).open(server.http_url)
+def demo(context: Any, page_server: ServerThread) -> Demo:
+    d = Demo(context.new_page()).open(page_server.http_url)
     d.wait_ready()
     d.set_prompt()
     return d
@@ -44,9 +33,9 @@ def pointer(demo: Demo) -> bool:
     return bool(demo.js("() => document.querySelector('#terminal .xterm-screen').classList.contains('xterm-cursor-pointer')"))
 
 
-def test_a_printed_url_opens_in_a_new_tab_without_opener(context: Any, demo: Demo, server: ServerThread) -> None:
+def test_a_printed_url_opens_in_a_new_tab_without_opener(context: Any, demo: Demo, page_server: ServerThread) -> None:
     page = demo.page
-    url = f"{server.http_url}page-config.json?from=terminal"
+    url = f"{page_server.http_url}page-config.json?from=terminal"
     demo.run(f"echo 'docs: {url} and javascript:alert(1)'", r"^docs: http.*alert\(1\)$")
     demo.wait_prompt()
     # Hovering: the hand pointer over the URL, not over the javascript: text.
@@ -70,7 +59,7 @@ def test_a_printed_url_opens_in_a_new_tab_without_opener(context: Any, demo: Dem
     assert demo.demo("page.clipboard.links") == [url]
     popup.close()
     # The terminal is still there and still typing.
-    assert page.url.startswith(server.http_url)
+    assert page.url.startswith(page_server.http_url)
     x, y = cell_center(demo, "javascript:alert", offset=3)
     page.mouse.move(x, y)
     demo.wait("() => !document.querySelector('#terminal .xterm-screen').classList.contains('xterm-cursor-pointer')", what="no hand over javascript:")

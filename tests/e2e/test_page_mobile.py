@@ -12,32 +12,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from demo_page import Demo
-from e2e_server import PTY_COMMAND, ServerThread
+from e2e_server import ServerThread
 
 pytestmark = pytest.mark.timeout(120)
 
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="module")
-def server(site_dir: Path) -> Iterator[ServerThread]:
-    st = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND).start()
-    try:
-        yield st
-    finally:
-        st.stop()
-
-
 @pytest.fixture
-def phone(browser: Any, server: ServerThread) -> Iterator[Demo]:
+def phone(browser: Any, page_server: ServerThread) -> Iterator[Demo]:
     ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
     try:
-        demo = Demo(ctx.new_page()).open(server.http_url)
+        demo = Demo(ctx.new_page()).open(page_server.http_url)
         demo.wait_ready()
         demo.set_prompt()
         yield demo
