@@ -25,7 +25,11 @@ Measured, in this order, on one fresh page:
   target: (b) >= 0.7 x (a) at 64 KiB;
 * **echo**: one byte, round trip, ``--echo`` times: (a) plain WebSocket to a
   bare echo server; (b) the Pyodide client to the reference server running
-  ``cat`` on pipes.
+  ``cat`` on a PTY (``plain-ws``/``nimbus-ws``); then key event -> byte on
+  screen through xterm.js on both sides (``plain``/``nimbus``: ``term.input()``
+  -> send -> echo -> xterm's write callback), measured in alternating blocks.
+  ``--isolated`` serves the page cross-origin isolated (``performance.now()``
+  at 5 us instead of 100 us; it slows streams, so only for echo figures).
 
 ``--profile`` adds a cProfile of the Python receive path (64 KiB, synthetic
 sender) inside Pyodide.
@@ -65,6 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "build" / "pyodide-dist"
 FACADE = ROOT / "web_runtime" / "js" / "nimbus.mjs"
 BENCH = Path(__file__).resolve().parent
+XTERM = ROOT / "node_modules" / "@xterm" / "xterm"
 CHROMIUM = os.environ.get("NIMBUS_CHROMIUM", "/usr/bin/chromium")
 CHROME_FLAGS = [
     "--headless",
@@ -95,8 +100,10 @@ TYPES = {
 class Page:
     """The HTTP side: static files, the plan, and the results the page POSTs."""
 
-    def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop, *, isolated: bool = False) -> None:
         self.config = config
+        #: Serve the page cross-origin isolated (COOP + COEP): a precise ``performance.now()``.
+        self.isolated = isolated
         self.loop = loop
         self.results: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.httpd: ThreadingHTTPServer | None = None
@@ -116,8 +123,11 @@ class Page:
                     return self._file(DIST, path[len("/dist/") :])
                 if path == "/js/nimbus.mjs":
                     return self._file(FACADE.parent, "nimbus.mjs")
-                if path.startswith("/bench/") and Path(path).name.startswith("browser_bench."):
+                name = Path(path).name
+                if path.startswith("/bench/") and name.startswith("browser_") and name.endswith((".html", ".mjs")):
                     return self._file(BENCH, Path(path).name)
+                if path in ("/xterm/xterm.js", "/xterm/xterm.css"):
+                    return self._file(XTERM, "lib/xterm.js" if path.endswith(".js") else "css/xterm.css")
                 return self._send(404, b"not found\n", "text/plain")
 
             def do_POST(self) -> None:
@@ -146,6 +156,12 @@ class Page:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
+                # Cross-origin isolated (``isolated``): performance.now() at 5 us instead of
+                # 100 us, for the echo figures; every resource of the page is same-origin.  Not
+                # for streams: isolation costs both sides throughput (a third to a half here).
+                if page.isolated:
+                    self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+                    self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
                 self.end_headers()
                 if body:
                     self.wfile.write(body)
@@ -284,6 +300,11 @@ async def run(args: argparse.Namespace) -> int:
         max_queue=64,
     )
     plain_port = ws_server.sockets[0].getsockname()[1]
+    # The page's origin must be allowed by the reference servers (OriginPolicy: the
+    # page is served by this process's HTTP server, not by the nimbus server).
+    page = Page({}, loop, isolated=args.isolated)
+    http_port = page.start()
+    origins = (f"http://127.0.0.1:{http_port}",)
     refs: dict[int, Server] = {}
     for size in SIZES:
         refs[size] = Server(
@@ -292,10 +313,11 @@ async def run(args: argparse.Namespace) -> int:
                 port=0,
                 pty_command=f"exec head -c {total} /dev/zero",
                 config=ServerConfig(max_read=size),
+                allow_origins=origins,
             )
         )
         await refs[size].start()
-    echo = Server(ServerOptions(host="127.0.0.1", port=0, pty_command="exec cat"))
+    echo = Server(ServerOptions(host="127.0.0.1", port=0, pty_command="exec cat", allow_origins=origins))
     await echo.start()
     config = {
         "sizes": list(SIZES),
@@ -304,12 +326,12 @@ async def run(args: argparse.Namespace) -> int:
         "echo": args.echo,
         "profile": args.profile,
         "profileSort": args.profile_sort,
+        "profileSize": args.profile_size,
         "plain": f"ws://127.0.0.1:{plain_port}",
         "reference": {str(s): srv.url for s, srv in refs.items()},
         "echoServer": echo.url,
     }
-    page = Page(config, loop)
-    http_port = page.start()
+    page.config = config
     profile_dir = tempfile.mkdtemp(prefix="nimbus-bench-chromium-", dir=scratch_dir())
     url = f"http://127.0.0.1:{http_port}/bench/browser_bench.html"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -465,6 +487,12 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile the Pyodide receive path")
     ap.add_argument(
         "--profile-sort", default="tottime", help="pstats sort key (tottime, cumulative)"
+    )
+    ap.add_argument(
+        "--profile-size", type=int, default=65536, help="frame size of the profiled stream"
+    )
+    ap.add_argument(
+        "--isolated", action="store_true", help="serve the page cross-origin isolated (precise timers)"
     )
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for the page")
     ap.add_argument(

@@ -135,6 +135,96 @@ async function nimbusEcho(nimbus, url, rounds) {
   return rtts;
 }
 
+// ------------------------------------- echo through xterm.js: key -> byte on screen
+
+// One terminal per side (80x24, DOM renderer), as the demo page has.  A round trip
+// starts at the key (term.input(): what xterm's key handler calls, onData fires
+// synchronously) and ends in xterm's write callback for the echoed byte (parsed
+// into the buffer; the screen repaints on the next frame).
+function newTerm() {
+  const el = document.createElement("div");
+  document.getElementById("terms").appendChild(el);
+  const term = new globalThis.Terminal({ cols: 80, rows: 24, scrollback: 1000 });
+  term.open(el);
+  return term;
+}
+
+function roundTrip(side) {
+  return new Promise((resolve) => {
+    side.wake = resolve;
+    const t = now();
+    side.term.input("a", true);
+    side.t = t;
+  }).then((end) => end - side.t);
+}
+
+// Plain JS: xterm onData -> WebSocket.send; onmessage -> term.write(bytes, callback).
+function plainXterm(url) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    const term = newTerm();
+    const enc = new TextEncoder();
+    const side = { term, wake: null, t: 0, close: () => (ws.close(), term.dispose()) };
+    const written = () => {
+      const end = now();
+      const w = side.wake;
+      side.wake = null;
+      w?.(end);
+    };
+    term.onData((s) => ws.send(enc.encode(s)));
+    ws.onmessage = (ev) => term.write(new Uint8Array(ev.data), written);
+    ws.onopen = () => resolve(side);
+    ws.onerror = () => reject(new Error("plain xterm echo failed"));
+  });
+}
+
+// The Pyodide client the way the demo page uses it (demo_site/nimbus_adapter.mjs):
+// ch.on("data", (bytes, done) => term.write(bytes, done)), term.onData(s => ch.send(s)).
+async function nimbusXterm(nimbus, url) {
+  const conn = await nimbus.connect({ url, resume: { storage: "memory" }, lifecycle: false });
+  const ch = await conn.openSession({ target: TARGET, user: USER, term: { cols: 80, rows: 24 } });
+  const term = newTerm();
+  const side = { term, wake: null, t: 0 };
+  ch.on("data", (bytes, done) =>
+    term.write(bytes, () => {
+      const end = now();
+      done();
+      const w = side.wake;
+      side.wake = null;
+      w?.(end);
+    }),
+  );
+  term.onData((s) => ch.send(s));
+  side.close = async () => {
+    await ch.close();
+    await conn.close();
+    term.dispose();
+  };
+  return side;
+}
+
+// Both sides open at once, measured in alternating blocks (plain, nimbus, plain...),
+// so the machine's load hits both alike.
+async function xtermEcho(nimbus, plainUrl, nimbusUrl, rounds, block = 25) {
+  const plain = await plainXterm(plainUrl);
+  const nim = await nimbusXterm(nimbus, nimbusUrl);
+  const out = { plain: [], nimbus: [] };
+  // warm-up (JIT, first paint) not counted
+  for (let i = 0; i < 20; i++) {
+    await roundTrip(plain);
+    await roundTrip(nim);
+  }
+  while (out.plain.length < rounds) {
+    const n = Math.min(block, rounds - out.plain.length);
+    for (let i = 0; i < n; i++) out.plain.push(await roundTrip(plain));
+    for (let i = 0; i < n; i++) out.nimbus.push(await roundTrip(nim));
+  }
+  await plain.close();
+  await nim.close();
+  return out;
+}
+
 // ------------------------------------------------------------------ main
 
 async function main() {
@@ -167,11 +257,16 @@ async function main() {
     const r = await bareStream(nimbus.pyodide, `${cfg.plain}/stream?size=${size}&total=${cfg.total}`, cfg.total);
     await post("stream", { who: "bare-python", size, run: 0, ...r });
   }
-  await post("echo", { who: "plain", rtts: await plainEcho(`${cfg.plain}/echo`, cfg.echo) });
-  await post("echo", { who: "nimbus", rtts: await nimbusEcho(nimbus, cfg.echoServer, cfg.echo) });
+  if (cfg.echo > 0) {
+    await post("echo", { who: "plain-ws", rtts: await plainEcho(`${cfg.plain}/echo`, cfg.echo) });
+    await post("echo", { who: "nimbus-ws", rtts: await nimbusEcho(nimbus, cfg.echoServer, cfg.echo) });
+    const x = await xtermEcho(nimbus, cfg.plainEcho ?? `${cfg.plain}/echo`, cfg.echoServer, cfg.echo);
+    await post("echo", { who: "plain", xterm: true, rtts: x.plain });
+    await post("echo", { who: "nimbus", xterm: true, rtts: x.nimbus });
+  }
   if (cfg.profile) {
     // Where the Pyodide client spends its time (64 KiB frames, synthetic sender).
-    const size = cfg.sizes[cfg.sizes.length - 1];
+    const size = cfg.profileSize ?? cfg.sizes[cfg.sizes.length - 1];
     const prof = await profile(nimbus, `${cfg.plain}/nimbus?size=${size}&total=${cfg.total}`, cfg.total, cfg.profileSort);
     await post("profile", prof);
   }

@@ -50,19 +50,21 @@ from websockets.exceptions import ConnectionClosed
 FRAME = 65536
 
 
-def pty_server(command: str) -> Server:
-    """The reference server with a PTY backend whatever the page's ``open`` says."""
+def pty_server(command: str, origins: tuple[str, ...] = ()) -> Server:
+    """The reference server with a PTY backend whatever the page's ``open`` says;
+    ``origins``: the page's origin (served by the bench's own HTTP server)."""
     term = Term(80, 24, {"TERM": "xterm"})
     return Server(
         ServerOptions(
             host="127.0.0.1",
             port=0,
             backend_factory=lambda sink, _ev: LocalProcessBackend(sink, term, command),
+            allow_origins=origins,
         )
     )
 
 
-async def run(path: str, runs: int, echo: int, timeout: float) -> dict[str, Any]:
+async def run(path: str, runs: int, echo: int, timeout: float, isolated: bool = False) -> dict[str, Any]:
     total = os.path.getsize(path)
     stream_bridge = Bridge(["cat", path])
     echo_bridge = Bridge(["cat"])
@@ -90,8 +92,11 @@ async def run(path: str, runs: int, echo: int, timeout: float) -> dict[str, Any]
         max_size=None,
         ping_interval=None,
     )
-    ref = pty_server(f"exec cat {path}")
-    echo_srv = pty_server("exec cat")
+    page = browser.Page({}, asyncio.get_running_loop(), isolated=isolated)
+    http_port = page.start()
+    origins = (f"http://127.0.0.1:{http_port}",)
+    ref = pty_server(f"exec cat {path}", origins)
+    echo_srv = pty_server("exec cat", origins)
     await ref.start()
     await echo_srv.start()
     config = {
@@ -104,8 +109,7 @@ async def run(path: str, runs: int, echo: int, timeout: float) -> dict[str, Any]
         "reference": {str(FRAME): ref.url},
         "echoServer": echo_srv.url,
     }
-    page = browser.Page(config, asyncio.get_running_loop())
-    http_port = page.start()
+    page.config = config
     profile_dir = tempfile.mkdtemp(prefix="nimbus-bench-chromium-", dir=scratch_dir())
     url = f"http://127.0.0.1:{http_port}/bench/browser_bench.html"
     chrome = subprocess.Popen(
@@ -139,8 +143,10 @@ def main() -> int:
     ap.add_argument("--echo", type=int, default=300)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--isolated", action="store_true",
+                    help="serve the page cross-origin isolated: performance.now() at 5 us (for echo launches)")
     args = ap.parse_args()
-    out = asyncio.run(run(args.file, args.runs, args.echo, args.timeout))
+    out = asyncio.run(run(args.file, args.runs, args.echo, args.timeout, args.isolated))
     if args.json:
         Path(args.json).write_text(json.dumps(out))
     for r in out["results"]:

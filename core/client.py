@@ -105,6 +105,7 @@ __all__ = [
     "ClientChannel",
     "ClientOptions",
     "ClientSession",
+    "MAX_CHANNELS",
     "auth_from_value",
     "describe_state_change",
     "normalize_signal",
@@ -115,6 +116,12 @@ __all__ = [
 # and ``normalize_signal`` in .client_config; ``reached_ready`` and
 # ``describe_state_change`` in .events; resume persistence in .resume
 # (``ClientResume``).  They are re-exported here for existing imports.
+
+#: Channels one session may hold at once (PROTOCOL.md 6), counting channels
+#: that exited or are closing until their close completed: the server closes
+#: the whole connection (4006) on a 5th ``open``, so the asyncio client
+#: refuses it locally instead (``core.aio`` ``Connection.open_session``).
+MAX_CHANNELS = 4
 
 
 class ClientSession:
@@ -187,6 +194,14 @@ class ClientSession:
     def channel(self, cid: int) -> ClientChannel | None:
         """The channel ``cid``, or ``None``."""
         return self._channels.get(cid)
+
+    def channel_limit_reached(self) -> bool:
+        """Whether another :meth:`open_channel` would exceed :data:`MAX_CHANNELS`.
+
+        Channels that exited or are closing count until their close completed,
+        as the server counts them (PROTOCOL.md 6).
+        """
+        return len(self._channels) >= MAX_CHANNELS
 
     def channel_ids(self) -> list[int]:
         """Ids of every channel not yet closed."""
@@ -457,7 +472,8 @@ class ClientSession:
 
         ``command`` [ext] runs instead of the login shell; a server that does
         not announce ``caps.command`` fails the channel with ``UNSUPPORTED``
-        rather than silently starting a shell.
+        rather than silently starting a shell.  Beyond :data:`MAX_CHANNELS`
+        the server closes the connection (4006): see :meth:`channel_limit_reached`.
         """
         if self.closed:
             raise ClientClosedError("connection is closed")
@@ -729,7 +745,7 @@ class ClientSession:
                 if ch is not None and self._can_chan(ch, ChanEvent.OPEN_ERR):
                     self._chan(ch, ChanEvent.OPEN_ERR)
                     refused = ChannelOpenError(m.code, m.msg)  # an unknown code: UNKNOWN, named in msg
-                    self._events.append(ChannelOpenFailed(m.id, refused.code, refused.message))
+                    self._events.append(ChannelOpenFailed(m.id, refused.code, refused.message, m.host_key))
                     self._forget(ch, "open failed", refused.code, emit=False)
             case Exit():
                 ch = self._channels.get(m.id)

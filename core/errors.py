@@ -12,8 +12,8 @@ The hierarchy (everything nimbus raises derives from :class:`NimbusError`)::
     ├── ProtocolError      the peer broke the contract: close with .code (a CloseCode)
     ├── CloseError         a connection ended for good: .ws_code, .app_code, .code (ErrorCode)
     ├── ChannelError       a channel ended abnormally or takes no input: .code (ErrorCode)
-    │   └── ChannelOpenError   the server refused the channel (open_err)
-    ├── BackendError       a server backend could not open or run a channel: .code (ErrorCode)
+    │   └── ChannelOpenError   the server refused the channel (open_err; .host_key for a host-key refusal)
+    ├── BackendError       a server backend could not open or run a channel: .code (ErrorCode), .host_key
     ├── ClientClosedError  a local call on a closed client session (also a RuntimeError)
     └── IllegalTransition  a state machine was asked for a move its table has not
                            (local misuse; on peer input the machines close with the
@@ -23,6 +23,7 @@ The hierarchy (everything nimbus raises derives from :class:`NimbusError`)::
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 __all__ = [
     "MAX_CLOSE_REASON_BYTES",
@@ -34,6 +35,7 @@ __all__ = [
     "ClientClosedError",
     "CloseError",
     "ErrorCode",
+    "HostKey",
     "IllegalTransition",
     "NimbusError",
     "ProtocolError",
@@ -143,6 +145,9 @@ class ErrorCode(enum.StrEnum):
     BACKEND_FAILED = "BACKEND_FAILED"
     #: The SSH target's host key is not in the server's known_hosts (``open_err``).
     HOST_KEY_UNKNOWN = "HOST_KEY_UNKNOWN"
+    #: known_hosts holds a *different* key for the SSH target: possibly a man in
+    #: the middle (``open_err``).
+    HOST_KEY_CHANGED = "HOST_KEY_CHANGED"
 
     #: A code this version does not know.
     UNKNOWN = "UNKNOWN"
@@ -252,6 +257,38 @@ def describe_close_code(code: int) -> str:
     return _DESCRIPTIONS.get(code, f"close code {code}")
 
 
+#: Longest ``HostKey`` fields on the wire (``open_err.hostKey``, PROTOCOL.md section 3).
+HOST_KEY_TYPE_MAX, HOST_KEY_FINGERPRINT_MAX, HOST_KEY_HOST_MAX = 32, 128, 262
+
+
+@dataclass(frozen=True, slots=True)
+class HostKey:
+    """The host key an SSH target offered and the server did not trust (``open_err.hostKey`` [ext]).
+
+    Sent with ``HOST_KEY_UNKNOWN`` (``known`` false: the server's known_hosts
+    has no key for the target) and ``HOST_KEY_CHANGED`` (``known`` true: it
+    has a different one -- possibly a man in the middle).  ``key_type`` is
+    the name ``ssh-keygen -l`` prints (``ED25519``, ``RSA``, ``ECDSA``...),
+    ``fingerprint`` the key's ``SHA256:...`` fingerprint and ``host`` the
+    target as ``HOST:PORT``.  Nothing of the known_hosts entries themselves is
+    told: only whether there was one.  The key is never accepted.
+    """
+
+    key_type: str
+    fingerprint: str
+    known: bool
+    host: str
+
+    @property
+    def code(self) -> ErrorCode:
+        """``HOST_KEY_CHANGED`` when known_hosts had another key, else ``HOST_KEY_UNKNOWN``."""
+        return ErrorCode.HOST_KEY_CHANGED if self.known else ErrorCode.HOST_KEY_UNKNOWN
+
+    def to_dict(self) -> dict[str, object]:
+        """The wire (and JavaScript) shape: ``{keyType, fingerprint, known, host}``."""
+        return {"keyType": self.key_type, "fingerprint": self.fingerprint, "known": self.known, "host": self.host}
+
+
 class NimbusError(Exception):
     """Base class of every exception raised by nimbus-websocket."""
 
@@ -321,16 +358,29 @@ class ChannelError(NimbusError):
 
 
 class ChannelOpenError(ChannelError):
-    """``open_err``: the server refused the channel (``code`` e.g. ``TARGET_UNREACHABLE``)."""
+    """``open_err``: the server refused the channel (``code`` e.g. ``TARGET_UNREACHABLE``).
+
+    ``host_key`` is the :class:`HostKey` the SSH target offered when the code
+    is ``HOST_KEY_UNKNOWN`` or ``HOST_KEY_CHANGED`` and the server said which
+    key (``open_err.hostKey``), else ``None``.
+    """
+
+    def __init__(self, code: ErrorCode | str, message: str, host_key: HostKey | None = None) -> None:
+        super().__init__(code, message)
+        self.host_key = host_key
 
 
 class BackendError(NimbusError):
-    """A server backend could not open or run a channel; ``code`` goes into ``open_err``."""
+    """A server backend could not open or run a channel; ``code`` goes into ``open_err``.
 
-    def __init__(self, code: ErrorCode | str, message: str) -> None:
+    ``host_key``: the refused SSH host key, sent as ``open_err.hostKey``.
+    """
+
+    def __init__(self, code: ErrorCode | str, message: str, host_key: HostKey | None = None) -> None:
         self.code: ErrorCode = code if isinstance(code, ErrorCode) else ErrorCode.of(code)
         super().__init__(f"{self.code}: {message}")
         self.message = message
+        self.host_key = host_key
 
 
 class ClientClosedError(NimbusError, RuntimeError):

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from .errors import CloseError, ErrorCode
+from .errors import CloseError, ErrorCode, HostKey
 from .messages import Stream, Target, Term, User
 from .state import ConnState
 
@@ -175,12 +175,14 @@ class ChannelOpenFailed:
 
     An ``open_err`` code this version does not know is :attr:`ErrorCode.UNKNOWN`
     and its text leads ``msg`` (``"SOME_CODE: ..."``), as in
-    :class:`~.errors.ChannelError`.
+    :class:`~.errors.ChannelError`.  ``host_key``: the SSH host key the target
+    offered, with ``HOST_KEY_UNKNOWN`` / ``HOST_KEY_CHANGED`` (``open_err.hostKey``).
     """
 
     id: int
     code: ErrorCode
     msg: str
+    host_key: HostKey | None = None
 
 
 @dataclass(frozen=True, slots=True)

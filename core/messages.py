@@ -20,7 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-from .errors import CloseCode, ProtocolError
+from .errors import (
+    HOST_KEY_FINGERPRINT_MAX,
+    HOST_KEY_HOST_MAX,
+    HOST_KEY_TYPE_MAX,
+    CloseCode,
+    HostKey,
+    ProtocolError,
+)
 
 __all__ = [
     "CHANNEL_ID_MAX",
@@ -38,6 +45,7 @@ __all__ = [
     "Hello",
     "HelloCaps",
     "HelloOk",
+    "HostKey",
     "Open",
     "OpenErr",
     "OpenOk",
@@ -237,11 +245,16 @@ class OpenOk:
 
 @dataclass(frozen=True, slots=True)
 class OpenErr:
-    """s->c, channel ``id`` could not be opened (``code`` e.g. ``AUTH_FAILED``)."""
+    """s->c, channel ``id`` could not be opened (``code`` e.g. ``AUTH_FAILED``).
+
+    ``host_key`` [ext] (``hostKey``): the SSH host key the target offered, with
+    ``HOST_KEY_UNKNOWN`` / ``HOST_KEY_CHANGED``.
+    """
 
     id: int
     code: str
     msg: str
+    host_key: HostKey | None = None
     t: Literal["open_err"] = field(default="open_err", init=False, repr=False)
 
 
@@ -507,6 +520,18 @@ def _open(d: Mapping[str, Any]) -> Open:
     return Open(_id(d), target, user, term, _str(d, "command", 8192, required=False))
 
 
+def _open_err(d: Mapping[str, Any]) -> OpenErr:
+    host_key = None
+    if (h := _obj(d, "hostKey", required=False)) is not None:
+        host_key = HostKey(
+            _rstr(h, "keyType", HOST_KEY_TYPE_MAX),
+            _rstr(h, "fingerprint", HOST_KEY_FINGERPRINT_MAX),
+            _bool(h, "known"),
+            _rstr(h, "host", HOST_KEY_HOST_MAX),
+        )
+    return OpenErr(_id(d), _rstr(d, "code", 64), _rstr(d, "msg", _MAX_TEXT), host_key)
+
+
 def _flow(d: Mapping[str, Any]) -> Flow:
     return Flow(_id(d), _rint(d, "credit", 0, CREDIT_MAX), _int(d, "ack", 0, COUNTER_MAX, required=False))
 
@@ -520,7 +545,7 @@ _DECODERS: dict[str, Callable[[Mapping[str, Any]], Ctl]] = {
     "hello_ok": _hello_ok,
     "open": _open,
     "open_ok": lambda d: OpenOk(_id(d), _str(d, "resumeKey", _MAX_TOKEN, required=False)),
-    "open_err": lambda d: OpenErr(_id(d), _rstr(d, "code", 64), _rstr(d, "msg", _MAX_TEXT)),
+    "open_err": _open_err,
     "resize": lambda d: Resize(_id(d), *_term_size(d)),
     "signal": lambda d: Signal(_id(d), _sig(d, "sig", required=True) or ""),
     "close": lambda d: Close(_id(d), _str(d, "reason", _MAX_TEXT, required=False)),
@@ -616,6 +641,8 @@ def ctl_to_dict(m: Ctl) -> dict[str, Any]:
             _opt(out, "resumeKey", m.resume_key)
         case OpenErr():
             out.update(id=m.id, code=m.code, msg=m.msg)
+            if m.host_key is not None:
+                out["hostKey"] = m.host_key.to_dict()
         case Resize():
             out.update(id=m.id, cols=m.cols, rows=m.rows)
         case Signal():

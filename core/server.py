@@ -205,12 +205,20 @@ class ServerConnection:
         """Earliest time :meth:`tick` must be called."""
         if not self.live:
             return None
-        ds = [self._hello_deadline, self._heartbeat.last_rx + self.config.idle_timeout]
+        # No list per call: the runtime asks after every write.
+        d = self._heartbeat.last_rx + self.config.idle_timeout
+        hello = self._hello_deadline
+        if hello is not None and hello < d:
+            d = hello
         if self.ready:
-            ds.append(self._heartbeat.next_ping)
+            ping = self._heartbeat.next_ping
+            if ping is not None and ping < d:
+                d = ping
             if self.session is not None:
-                ds.append(self.session.next_ack())
-        return min(d for d in ds if d is not None)
+                ack = self.session.next_ack()
+                if ack is not None and ack < d:
+                    d = ack
+        return d
 
     @property
     def write_paused(self) -> bool:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import CloseCode, ProtocolError
+from .errors import CloseCode, HostKey, ProtocolError
 from .events import (
     BackendClose,
     BackendEof,
@@ -211,13 +211,16 @@ class ServerSession:
         self._events.extend(early)
         self._wake()
 
-    def channel_open_failed(self, cid: int, code: str, msg: str) -> None:
-        """The backend of channel ``cid`` could not start: ``open_err`` goes out."""
+    def channel_open_failed(self, cid: int, code: str, msg: str, host_key: HostKey | None = None) -> None:
+        """The backend of channel ``cid`` could not start: ``open_err`` goes out.
+
+        ``host_key``: the SSH host key the target offered, for a host-key refusal.
+        """
         ch = self.channels.get(cid)
         if ch is None:
             return
         self._remove(ch, ChanEvent.OPEN_ERR, "open failed", backend=False)
-        self._send(OpenErr(cid, code, msg[:1024]))
+        self._send(OpenErr(cid, code, msg[:1024], host_key))
         self._wake()
 
     def backend_output(self, cid: int, stream: Stream, data: bytes) -> None:
@@ -330,8 +333,12 @@ class ServerSession:
 
     def next_ack(self) -> float | None:
         """When :meth:`due_acks` next has something to do."""
-        ds = [ch.ack_due for ch in self.channels.values() if ch.ack_due is not None]
-        return min(ds) if ds else None
+        due: float | None = None
+        for ch in self.channels.values():
+            t = ch.ack_due
+            if t is not None and (due is None or t < due):
+                due = t
+        return due
 
     def check_resume(self, req: ResumeRequest) -> None:
         """Validate a resume of this session; raises ``ProtocolError`` 4011, changes nothing."""

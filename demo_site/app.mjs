@@ -23,7 +23,8 @@
 import * as nimbus from "./nimbus_adapter.mjs";
 import * as tokens from "./token_store.mjs";
 import * as messages from "./messages.mjs";
-import { ScreenKeeper } from "./screen_state.mjs";
+import { saveScreens, takeScreens, forgetScreens } from "./screen_state.mjs";
+import { Tabs, state as tabState } from "./tabs.mjs";
 import * as prefs from "./prefs.mjs";
 import * as keys from "./keys.mjs";
 import * as keybar from "./keybar.mjs";
@@ -38,40 +39,105 @@ const urlToken = takeUrlToken();
 const CONFIG_KEY = "nimbus-demo.config";
 const MAX_EVENTS = 200;
 
-// Test and debugging hooks (the e2e tests read these).
+// Test and debugging hooks (the e2e tests read these).  The terminal's own
+// fields (term, rx, written, channel, exit, screenState...) are the tab on
+// screen's; nimbusDemo.tabs shows every tab.
+let tabs = null; // the Tabs (tabs.mjs), made below
+const activeTab = () => tabs?.active ?? null;
 const demo = (window.nimbusDemo = {
   phase: "loading", // loading | connecting | form | ready | exited | error
   state: "loading", // the connection's state
-  rx: 0, // payload bytes received on the current channel
-  written: 0, // bytes xterm has parsed (write callbacks run)
+  get rx() {
+    return activeTab()?.rx ?? 0; // payload bytes received on the tab's channel
+  },
+  get written() {
+    return activeTab()?.written ?? 0; // bytes xterm has parsed (write callbacks run)
+  },
   sessions: 0, // channels opened or attached by this page
-  resumed: false, // the current channel came back through a resume
-  channelId: null,
-  exit: null, // {code, sig} once the shell exited
+  get resumed() {
+    return activeTab()?.resumed ?? false; // the tab's channel came back through a resume
+  },
+  get channelId() {
+    return activeTab()?.ch?.id ?? null;
+  },
+  get exit() {
+    return activeTab()?.exit ?? null; // {code, sig} once the tab's shell exited
+  },
   error: null, // last terminal error {code, name, text}
   pauseReasons: [],
   refused: null, // {url, reason} of the last WebSocket URL the page refused to connect to
   refusals: 0, // how many times it refused one
   tokenStorage: "none", // where the bearer token is kept: none | memory | wrapped (token_store.mjs)
   events: [], // last MAX_EVENTS {t, type, ...} state/policy/diagnostic events
-  tap: window.__nimbusTap ?? null, // optional (bytes) => void, called for every output chunk
-  term: null,
+  tap: window.__nimbusTap ?? null, // optional (bytes, channelId) => void, called for every output chunk
+  get term() {
+    return activeTab()?.term ?? null;
+  },
   conn: null,
-  channel: null,
+  get channel() {
+    return activeTab()?.ch ?? null;
+  },
+  get screenState() {
+    return activeTab()?.keeper.status ?? null;
+  },
   bootMs: null,
   screenText() {
-    const buf = this.term.buffer.active;
-    const lines = [];
-    for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i)?.translateToString(true) ?? "");
-    while (lines.length && !lines[lines.length - 1]) lines.pop();
-    return lines.join("\n");
+    return screenText(this.term);
   },
   wasmBytes: () => nimbus.wasmMemoryBytes(), // Pyodide's linear memory (not in the JS heap)
   cursorLine() {
-    const buf = this.term.buffer.active;
-    return (buf.getLine(buf.baseY + buf.cursorY)?.translateToString(true) ?? "").trimEnd();
+    return cursorLine(this.term);
+  },
+  // Every tab, in strip order (tests/e2e/test_page_tabs.py).
+  tabs: {
+    state: tabState,
+    refused: 0, // "new tab" refused by the runtime (CHANNEL_LIMIT)
+    lastRefusal: null,
+    saved: null, // {chars, records} of the last save
+    get count() {
+      return tabs.count;
+    },
+    get activeIndex() {
+      return tabs.list.indexOf(tabs.active);
+    },
+    info() {
+      return tabs.list.map((t, i) => ({
+        index: i,
+        id: t.ch?.id ?? null,
+        name: t.name,
+        title: t.title,
+        label: tabs.label(t),
+        phase: t.phase,
+        active: t === tabs.active,
+        resumed: t.resumed,
+        rx: t.rx,
+        written: t.written,
+        cols: t.term.cols,
+        rows: t.term.rows,
+        hidden: t.pane.hidden,
+        screenState: t.keeper.status,
+      }));
+    },
+    term: (i) => tabs.list[i]?.term ?? null,
+    screenText: (i) => screenText(tabs.list[i]?.term),
+    cursorLine: (i) => cursorLine(tabs.list[i]?.term),
   },
 });
+
+function screenText(term) {
+  if (!term) return "";
+  const buf = term.buffer.active;
+  const lines = [];
+  for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i)?.translateToString(true) ?? "");
+  while (lines.length && !lines[lines.length - 1]) lines.pop();
+  return lines.join("\n");
+}
+
+function cursorLine(term) {
+  if (!term) return "";
+  const buf = term.buffer.active;
+  return (buf.getLine(buf.baseY + buf.cursorY)?.translateToString(true) ?? "").trimEnd();
+}
 
 function takeUrlToken() {
   if (!params.has("token")) return null;
@@ -90,42 +156,70 @@ function record(type, data) {
 
 // ---------------------------------------------------------------- terminal
 
-// Font, theme, scrollback, cursor: defaults < server < saved < URL (prefs.mjs).
-const term = new window.Terminal({
-  allowProposedApi: true, // term.unicode (the Unicode 11 addon) is a proposed API in xterm.js 5.5
-  ...prefs.xtermOptions(prefs.initial(params)),
+// One xterm.js terminal per tab, each on its own channel of the one connection
+// (tabs.mjs).  Font, theme, scrollback, cursor: defaults < server < saved < URL
+// (prefs.mjs), for every terminal.
+prefs.initial(params);
+const notify = (text, level) => setMessage(text, level);
+tabs = new Tabs({
+  host: $("terminal"),
+  strip: $("tabs"),
+  newButton: $("tab-new"),
+  Terminal: window.Terminal,
+  FitAddon: window.FitAddon.FitAddon,
+  SerializeAddon: window.SerializeAddon?.SerializeAddon,
+  options: () => prefs.xtermOptions(prefs.current()),
+  // Clipboard shortcuts, links, Unicode 11, OSC 52 (keys.mjs), on every terminal.
+  setup: (term) => keys.install(term, { prefs: prefs.current, notify }),
+  hooks: {
+    onInput: (tab, typed) => {
+      const d = keybar.modify(typed); // the key bar's sticky Ctrl/Alt
+      if (d === "\r" && tab.phase === "exited") return void restart(tab);
+      if (d === "\r" && demo.phase === "error" && !$("btn-reconnect").hidden) return void $("btn-reconnect").click();
+      if (tab.ch && tab.phase === "ready") nimbus.send(tab.ch, d).catch?.(reportInputError);
+    },
+    onBinary: (tab, d) => {
+      if (tab.ch && tab.phase === "ready") nimbus.send(tab.ch, Uint8Array.from(d, (c) => c.charCodeAt(0))).catch?.(reportInputError);
+    },
+    onResize: (tab, cols, rows) => {
+      if (tab.ch && tab.phase === "ready") nimbus.resize(tab.ch, cols, rows);
+    },
+    onActivate: () => showActiveTab(),
+    onTitle: (tab) => {
+      if (tab === tabs.active) showTitle();
+    },
+    onNew: () => newTab(),
+    onClose: (tab) => closeTab(tab),
+  },
 });
-const fit = new window.FitAddon.FitAddon();
-term.loadAddon(fit);
-term.open($("terminal"));
-demo.term = term;
-// The screen survives a reload: saved on hide/unload with the stream position it
-// represents, written back before the resumed output (screen_state.mjs, docs/page.md).
-const screenKeeper = new ScreenKeeper(term, { SerializeAddon: window.SerializeAddon?.SerializeAddon });
-demo.screenState = screenKeeper.status;
-// Clipboard shortcuts, links, Unicode 11, OSC 52 (keys.mjs); the touch key bar
-// (keybar.mjs); the settings panel (prefs.mjs).
-keys.install(term, { prefs: prefs.current, notify: (text, level) => setMessage(text, level) });
-const updateKeybar = keybar.install(term, { prefs: prefs.current });
-prefs.install(term, { onApplied: () => (updateKeybar(), fitNow()), notify: (text, level) => setMessage(text, level) });
+// The touch key bar (keybar.mjs) and the settings panel (prefs.mjs) act on the
+// terminal on screen; a preference reaches the hidden terminals when they are
+// shown (tabs.activate: a hidden terminal cannot measure its font).
+const onScreen = {
+  get modes() {
+    return tabs.active?.term.modes ?? {};
+  },
+  input: (data, user) => tabs.active?.term.input(data, user),
+  focus: () => tabs.focus(),
+  options: new Proxy(
+    {},
+    {
+      get: (_, k) => tabs.active?.term.options[k],
+      set: (_, k, v) => {
+        if (tabs.active) tabs.active.term.options[k] = v;
+        return true;
+      },
+    },
+  ),
+};
+const updateKeybar = keybar.install(onScreen, { prefs: prefs.current });
+prefs.install(onScreen, { onApplied: () => (updateKeybar(), fitNow()), notify });
 demo.page = { prefs: prefs.state, clipboard: keys.state, keybar: keybar.state };
-fitNow();
 
-term.onTitleChange((t) => (document.title = t ? `${t} — nimbus` : "nimbus terminal"));
-
-// Keystrokes: xterm gives strings (onData) or raw bytes as a latin1 string (onBinary).
-term.onData((typed) => {
-  const d = keybar.modify(typed); // the key bar's sticky Ctrl/Alt
-  if (d === "\r" && demo.phase === "exited") return void restart();
-  if (d === "\r" && demo.phase === "error" && !$("btn-reconnect").hidden) return void $("btn-reconnect").click();
-  if (current) nimbus.send(current, d).catch?.(reportInputError);
-});
-term.onBinary((d) => {
-  if (current) nimbus.send(current, Uint8Array.from(d, (c) => c.charCodeAt(0))).catch?.(reportInputError);
-});
-term.onResize(({ cols, rows }) => {
-  if (current && demo.phase === "ready") nimbus.resize(current, cols, rows);
-});
+function showTitle() {
+  const t = tabs.active?.title;
+  document.title = t ? `${t} — nimbus` : "nimbus terminal";
+}
 
 function reportInputError(e) {
   record("input_error", { message: String(e?.message ?? e) });
@@ -133,6 +227,7 @@ function reportInputError(e) {
 
 // Resize follows the window: a ResizeObserver, debounced to one fit per
 // animation frame + 50 ms (the core coalesces resize messages on top).
+// Only the terminal on screen is fitted; a hidden one is fitted when shown.
 let fitTimer = 0;
 new ResizeObserver(() => {
   clearTimeout(fitTimer);
@@ -140,11 +235,7 @@ new ResizeObserver(() => {
 }).observe($("terminal"));
 
 function fitNow() {
-  try {
-    fit.fit();
-  } catch {
-    /* not laid out yet */
-  }
+  tabs.fitActive();
 }
 
 // ------------------------------------------------------------ status bar
@@ -205,7 +296,6 @@ function detailElement(tag, id, text) {
 }
 
 let conn = null; // the facade connection
-let current = null; // the attached channel
 const windows = new Map(); // channel id -> largest credit grant seen
 
 function refreshStatus() {
@@ -214,7 +304,8 @@ function refreshStatus() {
   if (conn) demo.state = s.state;
   $("st-rtt").textContent = s.rttMs == null ? "RTT –" : `RTT ${s.rttMs < 10 ? s.rttMs.toFixed(1) : Math.round(s.rttMs)} ms`;
   $("st-buf").textContent = `buf ${fmtBytes(s.bufferedAmount)}`;
-  const win = current ? windows.get(current.id) : null;
+  const ch = tabs.active?.ch;
+  const win = ch ? windows.get(ch.id) : null;
   $("st-win").textContent = `win ${win == null ? "–" : fmtBytes(win)}`;
   $("st-rx").textContent = `↓ ${fmtBytes(demo.rx)}`;
   const pause = $("st-pause");
@@ -370,7 +461,7 @@ form.addEventListener("change", syncForm);
 function showForm(cfg, note = "") {
   formReturnPhase = demo.phase === "form" ? formReturnPhase : demo.phase;
   demo.phase = "form";
-  $("connect-cancel").hidden = !(current && ["ready", "exited"].includes(formReturnPhase));
+  $("connect-cancel").hidden = !(tabs.active?.ch && ["ready", "exited"].includes(formReturnPhase));
   const f = form.elements;
   f.mode.value = cfg.mode;
   f.target.value = cfg.target;
@@ -411,7 +502,9 @@ form.addEventListener("submit", (ev) => {
   f.password.value = "";
   f.passphrase.value = "";
   $("connect").hidden = true;
-  start(cfg, credentials).catch(showFatal);
+  const intent = formIntent;
+  formIntent = {};
+  start(cfg, credentials, intent).catch(showFatal);
 });
 
 // Cancel (or Escape) goes back to the running terminal.
@@ -420,7 +513,8 @@ function cancelForm() {
   if ($("connect-cancel").hidden) return;
   $("connect").hidden = true;
   demo.phase = formReturnPhase;
-  term.focus();
+  formIntent = {};
+  tabs.focus();
 }
 $("connect-cancel").addEventListener("click", cancelForm);
 form.addEventListener("keydown", (ev) => {
@@ -432,8 +526,12 @@ function showFormNote(text) {
   $("connect-note").textContent = text;
 }
 
+// "New session…": the form, whose session replaces the one on screen; "+" (and
+// Alt+Shift+T) opens one more tab instead (newTab).
+let formIntent = {}; // what the form's Connect does: {} (replace the tab on screen) or {newTab: true}
 $("btn-new").addEventListener("click", () => {
   $("notice").hidden = true;
+  formIntent = {};
   showForm(config);
 });
 $("btn-reconnect").addEventListener("click", () => {
@@ -445,19 +543,25 @@ $("btn-reconnect").addEventListener("click", () => {
 // ------------------------------------------------------------ connection
 
 let config = loadConfig();
-let offChannel = () => {};
 
 function setPhase(phase) {
   demo.phase = phase;
   $("app").dataset.phase = phase;
 }
 
+/** What a tab is called in the strip before its program sets a title. */
+function tabName(cfg) {
+  return cfg.mode === "ssh" ? `${cfg.user}@${cfg.target}` : "shell";
+}
+
 /**
  * Connect (re-using the open connection when the server and token did not
- * change), then attach to a resumed channel or open a new session.
+ * change), then bring back the resumed channels -- one tab each -- or open a
+ * new session: in `intent.tab` (replacing its session), in a new tab
+ * (`intent.newTab`), else in the tab on screen.
  * `credentials` null: a reconnect -- resume if possible, else ask again.
  */
-async function start(cfg, credentials) {
+async function start(cfg, credentials, intent = {}) {
   const ws = resolveWs(cfg.ws);
   if (ws.error) return refuseWs(cfg, ws.error);
   config = cfg;
@@ -480,42 +584,70 @@ async function start(cfg, credentials) {
     conn.__key = key;
     demo.conn = conn;
     demo.state = conn.state;
+    // A new connection: the tabs of the old one are gone with it.
+    tabs.clear();
+    const resumed = nimbus.resumedChannels(conn);
+    if (resumed.length) return void (await restoreTabs(resumed));
+    forgetScreens(); // nothing resumed: saved screens are of sessions that are gone
+    intent = {};
   }
-  const resumed = nimbus.resumedChannels(conn);
-  if (resumed.length) {
-    const shown = await screenKeeper.restore(resumed[0]); // the screen as it was, before its output goes on
-    resetCounters();
-    attach(resumed[0], { resumed: true });
-    if (shown.gap) setMessage(`Session resumed; ${fmtBytes(shown.gap)} of output before the reload could not be kept (Ctrl-L redraws)`, "warn");
-    else setMessage("Session resumed", "ok");
-    return;
-  }
-  screenKeeper.forget(); // nothing resumed: a saved screen is of a session that is gone
   if (cfg.mode === "ssh" && !credentials) {
+    formIntent = intent;
     showForm(cfg);
     return;
   }
-  await openNew(cfg, credentials ?? {});
+  if (intent.newTab && tabs.count) return void (await openTab(cfg, credentials ?? {}));
+  const tab = intent.tab && tabs.list.includes(intent.tab) ? intent.tab : tabs.active;
+  await openNew(cfg, credentials ?? {}, tab);
 }
 
-async function openNew(cfg, credentials) {
-  if (current) {
+/**
+ * A reload: one tab per resumed channel, in the saved order and with the saved
+ * names and titles, each screen written back before its output goes on
+ * (screen_state.mjs); the tab that was on screen is shown again.
+ */
+async function restoreTabs(resumed) {
+  const saved = takeScreens();
+  const place = new Map((saved?.tabs ?? []).map((t, i) => [t.id, i]));
+  const order = [...resumed].sort((a, b) => (place.get(a.id) ?? 1e9) - (place.get(b.id) ?? 1e9));
+  let gap = 0;
+  for (const ch of order) {
+    const entry = saved?.tabs[place.get(ch.id)] ?? null;
+    const tab = tabs.create({ name: entry?.name || tabName(config), title: entry?.title ?? "", show: false });
+    const shown = await tab.keeper.restore(ch, entry?.screen); // the screen as it was, before its output goes on
+    gap += shown.gap;
+    attach(tab, ch, { resumed: true });
+  }
+  tabs.activate(tabs.list.find((t) => t.ch?.id === saved?.active) ?? tabs.list[0]);
+  hideLoader();
+  $("connect").hidden = true;
+  nimbus.ping(conn);
+  const what = order.length > 1 ? `${order.length} sessions resumed` : "Session resumed";
+  if (gap) setMessage(`${what}; ${fmtBytes(gap)} of output before the reload could not be kept (Ctrl-L redraws)`, "warn");
+  else setMessage(what, "ok");
+}
+
+/** A new session in `tab` (a new tab when there is none), replacing the one it had. */
+async function openNew(cfg, credentials, tab) {
+  if (tab?.ch) {
     // A new session replaces the one on screen (which ends on the server).
-    const old = current;
-    offChannel();
-    current = null;
+    const old = tab.ch;
+    tabs.detach(tab);
+    tab.ch = null;
     nimbus.closeChannel(old).catch(() => {});
   }
+  if (!tab) tab = tabs.create({ name: tabName(cfg) });
+  tab.name = tabName(cfg);
+  tab.title = "";
+  tab.phase = "opening";
+  tabs.activate(tab);
   setPhase("connecting");
   showLoader(cfg.mode === "ssh" ? `Opening ${cfg.user}@${cfg.target}…` : "Opening a shell…");
   fitNow();
-  resetCounters();
-  term.reset();
-  const target = cfg.mode === "ssh" ? parseTarget(cfg.target) : { host: "localhost", port: 0 };
-  const user = cfg.mode === "ssh" ? { username: cfg.user, auth: credentials } : { username: "", auth: {} };
+  tab.term.reset();
   let ch;
   try {
-    ch = await nimbus.openSession(conn, { target, user, cols: term.cols, rows: term.rows });
+    ch = await openChannel(cfg, credentials, tab.term);
   } catch (e) {
     const err = nimbus.describeError(e);
     record("open_error", { message: err.text });
@@ -529,62 +661,156 @@ async function openNew(cfg, credentials) {
     );
     return;
   }
-  attach(ch, { resumed: false });
+  if (!tabs.list.includes(tab)) return void nimbus.closeChannel(ch).catch(() => {}); // closed meanwhile
+  attach(tab, ch, { resumed: false });
 }
 
-// Output of the attached channel -> xterm.  `done` is called from xterm's
+function openChannel(cfg, credentials, size) {
+  const target = cfg.mode === "ssh" ? parseTarget(cfg.target) : { host: "localhost", port: 0 };
+  const user = cfg.mode === "ssh" ? { username: cfg.user, auth: credentials } : { username: "", auth: {} };
+  return nimbus.openSession(conn, { target, user, cols: size.cols, rows: size.rows });
+}
+
+/**
+ * "+" or Alt+Shift+T: one more terminal on the same connection.  The channel
+ * is asked for first (at the size of the terminal on screen: every tab has
+ * the same pane); the runtime refuses one more than the session may hold,
+ * and the page says so instead of opening a tab.  SSH asks for the
+ * credentials first (they are never kept).
+ */
+async function newTab() {
+  if (!conn || conn.state === "closed" || !["ready", "exited"].includes(demo.phase)) return;
+  if (config.mode === "ssh") {
+    formIntent = { newTab: true };
+    return void showForm(config);
+  }
+  await openTab(config, {});
+}
+
+async function openTab(cfg, credentials) {
+  const size = tabs.active?.term ?? { cols: 80, rows: 24 };
+  setMessage("Opening a new terminal…");
+  let ch;
+  try {
+    ch = await openChannel(cfg, credentials, size);
+  } catch (e) {
+    const err = nimbus.describeError(e);
+    record("open_error", { message: err.text, name: err.name });
+    if (conn?.state === "closed") return onTerminalError(e);
+    if (err.name === "CHANNEL_LIMIT") {
+      demo.tabs.refused += 1;
+      demo.tabs.lastRefusal = err.text;
+      flashNewButton();
+      return void setMessage(`No new terminal: ${err.detail || err.text}`, "warn");
+    }
+    return void setMessage(`Could not open a new terminal: ${err.detail || err.text}`, "error");
+  }
+  const tab = tabs.create({ name: tabName(cfg) });
+  attach(tab, ch, { resumed: false });
+  setMessage("");
+}
+
+function flashNewButton() {
+  const b = $("tab-new");
+  b.dataset.refused = "";
+  clearTimeout(flashNewButton.timer);
+  flashNewButton.timer = setTimeout(() => delete b.dataset.refused, 1500);
+}
+
+/**
+ * ✕ or Alt+Shift+W: the tab's channel is closed (its shell ends on the
+ * server) and the tab goes.  The last tab stays, like a shell that exited:
+ * Enter starts a new session in it.
+ */
+async function closeTab(tab) {
+  if (!tab) return;
+  const ch = tab.ch;
+  if (tabs.count > 1) {
+    tab.ch = null;
+    tabs.remove(tab);
+    if (ch) nimbus.closeChannel(ch).catch(() => {});
+    return;
+  }
+  if (!ch || tab.phase !== "ready") return;
+  tabs.detach(tab);
+  tab.ch = null;
+  tab.phase = "exited";
+  tab.term.write("\r\n\x1b[2m[session closed — press Enter for a new session]\x1b[0m\r\n");
+  tabs.render();
+  showActiveTab();
+  setMessage("Session closed — press Enter for a new session");
+  nimbus.closeChannel(ch).catch(() => {});
+}
+
+/** The page follows the tab on screen: phase, pill, title, status numbers. */
+function showActiveTab() {
+  const tab = tabs.active;
+  showTitle();
+  if (!tab || !["ready", "exited"].includes(demo.phase)) return;
+  const phase = tab.phase === "exited" ? "exited" : "ready";
+  setPhase(phase);
+  setPill(phase === "exited" ? "exited" : conn?.state ?? "closed");
+  refreshStatus();
+}
+
+// Output of a tab's channel -> its xterm.  `done` is called from xterm's
 // write callback, once it has parsed the chunk: only then does the runtime
 // count the bytes as consumed and grant the server more credit, so a slow
 // renderer slows the server down instead of growing memory (xterm.js's
-// flow-control guidance).
-function output(chunk, done) {
-  const bytes = screenKeeper.fresh(chunk); // null: a restored screen shows these bytes already
-  if (!bytes) return void done();
-  demo.rx += bytes.length;
-  if (demo.tap) demo.tap(bytes);
-  const parsed = screenKeeper.writing(bytes);
-  term.write(bytes, () => {
-    parsed();
-    demo.written += bytes.length;
-    done();
-  });
+// flow-control guidance).  Each channel is paced by its own terminal: a
+// hidden tab's xterm still parses (and calls back), so it never holds up
+// another tab.
+function output(tab) {
+  return (chunk, done) => {
+    const bytes = tab.keeper.fresh(chunk); // null: a restored screen shows these bytes already
+    if (!bytes) return void done();
+    tab.rx += bytes.length;
+    if (demo.tap) demo.tap(bytes, tab.ch?.id ?? null);
+    const parsed = tab.keeper.writing(bytes);
+    tab.term.write(bytes, () => {
+      parsed();
+      tab.written += bytes.length;
+      done();
+    });
+  };
 }
 
-// Reload, close or hide: the runtime writes its resume state now and the screen
-// is saved with the same stream position, in this one task (screen_state.mjs).
+// Reload, close or hide: the runtime writes its resume state now and every
+// tab's screen is saved with the same stream position, in this one task
+// (screen_state.mjs).
 function saveScreen() {
-  if (!conn || !current || conn.state === "closed") return;
+  if (!conn || conn.state === "closed" || !tabs.list.some((t) => t.ch)) return;
   nimbus.persist(conn);
-  screenKeeper.save(current);
+  demo.tabs.saved = saveScreens(tabs.list, { active: tabs.active?.ch?.id ?? null });
 }
 addEventListener("pagehide", saveScreen);
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "hidden") saveScreen();
 });
 
-function resetCounters() {
-  demo.rx = 0;
-  demo.written = 0;
-}
-
-function attach(ch, { resumed }) {
-  offChannel();
-  current = ch;
-  screenKeeper.follow(ch, { resumed });
-  demo.channel = ch;
-  demo.channelId = ch.id ?? null;
+function attach(tab, ch, { resumed }) {
+  tabs.detach(tab);
+  tab.ch = ch;
+  tab.keeper.follow(ch, { resumed });
+  tab.rx = 0;
+  tab.written = 0;
+  tab.resumed = resumed;
+  tab.exit = null;
+  tab.phase = "ready";
   demo.sessions += 1;
-  demo.resumed = resumed;
-  demo.exit = null;
-  const offs = [nimbus.pipeOutput(ch, output)];
+  const offs = [nimbus.pipeOutput(ch, output(tab))];
   offs.push(
     nimbus.on(ch, "exit", (ev) => {
       const code = ev?.code ?? null;
       const sig = ev?.sig ?? ev?.signal ?? null;
-      demo.exit = { code, sig };
-      record("exit", demo.exit);
+      tab.exit = { code, sig };
+      record("exit", { id: ch.id ?? null, ...tab.exit });
       const what = sig ? `killed by SIG${sig}` : `exited with code ${code ?? "?"}`;
-      term.write(`\r\n\x1b[2m[process ${what} — press Enter for a new session]\x1b[0m\r\n`);
+      const more = tabs.count > 1 ? ", Alt+Shift+W closes the tab" : "";
+      tab.term.write(`\r\n\x1b[2m[process ${what} — press Enter for a new session${more}]\x1b[0m\r\n`);
+      tab.phase = "exited";
+      tabs.render();
+      if (tab !== tabs.active) return void setMessage(`Terminal ${tabs.list.indexOf(tab) + 1}: shell ${what}`, code === 0 ? "" : "warn");
       setPhase("exited");
       setPill("exited");
       setMessage(`Shell ${what}`, code === 0 ? "" : "warn");
@@ -593,7 +819,10 @@ function attach(ch, { resumed }) {
   offs.push(
     nimbus.on(ch, "close", () => {
       record("channel_close", { id: ch.id ?? null });
-      if (current === ch && demo.phase === "ready") {
+      if (tab.ch === ch && tab.phase === "ready") {
+        tab.phase = "exited";
+        tabs.render();
+        if (tab !== tabs.active) return;
         setPhase("exited");
         setPill("exited");
         setMessage("Session closed — press Enter for a new session");
@@ -607,16 +836,18 @@ function attach(ch, { resumed }) {
       setMessage(`Session error: ${err.detail || err.text}`, "error");
     }),
   );
-  offChannel = () => offs.forEach((off) => off());
+  tab.offs = offs;
+  tabs.render();
   $("st-target").textContent = config.mode === "ssh" ? `${config.user}@${config.target}` : "local shell";
-  setPhase("ready");
-  setPill(conn.state);
   hideLoader();
   $("connect").hidden = true;
+  if (tab !== tabs.active) return;
+  setPhase("ready");
+  setPill(conn.state);
   fitNow();
-  if (resumed) nimbus.resize(ch, term.cols, term.rows); // the window may differ from before the reload
+  if (resumed) nimbus.resize(ch, tab.term.cols, tab.term.rows); // the window may differ from before the reload
   nimbus.ping(conn);
-  term.focus();
+  tabs.focus();
   refreshStatus();
 }
 
@@ -677,7 +908,7 @@ function onTerminalError(e) {
   $("btn-reconnect").textContent = asksToken ? "Enter token…" : "Reconnect";
   hideLoader();
   $("connect").hidden = true;
-  showError(sentence, detail, Boolean(current) && !asksToken);
+  showError(sentence, detail, tabs.list.some((t) => t.ch) && !asksToken);
   if (asksToken) askForToken();
   if (err.name === "CONNECT_FAILED" && err.code === 1006) probeAfterConnectFailed(demo.error, host, detail);
 }
@@ -685,7 +916,10 @@ function onTerminalError(e) {
 function showError(sentence, detail, onTerminal) {
   setMessage(sentence, "error", detail);
   if (onTerminal) {
-    term.write(`\r\n\x1b[31m[disconnected: ${sentence}]\x1b[0m \x1b[2m— press Enter to reconnect\r\n${detail}\x1b[0m\r\n`);
+    // Every tab was on the connection: each says so.
+    for (const t of tabs.list) {
+      if (t.ch) t.term.write(`\r\n\x1b[31m[disconnected: ${sentence}]\x1b[0m \x1b[2m— press Enter to reconnect\r\n${detail}\x1b[0m\r\n`);
+    }
   } else showNotice("Disconnected", sentence, detail);
 }
 
@@ -763,11 +997,10 @@ $("notice-settings").addEventListener("click", () => {
 });
 
 async function dropConnection() {
-  offChannel();
+  for (const t of tabs.list) tabs.detach(t);
   connGen++;
   const old = conn;
   conn = null;
-  current = null;
   if (old && old.state !== "closed") {
     try {
       await nimbus.closeConnection(old);
@@ -777,18 +1010,23 @@ async function dropConnection() {
   }
 }
 
-async function restart() {
-  if (current) {
+// Enter in a tab whose shell exited: a new session in that tab.
+async function restart(tab) {
+  const ch = tab.ch;
+  tabs.detach(tab);
+  tab.ch = null;
+  if (ch) {
     try {
-      await nimbus.closeChannel(current);
+      await nimbus.closeChannel(ch);
     } catch {
       /* already closed */
     }
   }
-  offChannel();
-  current = null;
-  if (config.mode === "ssh") return showForm(config);
-  start(config, {}).catch(showFatal);
+  if (config.mode === "ssh") {
+    formIntent = { tab };
+    return showForm(config);
+  }
+  start(config, {}, { tab }).catch(showFatal);
 }
 
 function showFatal(e) {

@@ -33,6 +33,22 @@ export const MESSAGES = Object.freeze({
   INTERNAL_ERROR: "The server hit an internal error",
   INTERNAL_ERROR_WS: "The server hit an internal error",
   CANCELLED: "This connection was replaced by a newer one",
+  // Without the key (an older server; a revoked key): HOST_KEY_MESSAGES has the full sentences.
+  HOST_KEY_CHANGED: "The SSH host key of the target changed — this could be a man-in-the-middle attack",
+  HOST_KEY_UNKNOWN: "The SSH host key of the target is not known to this gateway; the operator must add it to known_hosts",
+});
+
+/**
+ * A refused SSH host key (open error HOST_KEY_CHANGED / HOST_KEY_UNKNOWN), with
+ * the key the target offered: the error's hostKey {keyType, fingerprint,
+ * known, host} (core/errors.py HostKey).  "{target}" is the SSH target's
+ * HOST:PORT.  The gateway never accepts the key.
+ */
+export const HOST_KEY_MESSAGES = Object.freeze({
+  HOST_KEY_CHANGED:
+    "The SSH host key of {target} changed — this could be a man-in-the-middle attack. Offered key: {keyType} {fingerprint}",
+  HOST_KEY_UNKNOWN:
+    "The SSH host key of {target} is not known to this gateway ({keyType} {fingerprint}); the operator must add it to known_hosts",
 });
 
 /** AUTH_FAILED (4003), by the server's close reason. */
@@ -80,13 +96,27 @@ export function userMessage(name, reason = "", host = "the server", code = null)
 }
 
 /**
+ * The sentence for a refused SSH host key: error `name` with its `hostKey`
+ * ({keyType, fingerprint, host}), or null without one.  The server's fields
+ * are shown with control characters escaped.
+ */
+export function hostKeyMessage(name, hostKey) {
+  if (hostKey == null || !Object.hasOwn(HOST_KEY_MESSAGES, name)) return null;
+  const fields = { target: hostKey.host, keyType: hostKey.keyType, fingerprint: hostKey.fingerprint };
+  return HOST_KEY_MESSAGES[name].replace(/\{(target|keyType|fingerprint)\}/g, (_, k) => escapeControls(fields[k]));
+}
+
+const escapeControls = (s) =>
+  String(s ?? "").replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+
+/**
  * "4003 AUTH_FAILED: token not accepted": the code, its name and the raw
  * reason, control characters shown escaped (the reason is the server's, and
  * the page writes this line into the terminal too).
  */
 export function detailLine(code, name, reason) {
   const head = [code == null ? "" : String(code), name || ""].filter(Boolean).join(" ");
-  const text = String(reason ?? "").replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  const text = escapeControls(reason);
   return text ? `${head}: ${text}` : head;
 }
 

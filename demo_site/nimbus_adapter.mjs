@@ -2,6 +2,8 @@
 // (web_runtime/js/nimbus.mjs, served as nimbus/nimbus.mjs).  app.mjs only
 // talks to the functions below; if the facade's API moves, this file moves.
 
+import { hostKeyMessage } from "./messages.mjs";
+
 const FACADE_URL = new URL("./nimbus/nimbus.mjs", import.meta.url).href;
 
 let facade = null; // the imported module
@@ -154,9 +156,16 @@ export function stats(conn) {
 /** The new state of a statechange event. */
 export const stateOf = (ev) => ev?.new ?? ev?.state ?? "";
 
-/** `{code, name, text, detail}` of a NimbusError (code: the close code, if any). */
+/**
+ * `{code, name, text, detail}` of a NimbusError (code: the close code, if any).
+ * A refused SSH host key (an open error with `hostKey`) is worded here, by
+ * messages.mjs, with the offered key: `text` the sentence, `detail` the
+ * sentence and its code; `hostKey` is passed on.
+ */
 export function describeError(err) {
   if (err == null) return { code: null, name: "", text: "connection closed", detail: "" };
+  const sentence = err.hostKey ? hostKeyMessage(err.code, err.hostKey) : null;
+  if (sentence) return { code: null, name: err.code, text: sentence, detail: `${sentence} [${err.code}]`, hostKey: err.hostKey };
   const code = err.appCode ?? err.wsCode ?? null;
   // The meaning of a close code comes from the core (core.errors), via the facade.
   const described = code != null && runtime?.describeCloseCode ? runtime.describeCloseCode(code) : null;

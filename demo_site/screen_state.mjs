@@ -1,9 +1,12 @@
-// The terminal's screen across a page reload (issue 15.1): saved when the page
-// hides or unloads, written back before the resumed stream continues, so a
-// reload shows the screen exactly as it was -- prompt, scrollback, a running
-// vim or top -- without anything being typed.  docs/page.md explains the design.
+// The terminals' screens across a page reload (issue 15.1, 15.5): saved when
+// the page hides or unloads, written back before the resumed streams continue,
+// so a reload shows every tab's screen exactly as it was -- prompt,
+// scrollback, a running vim or top -- without anything being typed.
+// docs/page.md explains the design.
 //
-// What one saved record holds (sessionStorage, key STORAGE_KEY, one per tab):
+// One sessionStorage document (key STORAGE_KEY, one per browser tab) holds the
+// page's terminal tabs in order: {v: 2, active: <channel id>, tabs: [{id, name,
+// title, screen}]}, where `screen` is one terminal's record (or null):
 //   * `screen`: what xterm's own SerializeAddon writes -- the normal buffer with
 //     at most SCROLLBACK_STEPS[0] lines of scrollback, the alternate buffer (vim,
 //     top, less), the cursor and the terminal modes (application cursor keys,
@@ -22,21 +25,34 @@
 // the screen (a state saved without this page's help), the gap is reported,
 // never hidden.
 //
-// Bound: one record is at most MAX_CHARS UTF-16 code units of JSON (1 MiB;
-// sessionStorage allows ~5 MB per origin): the scrollback shrinks (1000, 200,
-// then 0 lines) until it fits, and pending output that still does not fit
-// loses its oldest bytes -- counted in `dropped` and reported after the reload.
-// Pending output is at most one credit window (2 MiB) and is only large in the
-// middle of a flood.  The page's memory for this is a list of the chunks xterm
-// has not parsed yet -- references to the chunks xterm itself holds, so also
-// bounded by the credit window.
+// Bound: the document is at most recordLimit(n) * n UTF-16 code units of JSON
+// for n tabs -- 1 MiB with one tab, MAX_TOTAL_CHARS (2 MiB) with two or more
+// (sessionStorage allows ~5 MB per origin, and the runtime's resume state and
+// the wrapped token live there too).  Each record gets an equal share: the
+// scrollback shrinks (1000, 200, then 0 lines) until it fits, and pending
+// output that still does not fit loses its oldest bytes -- counted in
+// `dropped` and reported after the reload.  Pending output is at most one
+// credit window (2 MiB) per channel and is only large in the middle of a
+// flood.  The page's memory for this is a list of the chunks xterm has not
+// parsed yet -- references to the chunks xterm itself holds, so also bounded
+// by the credit window.
 
 export const STORAGE_KEY = "nimbus-demo.screen";
-/** Largest stored record, in UTF-16 code units (what sessionStorage counts). */
+/** Largest stored record of one terminal, in UTF-16 code units (what sessionStorage counts). */
 export const MAX_CHARS = 1 << 20;
-/** Scrollback lines tried, largest first, until the record fits MAX_CHARS. */
+/** Largest stored document (every tab's record together). */
+export const MAX_TOTAL_CHARS = 2 << 20;
+/** Longest tab name or title kept (characters). */
+export const MAX_TITLE = 256;
+/** Scrollback lines tried, largest first, until the record fits its share. */
 export const SCROLLBACK_STEPS = Object.freeze([1000, 200, 0]);
-const VERSION = 1;
+const VERSION = 1; // one record
+const DOC_VERSION = 2; // the document of all tabs
+
+/** The whole document's bound for `n` tabs: 1 MiB each, at most MAX_TOTAL_CHARS. */
+export function documentLimit(n) {
+  return Math.min(MAX_TOTAL_CHARS, Math.max(1, n) * MAX_CHARS);
+}
 
 function storageOrNull() {
   try {
@@ -71,30 +87,22 @@ function fromBase64(text) {
 
 const isCount = (n) => Number.isSafeInteger(n) && n >= 0;
 
-function parseRecord(json) {
-  let r;
-  try {
-    r = JSON.parse(json);
-  } catch {
-    return null;
-  }
+function checkRecord(r) {
   if (!r || r.v !== VERSION || typeof r.screen !== "string" || typeof r.pending !== "string") return null;
   if (![r.id, r.offset, r.cols, r.rows, r.dropped].every(isCount) || !r.cols || !r.rows) return null;
   return r;
 }
 
 /**
- * Follows the output of the attached channel into xterm and saves / restores
- * the screen with the stream position it represents.  `SerializeAddon` is the
- * addon's class (window.SerializeAddon.SerializeAddon); without it, or without
- * sessionStorage, nothing is saved and a reload shows an empty screen as before.
+ * Follows the output of one terminal's channel into xterm and makes / restores
+ * the record of its screen with the stream position it represents.
+ * `SerializeAddon` is the addon's class (window.SerializeAddon.SerializeAddon);
+ * without it nothing is saved and a reload shows an empty screen as before.
+ * Storage is the document's business (saveScreens / takeScreens below).
  */
 export class ScreenKeeper {
-  constructor(term, { SerializeAddon, storage = storageOrNull(), key = STORAGE_KEY, maxChars = MAX_CHARS } = {}) {
+  constructor(term, { SerializeAddon } = {}) {
     this.term = term;
-    this.storage = storage;
-    this.key = key;
-    this.maxChars = maxChars;
     this.serializer = null;
     if (typeof SerializeAddon === "function") {
       this.serializer = new SerializeAddon();
@@ -113,9 +121,9 @@ export class ScreenKeeper {
     this.status = { restored: false, gap: 0, skipped: 0, dropped: 0, savedChars: 0, savedLines: null, offset: null };
   }
 
-  /** Whether saving is possible here (the addon loaded, sessionStorage usable). */
+  /** Whether a record can be made (the addon loaded). */
   get enabled() {
-    return this.serializer !== null && this.storage !== null;
+    return this.serializer !== null;
   }
 
   /** Output position the screen (with pending output) represents for the attached channel. */
@@ -143,7 +151,6 @@ export class ScreenKeeper {
     const restored = this._restored;
     this._restored = null;
     this._skip = restored && restored.channel === ch ? restored.skip : 0;
-    if (!resumed) this.forget();
   }
 
   /**
@@ -178,16 +185,13 @@ export class ScreenKeeper {
   }
 
   /**
-   * Save the screen of channel `ch` with its position (call right after the
-   * runtime persisted its resume state, in the same task).  Returns the
-   * record's size in characters, or 0 when nothing was saved.
+   * The record of channel `ch`'s screen with its position, as JSON of at most
+   * `maxChars` characters, or null (no addon, another channel, or not even
+   * the visible screen fits).  Call right after the runtime persisted its
+   * resume state, in the same task.
    */
-  save(ch) {
-    if (!this.enabled) return 0;
-    if (!ch || ch !== this._channel || ch.state === "closed") {
-      this.forget();
-      return 0;
-    }
+  record(ch, maxChars = MAX_CHARS) {
+    if (!this.enabled || !ch || ch !== this._channel || ch.state === "closed") return null;
     const chunks = this._pending.slice(this._head);
     let pending = concat(chunks, this._pendingBytes);
     const head = {
@@ -207,7 +211,7 @@ export class ScreenKeeper {
       head.lines = lines;
       head.screen = this.serializer.serialize({ scrollback: lines });
       const size = JSON.stringify(head).length; // the screen's escapes counted as JSON writes them
-      const room = this.maxChars - size;
+      const room = maxChars - size;
       const need = 4 * Math.ceil(pending.length / 3);
       if (need <= room || lines === SCROLLBACK_STEPS[SCROLLBACK_STEPS.length - 1]) {
         if (room < 0) break; // not even the visible screen fits
@@ -221,29 +225,20 @@ export class ScreenKeeper {
         break;
       }
     }
-    if (json === null) {
-      this.forget();
-      return 0;
-    }
-    try {
-      this.storage.setItem(this.key, json);
-    } catch {
-      this.forget(); // over the origin's quota: better nothing than a stale screen
-      return 0;
-    }
+    if (json === null) return null;
     Object.assign(this.status, { savedChars: json.length, savedLines: head.lines, offset: head.offset, dropped: head.dropped });
-    return json.length;
+    return json;
   }
 
   /**
-   * Before attaching a channel restored by a resume: write its saved screen
-   * back (at the size it had), and arrange for follow() to skip what the
-   * server resends of it.  Resolves with {restored, gap, skip}: `gap` bytes of
-   * output are missing from the screen (0 when it is exact).
+   * Before attaching a channel restored by a resume: write its saved record
+   * `rec` (from takeScreens) back, at the size it had, and arrange for
+   * follow() to skip what the server resends of it.  Resolves with
+   * {restored, gap, skip}: `gap` bytes of output are missing from the screen
+   * (0 when it is exact).
    */
-  async restore(ch) {
-    const rec = this._load();
-    this.forget();
+  async restore(ch, saved) {
+    const rec = saved ? checkRecord(saved) : null;
     if (!rec || !ch || rec.id !== ch.id || ch.resumedFrom == null) return { restored: false, gap: 0, skip: 0 };
     const from = ch.resumedFrom;
     const skip = Math.max(0, rec.offset - from);
@@ -257,22 +252,77 @@ export class ScreenKeeper {
     Object.assign(this.status, { restored: true, gap, skipped: 0, dropped: rec.dropped });
     return { restored: true, gap, skip };
   }
+}
 
-  /** Drop the saved record (a new session, or one that ended). */
-  forget() {
+const cut = (text) => (typeof text === "string" ? text.slice(0, MAX_TITLE) : "");
+
+/**
+ * Save every tab -- `tabs`: [{ch, keeper, name, title}] in order, `active`:
+ * the channel id on screen -- as one document, in one setItem.  Each record
+ * gets an equal share of documentLimit(n).  If the storage refuses it (over
+ * the origin's quota), the order and titles are saved without the screens.
+ * Returns {chars, records} (chars 0: nothing saved).
+ */
+export function saveScreens(tabs, { active = null, storage = storageOrNull() } = {}) {
+  if (!storage) return { chars: 0, records: 0 };
+  const live = tabs.filter((t) => t.ch && t.ch.state !== "closed");
+  if (!live.length) {
+    forgetScreens(storage);
+    return { chars: 0, records: 0 };
+  }
+  const entry = (t, screen) => `{"id":${t.ch.id},"name":${JSON.stringify(cut(t.name))},"title":${JSON.stringify(cut(t.title))},"screen":${screen}}`;
+  const doc = (parts) => `{"v":${DOC_VERSION},"active":${JSON.stringify(active ?? null)},"tabs":[${parts.join(",")}]}`;
+  const skeleton = doc(live.map((t) => entry(t, "null")));
+  const share = Math.floor((documentLimit(live.length) - skeleton.length) / live.length) + 4; // "null" is replaced
+  let records = 0;
+  const parts = live.map((t) => {
+    const json = share > 0 ? t.keeper?.record(t.ch, share) : null;
+    if (json) records++;
+    return entry(t, json ?? "null");
+  });
+  for (const json of [doc(parts), skeleton]) {
     try {
-      this.storage?.removeItem(this.key);
+      storage.setItem(STORAGE_KEY, json);
+      return { chars: json.length, records: json === skeleton ? 0 : records };
     } catch {
-      /* storage disabled */
+      /* over the quota: try the order and titles alone */
     }
   }
+  forgetScreens(storage); // better nothing than a stale screen
+  return { chars: 0, records: 0 };
+}
 
-  _load() {
-    try {
-      const json = this.storage?.getItem(this.key);
-      return json ? parseRecord(json) : null;
-    } catch {
-      return null;
-    }
+/**
+ * The saved document, removed from storage (a record is used once):
+ * {active, tabs: [{id, name, title, screen}]}, or null.
+ */
+export function takeScreens(storage = storageOrNull()) {
+  let json = null;
+  try {
+    json = storage?.getItem(STORAGE_KEY) ?? null;
+  } catch {
+    return null;
+  }
+  forgetScreens(storage);
+  if (!json) return null;
+  let d;
+  try {
+    d = JSON.parse(json);
+  } catch {
+    return null;
+  }
+  if (!d || d.v !== DOC_VERSION || !Array.isArray(d.tabs)) return null;
+  const tabs = d.tabs
+    .filter((t) => t && isCount(t.id))
+    .map((t) => ({ id: t.id, name: cut(t.name), title: cut(t.title), screen: t.screen && typeof t.screen === "object" ? t.screen : null }));
+  return { active: isCount(d.active) ? d.active : null, tabs };
+}
+
+/** Drop the saved document (a new session, or sessions that ended). */
+export function forgetScreens(storage = storageOrNull()) {
+  try {
+    storage?.removeItem(STORAGE_KEY);
+  } catch {
+    /* storage disabled */
   }
 }

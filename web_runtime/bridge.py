@@ -40,7 +40,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..core.aio.connection import Channel, ChannelError, ChannelOpenError, Listener
+from ..core.aio.connection import Channel, ChannelError, ChannelOpenError, Hold, Listener
 from ..core.aio.options import ConnectOptions
 from ..core.errors import CloseCode, CloseError
 from ..core.events import ChannelExit, Diagnostic, PolicyEvent, StateChanged
@@ -81,7 +81,10 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, CloseError):
         return {"name": "CloseError", **js_keys(exc.to_dict())}
     if isinstance(exc, ChannelOpenError):
-        return {"name": "ChannelOpenError", "code": exc.code, "message": exc.message}
+        info: dict[str, Any] = {"name": "ChannelOpenError", "code": exc.code, "message": exc.message}
+        if exc.host_key is not None:
+            info["hostKey"] = exc.host_key.to_dict()  # HOST_KEY_UNKNOWN / HOST_KEY_CHANGED
+        return info
     if isinstance(exc, ChannelError):
         return {"name": "ChannelError", "code": exc.code, "message": exc.message}
     if isinstance(exc, (TypeError, ValueError, KeyError)):
@@ -193,8 +196,10 @@ class ChannelHandle:
         self._loop = asyncio.get_running_loop()
         self._deliver: Any = None
         self._dispatch: Any = None
-        self._pending: dict[int, asyncio.Future[None]] = {}
-        self._early: list[tuple[int, bytes, asyncio.Future[None]]] = []
+        # Chunks the JavaScript listeners still hold (token -> Hold); bounded by the
+        # credit window, as every unconsumed chunk is.
+        self._pending: dict[int, Hold] = {}
+        self._early: list[tuple[int, bytes, Hold]] = []
         self._closed = False
         #: For a channel restored by a resume: the output position it resumed from.
         self._resumed_from: int | None = None
@@ -207,18 +212,22 @@ class ChannelHandle:
         self._deliver = deliver
         self._dispatch = dispatch
         early, self._early = self._early, []
-        for code, data, fut in early:
+        for code, data, hold in early:
             token = self._hand(code, data)
             if token is None:
-                fut.set_result(None)
+                hold.release()
             else:
-                self._pending[token] = fut
+                self._pending[token] = hold
 
     def release(self, token: int) -> None:
-        """The JavaScript listeners consumed the chunk of ``token``: it earns credit now."""
-        fut = self._pending.pop(int(token), None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        """The JavaScript listeners consumed the chunk of ``token``: it earns credit now.
+
+        Synchronously (a :class:`~nimbus_websocket.core.aio.connection.Hold`):
+        the grant it may trigger goes out in this call, no event-loop turn.
+        """
+        hold = self._pending.pop(int(token), None)
+        if hold is not None:
+            hold.release()
 
     @property
     def id(self) -> int:
@@ -282,6 +291,21 @@ class ChannelHandle:
             }
         )
 
+    def send_now(self, data: Any) -> bool | str:
+        """Send input now if the input buffer has room: ``True`` (sent), ``False`` (use :meth:`send`).
+
+        No coroutine, so no event-loop turn before the bytes reach the
+        socket (a keystroke).  An error envelope (JSON) when the channel
+        takes no input.
+        """
+        try:
+            ch = self.channel
+            if ch is None:
+                return False  # send() reports it
+            return ch.try_send(data if isinstance(data, str) else data.to_bytes())
+        except Exception as exc:
+            return _err(exc)
+
     async def send(self, data: Any) -> str:
         """Send input: a ``Uint8Array`` (bytes) or a string (UTF-8); waits while the buffer is full."""
         try:
@@ -339,19 +363,18 @@ class ChannelHandle:
         for name, cb in self.listeners().items():
             channel.on(name, cb)
 
-    def _out(self, code: int, data: bytes) -> asyncio.Future[None] | None:
+    def _out(self, code: int, data: bytes) -> Hold | None:
         if self._closed:
             return None
         if self._deliver is None:
-            fut: asyncio.Future[None] = self._loop.create_future()
-            self._early.append((code, data, fut))
-            return fut
+            early = Hold()
+            self._early.append((code, data, early))
+            return early
         token = self._hand(code, data)
         if token is None:
             return None
-        fut = self._loop.create_future()
-        self._pending[token] = fut
-        return fut
+        hold = self._pending[token] = Hold()
+        return hold
 
     def _hand(self, code: int, data: bytes) -> int | None:
         """Call ``deliver``; the payload goes out as a view of the received buffer when it can.
@@ -389,12 +412,11 @@ class ChannelHandle:
             },
         )
         # Nothing is consumed any more: settle what waits, so no task lingers.
-        pending = list(self._pending.values()) + [f for _c, _d, f in self._early]
+        pending = list(self._pending.values()) + [h for _c, _d, h in self._early]
         self._pending.clear()
         self._early.clear()
-        for fut in pending:
-            if not fut.done():
-                fut.set_result(None)
+        for hold in pending:
+            hold.release()
 
     def _emit(self, name: str, payload: Any) -> None:
         dispatch = self._dispatch

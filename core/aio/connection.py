@@ -49,16 +49,17 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any
 
-from ..client import ClientSession
+from ..client import MAX_CHANNELS, ClientSession
 from ..client_config import ClientOptions, auth_from_value
 from ..errors import (
     ChannelError,
     ChannelOpenError,
     CloseCode,
     CloseError,
+    ErrorCode,
     NimbusError,
     sendable_close_code,
     truncate_reason,
@@ -91,6 +92,7 @@ __all__ = [
     "ChannelOpenError",
     "ConnectOptions",
     "Connection",
+    "Hold",
     "ResumeOptions",
     "RetryOptions",
     "connect_with",
@@ -150,6 +152,55 @@ class _Emitter:
             if result is not None and inspect.isawaitable(result):
                 pending.append(result)
         return pending
+
+
+class Hold:
+    """A chunk a ``data``/``stderr`` listener is not done with yet: consumed once :meth:`release` is called.
+
+    A listener may return a ``Hold`` instead of another awaitable.  The
+    chunk's credit is then granted synchronously inside :meth:`release` --
+    no event-loop turn, which in Pyodide is a JavaScript macrotask and a
+    proxy per chunk (the JS facade releases from xterm.js's write callback).
+    A ``Hold`` is awaitable too (it completes once released), so it works
+    wherever an awaitable does.
+    """
+
+    __slots__ = ("_callbacks", "released")
+
+    def __init__(self) -> None:
+        #: Whether :meth:`release` was called.
+        self.released = False
+        self._callbacks: list[Callable[[], object]] = []
+
+    def release(self) -> None:
+        """The listener is done with the chunk (idempotent)."""
+        if self.released:
+            return
+        self.released = True
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("hold callback %r failed", cb)
+
+    def on_release(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once released (at once if it already is)."""
+        if self.released:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if not self.released:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def wake() -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            self.on_release(wake)
+            yield from fut.__await__()
 
 
 # -------------------------------------------------------------------- channel
@@ -273,6 +324,25 @@ class Channel:
                 conn._pump()
             if off < len(view):
                 await conn._wait_capacity(self.id)
+
+    def try_send(self, data: bytes | bytearray | memoryview | str) -> bool:
+        """Send all of ``data`` now if the input buffer has room for it, without awaiting.
+
+        ``False`` (nothing sent) when it has not: use :meth:`send`, which
+        waits.  The caller keeps the order (no :meth:`try_send` while a
+        :meth:`send` of the same channel is still waiting).  A keystroke
+        goes out in the caller's own turn of the event loop.  Raises as
+        :meth:`send` does once the channel cannot take input any more.
+        """
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        self._check_input()
+        conn = self._conn
+        if len(payload) > conn._session.input_capacity(self.id):
+            return False
+        if payload:
+            conn._session.send_input(self.id, payload, conn._clock())
+            conn._pump()
+        return True
 
     def resize(self, cols: int, rows: int) -> None:
         """Resize the remote terminal (coalesced by the core to about 60 per second)."""
@@ -561,9 +631,14 @@ class Connection:
         ``open_channel`` if it supports them.  Raises
         :class:`ChannelOpenError` on ``open_err`` and the connection's
         :class:`~nimbus_websocket.core.CloseError` if it ends meanwhile.
+        Raises :class:`ChannelError` ``CHANNEL_LIMIT`` without asking the
+        server while the session holds its most channels (a 5th ``open``
+        would end the connection with 4006, PROTOCOL.md 6).
         """
         if self._session.closed:
             raise self.error or self._session.closed_error()
+        if self._session.channel_limit_reached():
+            raise ChannelError(ErrorCode.CHANNEL_LIMIT, f"at most {MAX_CHANNELS} channels per session")
         cid = self._session.open_channel(
             _target(target), _user(user), _term(term), now=self._clock(), **extra
         )
@@ -750,7 +825,7 @@ class Connection:
             case ChannelOpenFailed():
                 ch = self._channels.pop(ev.id, None)
                 if ch is not None:
-                    ch._on_closed(ev.msg, ChannelOpenError(ev.code, ev.msg))
+                    ch._on_closed(ev.msg, ChannelOpenError(ev.code, ev.msg, ev.host_key))
             case ChannelExit():
                 ch = self._channels.get(ev.id)
                 if ch is not None:
@@ -793,10 +868,17 @@ class Connection:
 
     def _consume(self, cid: int, n: int) -> None:
         if n:
-            self._session.consumed(cid, n, self._clock())
-            self._pump()
+            session = self._session
+            session.consumed(cid, n, self._clock())
+            # Nothing to write or dispatch (no grant due): no deadline moved either,
+            # so _after_pump has nothing to do -- as in _on_message_data's fast path.
+            if session.has_output() or self._send_waiters:
+                self._pump()
 
     def _consume_after(self, cid: int, n: int, pending: list[Awaitable[Any]]) -> None:
+        if len(pending) == 1 and type(pending[0]) is Hold:  # no future, no event-loop turn
+            pending[0].on_release(functools.partial(self._consume, cid, n))
+            return
         fut = asyncio.gather(*pending, return_exceptions=True)
         self._track(fut)
         fut.add_done_callback(lambda _f: self._consume(cid, n))

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ...core.aio.connection import Channel, ChannelError, Connection
+from ...core.aio.connection import Channel, ChannelError, ChannelOpenError, Connection
 from ...core.aio.options import ConnectOptions
 from ...core.errors import CloseError, NimbusError
 from ...core.events import StateChanged, describe_state_change
@@ -235,7 +235,7 @@ class _Session:
         try:
             ch = await conn.open_session(target=target, user=user, term=term, **extra)
         except NimbusError as exc:
-            self.note(f"cannot open a session: {exc}")
+            self.note(f"cannot open a session: {_explain_open(exc)}")
             return EXIT_FAILURE
         self.channel = ch
         loop = asyncio.get_running_loop()
@@ -344,6 +344,15 @@ class _Session:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
         return restore
+
+
+def _explain_open(exc: NimbusError) -> str:
+    """A refused SSH host key in plain words with the offered key, then ``[CODE]``; else ``exc``."""
+    if isinstance(exc, ChannelOpenError):
+        text = messages.host_key_message(str(exc.code), exc.host_key)
+        if text is not None:
+            return f"{text} [{exc.code}]"
+    return str(exc)
 
 
 async def _explain(exc: CloseError, url: str) -> str:

@@ -9,7 +9,10 @@ server's close reason (``node_runtime/server/policy.py``: ``token required``,
 ``token not accepted``...).  The page has the same table in
 ``demo_site/messages.mjs``; ``tests/server/test_user_errors.py`` checks that the
 two hold the same keys and sentences.  ``{host}`` stands for the server's
-``host:port``.
+``host:port``.  A refused SSH host key (``HOST_KEY_CHANGED`` /
+``HOST_KEY_UNKNOWN`` with the open error's
+:class:`~nimbus_websocket.core.errors.HostKey`) is worded by
+:data:`HOST_KEY_MESSAGES`, where ``{target}`` is the SSH target.
 """
 
 from __future__ import annotations
@@ -19,9 +22,18 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from ...core.errors import CloseCode, close_code_name
+from ...core.errors import CloseCode, HostKey, close_code_name
 
-__all__ = ["AUTH_REASONS", "MESSAGES", "detail_line", "http_status", "served_path", "user_message"]
+__all__ = [
+    "AUTH_REASONS",
+    "HOST_KEY_MESSAGES",
+    "MESSAGES",
+    "detail_line",
+    "host_key_message",
+    "http_status",
+    "served_path",
+    "user_message",
+]
 
 #: What happened, by error name.
 MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
@@ -50,6 +62,25 @@ MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
         "INTERNAL_ERROR": "The server hit an internal error",
         "INTERNAL_ERROR_WS": "The server hit an internal error",
         "CANCELLED": "This connection was replaced by a newer one",
+        # Without the key (an older server; a revoked key): HOST_KEY_MESSAGES has the full sentences.
+        "HOST_KEY_CHANGED": "The SSH host key of the target changed — this could be a man-in-the-middle attack",
+        "HOST_KEY_UNKNOWN": (
+            "The SSH host key of the target is not known to this gateway; the operator must add it to known_hosts"
+        ),
+    }
+)
+
+#: A refused SSH host key, by open-error code, with the key the target offered.
+HOST_KEY_MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "HOST_KEY_CHANGED": (
+            "The SSH host key of {target} changed — this could be a man-in-the-middle attack."
+            " Offered key: {keyType} {fingerprint}"
+        ),
+        "HOST_KEY_UNKNOWN": (
+            "The SSH host key of {target} is not known to this gateway ({keyType} {fingerprint});"
+            " the operator must add it to known_hosts"
+        ),
     }
 )
 
@@ -87,6 +118,21 @@ def user_message(name: str, reason: str = "", *, host: str = "the server", code:
         return AUTH_REASONS[reason]
     text = MESSAGES.get(name)
     return text.replace("{host}", host) if text is not None else None
+
+
+def host_key_message(name: str, host_key: HostKey | None) -> str | None:
+    """The sentence for a refused SSH host key (``name`` ``HOST_KEY_CHANGED`` /
+    ``HOST_KEY_UNKNOWN``) with the key the target offered, or ``None`` without one.
+    The server's fields are shown with control characters escaped."""
+    text = HOST_KEY_MESSAGES.get(name)
+    if text is None or host_key is None:
+        return None
+    fields = {"target": host_key.host, "keyType": host_key.key_type, "fingerprint": host_key.fingerprint}
+    return re.sub(r"\{(target|keyType|fingerprint)\}", lambda m: _escape(fields[m.group(1)]), text)
+
+
+def _escape(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def detail_line(ws_code: int | None, name: str, reason: str) -> str:

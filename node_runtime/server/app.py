@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server as WsServer
@@ -38,7 +38,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
 from websockets.typing import Subprotocol
 
-from ...core.errors import CloseCode
+from ...core.errors import CloseCode, HostKey
 from ...core.events import (
     AuthRequested,
     BackendClose,
@@ -82,7 +82,7 @@ from .ssh_backend import SshBackend, SshOptions
 from .static import StaticFiles, response, send_file
 from .tls import server_ssl_context
 
-__all__ = ["Server", "ServerOptions"]
+__all__ = ["ConnectionGate", "Server", "ServerOptions"]
 
 log = logging.getLogger("nimbus_websocket.server")
 
@@ -154,6 +154,9 @@ class ServerOptions:
     #: xterm.js options for the page (``--terminal-option``), served as ``page-config.json``
     #: (:mod:`.page_config`: allow-listed keys, checked values; the user's own settings win).
     terminal_options: Mapping[str, Any] = field(default_factory=dict)
+    #: ``SO_REUSEPORT`` on the listening socket: several processes share the port
+    #: (``nimbus-ws serve --workers N``, node_runtime/cluster/workers.py).
+    reuse_port: bool = False
 
     @property
     def effective_config(self) -> ServerConfig:
@@ -169,6 +172,17 @@ class ServerOptions:
         if self.resume_failure_window is not None:
             changes["resume_failure_window"] = self.resume_failure_window
         return replace(self.config, **changes) if changes else self.config
+
+
+class ConnectionGate(Protocol):
+    """What :attr:`Server.gate` offers (implemented by node_runtime/cluster/gate.py)."""
+
+    async def accept(self, ws: WsConnection) -> tuple[bool, str | bytes | None]:
+        """``(handled, first)``: ``handled`` when the gate answered the connection itself (a relay,
+        a refusal); else the first message it read (``None``: none), for the session machine."""
+
+    def relayed_client(self, request: Request) -> str | None:
+        """The client address an authenticated cluster relay forwards in ``request``, else ``None``."""
 
 
 class _PushWsConnection(PushMessages, WsConnection):
@@ -287,9 +301,11 @@ class _Sink:
 class _Conn:
     """One WebSocket connection: a reader (this task) and a writer task."""
 
-    def __init__(self, server: Server, ws: WsConnection) -> None:
+    def __init__(self, server: Server, ws: WsConnection, first: str | bytes | None = None) -> None:
         self.server = server
         self.ws = ws
+        #: The first message, when the cluster gate read it already (node_runtime/cluster/gate.py).
+        self._first = first
         peer = ws.remote_address
         #: The TCP peer (``ip:port``): the proxy's, when the request was forwarded.
         self.via = f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -327,6 +343,8 @@ class _Conn:
         ws = self.ws
         if isinstance(ws, PushMessages):
             ws.push = self._receive  # each message handled as its frame is parsed
+        if self._first is not None:
+            self._receive(self._first)
         try:
             # Waits for the close; carries messages only if the push fell back
             # (fragmented messages). Keeps reading (and discarding) after a close.
@@ -384,17 +402,22 @@ class _Conn:
             except (AttributeError, OSError, RuntimeError):
                 log.debug("fast write failed; the writer task takes over", exc_info=True)
         # Wake the writer only when it has something to do: frames left, a
-        # close, or a deadline earlier than the one it sleeps until.
-        deadline = core.next_deadline()
+        # close, or a deadline earlier than the one it sleeps until (asked last:
+        # the dearest question, and the others usually decide).
         if (
             self.close_req is not None
             or self.done
             or core.has_frames()
             or core.has_events()
             or core.write_paused
-            or (deadline is not None and (self._sleep_until is None or deadline < self._sleep_until))
+            or self._deadline_moved()
         ):
             self.wake_ev.set()
+
+    def _deadline_moved(self) -> bool:
+        """True when the core's next deadline is earlier than the writer's wake-up."""
+        deadline = self.core.next_deadline()
+        return deadline is not None and (self._sleep_until is None or deadline < self._sleep_until)
 
     async def _write_loop(self) -> None:
         core, ws = self.core, self.ws
@@ -544,6 +567,11 @@ class Server:
         self._static = StaticFiles(opts.static_dir) if opts.static_dir else None
         #: This server's connection class: :class:`_PushWsConnection` knowing its server.
         self._conn_class = type("_ServerWsConnection", (_PushWsConnection,), {"nimbus": self})
+        #: Sees each WebSocket before the session machine (a cluster's relay, a drain), or ``None``:
+        #: set by node_runtime/cluster (``ClusterNode``); see :class:`ConnectionGate`.
+        self.gate: ConnectionGate | None = None
+        self._serve_kw: dict[str, Any] = {}
+        self._also: list[WsServer] = []
 
     def refused(self, what: str, key: str) -> None:
         """Count and log (debug: a flood must not flood the log) an admission refusal."""
@@ -574,10 +602,7 @@ class Server:
             }
         if self.ssl_context is not None:
             kw["ssl_handshake_timeout"] = OPEN_TIMEOUT
-        self._ws = await serve(
-            self._handler,
-            opts.host,
-            opts.port,
+        self._serve_kw = dict(
             subprotocols=subprotocols,
             select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
@@ -592,6 +617,7 @@ class Server:
             ssl=self.ssl_context,
             **kw,
         )
+        self._ws = await serve(self._handler, opts.host, opts.port, reuse_port=opts.reuse_port or None, **self._serve_kw)
         self._ticker = asyncio.create_task(self._tick_sessions())
         log.info("listening", extra={"event": "listening", "url": self.url})
         if running_as_root():
@@ -652,6 +678,9 @@ class Server:
         peer = ws.remote_address
         ip = str(peer[0]) if peer else "?"
         request = ws.request
+        relayed = self.gate.relayed_client(request) if self.gate is not None and request is not None else None
+        if relayed is not None:  # an authenticated cluster relay names its client
+            return relayed, True
         if not self.trusted_proxies or request is None:
             return ip, False
         values = request.headers.get_all("X-Forwarded-For")
@@ -659,13 +688,22 @@ class Server:
             return ip, False
         return self.trusted_proxies.client_address(ip, values), True
 
+    async def listen_also(self, host: str, port: int) -> int:
+        """Serve the same routes on one more address (after :meth:`start`); returns its port."""
+        extra = await serve(self._handler, host, port, **self._serve_kw)
+        self._also.append(extra)
+        return int(next(iter(extra.sockets)).getsockname()[1])
+
     async def stop(self, code: int = CloseCode.GOING_AWAY) -> None:
         """Stop accepting, close every connection with ``code`` (``GOING_AWAY``), end all sessions."""
         if self._ws is None:
             return
         ws, self._ws = self._ws, None
-        ws.close(close_connections=True)
-        await ws.wait_closed()
+        also, self._also = self._also, []
+        for each in (ws, *also):
+            each.close(close_connections=True)
+        for each in (ws, *also):
+            await each.wait_closed()
         if self._ticker is not None:
             self._ticker.cancel()
         for s in self.registry.sessions():
@@ -695,7 +733,12 @@ class Server:
 
     # ------------------------------------------------------------- plumbing
     async def _handler(self, ws: WsConnection) -> None:
-        await _Conn(self, ws).run()
+        first: str | bytes | None = None
+        if self.gate is not None:
+            handled, first = await self.gate.accept(ws)
+            if handled:
+                return
+        await _Conn(self, ws, first).run()
 
     def _pump(self, session: ServerSession) -> None:
         for ev in session.events():
@@ -787,13 +830,15 @@ class Server:
             level = logging.DEBUG if ev.kind == "channel_closed" else logging.WARNING
             log.log(level, ev.kind, extra={"event": ev.kind, "channel": ev.channel, "reason": ev.reason})
 
-    def _open_failed(self, session: ServerSession, sink: _Sink, code: str, msg: str) -> None:
+    def _open_failed(
+        self, session: ServerSession, sink: _Sink, code: str, msg: str, host_key: HostKey | None = None
+    ) -> None:
         key = (session.sid, sink.cid)
         if self._sinks.get(key) is sink:
             del self._sinks[key]
         if not sink.dead:  # else the channel (and maybe a new one with its id) is not ours
             sink.dead = True
-            session.channel_open_failed(sink.cid, code, msg)
+            session.channel_open_failed(sink.cid, code, msg, host_key)
             self._pump(session)
 
     async def _open(self, session: ServerSession, sink: _Sink, ev: BackendOpen) -> None:
@@ -828,7 +873,7 @@ class Server:
             await be.start()
         except BackendError as exc:
             log.info("open failed", extra={"event": "open_err", "channel": cid, "code": exc.code})
-            self._open_failed(session, sink, exc.code, exc.message)
+            self._open_failed(session, sink, exc.code, exc.message, exc.host_key)
             self._close_backend(be)  # whatever it started before failing
             return
         except Exception as exc:  # a backend bug must not take the server down
@@ -931,7 +976,8 @@ class Server:
                 return response(HTTPStatus.MOVED_PERMANENTLY, b"Moved\n", "text/plain; charset=utf-8", (("Location", location),))
             return self._not_found(ws, request)
         if path == self._ws_rel_path:
-            if not self.origins.check(request.headers.get("Origin"), request.headers.get("Host")):
+            relay = self.gate is not None and self.gate.relayed_client(request) is not None  # checked by the relaying instance
+            if not relay and not self.origins.check(request.headers.get("Origin"), request.headers.get("Host")):
                 log.warning("origin refused", extra={"event": "origin_refused", "origin": request.headers.get("Origin")})
                 return ws.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
             return None

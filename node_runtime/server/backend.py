@@ -47,10 +47,11 @@ import re
 import select
 import signal
 import struct
+import subprocess
 import termios
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -217,6 +218,149 @@ def _winsize(cols: int, rows: int) -> bytes:
     return struct.pack("HHHH", rows, cols, 0, 0)
 
 
+class _Proc(Protocol):
+    """What the backend needs of its process: ``asyncio.subprocess.Process`` or :class:`_Child`."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+class _Child:
+    """A child process reaped through a pidfd the event loop watches.
+
+    asyncio's default child watcher (3.11: ``ThreadedChildWatcher``) keeps one
+    thread blocked in ``waitpid`` per process -- with its stack, about
+    10 KiB of RSS per session -- plus a transport, a protocol and a
+    ``Process`` around it; this is one descriptor and a callback.  The
+    ``Popen`` is kept until the reap, which sets its ``returncode`` (so that
+    ``subprocess`` neither warns nor reaps the process itself).
+    """
+
+    __slots__ = ("_loop", "_on_exit", "_pidfd", "_popen", "_waiters", "pid", "returncode")
+
+    def __init__(self, popen: subprocess.Popen[bytes], pidfd: int, on_exit: Callable[[int], None]) -> None:
+        self._popen: subprocess.Popen[bytes] | None = popen
+        self.pid = popen.pid
+        self.returncode: int | None = None
+        self._pidfd = pidfd
+        self._on_exit = on_exit
+        self._waiters: list[asyncio.Future[None]] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(pidfd, self._reap)
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else (a waitpid(-1) child watcher)
+            pid, status = self.pid, 255 << 8
+        if pid == 0:
+            return  # not yet
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        rc = os.waitstatus_to_exitcode(status)
+        self.returncode = rc
+        if self._popen is not None:
+            self._popen.returncode = rc
+            self._popen = None
+        for fut in self._waiters or ():
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters = None
+        self._on_exit(rc)
+
+    async def wait(self) -> int:
+        """The exit code, once the process was reaped."""
+        if self.returncode is None:
+            fut = self._loop.create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(fut)
+            await fut
+        assert self.returncode is not None
+        return self.returncode
+
+
+async def _spawn(
+    argv: list[str],
+    stdio: tuple[int, int, int],
+    env: dict[str, str],
+    on_exit: Callable[[int], None],
+    preexec_fn: Callable[[], None] | None = None,
+) -> _Proc:
+    """Start ``argv`` leading a new session; ``on_exit(rc)`` once it is reaped.
+
+    Watched through a pidfd (:class:`_Child`) where the kernel has them
+    (Linux >= 5.3), else through asyncio's child watcher.
+    """
+    cwd = env.get("HOME", "/")
+    if hasattr(os, "pidfd_open"):
+        # fork + exec, synchronous on the loop exactly as asyncio's subprocess_exec does it.
+        popen = subprocess.Popen(  # noqa: ASYNC220
+            argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], env=env, cwd=cwd, start_new_session=True,
+            preexec_fn=preexec_fn)
+        try:
+            pidfd = os.pidfd_open(popen.pid)
+        except OSError:  # no pidfd here (an old kernel): a thread waits for it
+            return _PopenWatch(popen, on_exit)
+        return _Child(popen, pidfd, on_exit)
+    aproc = await asyncio.create_subprocess_exec(*argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], env=env,
+                                                 cwd=cwd, start_new_session=True, preexec_fn=preexec_fn)
+    return _AsyncioChild(aproc, on_exit)
+
+
+class _AsyncioChild:
+    """An ``asyncio.subprocess.Process`` with the ``on_exit`` callback of :class:`_Child`."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, on_exit: Callable[[int], None]) -> None:
+        self._proc = proc
+        self.pid = proc.pid
+        self._task = asyncio.get_running_loop().create_task(self._watch(on_exit))
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def _watch(self, on_exit: Callable[[int], None]) -> None:
+        on_exit(await self._proc.wait())
+
+    async def wait(self) -> int:
+        return await self._proc.wait()
+
+
+class _PopenWatch:
+    """A started ``Popen`` without a pidfd: reaped by a thread in ``waitpid`` (as asyncio's watcher does)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], on_exit: Callable[[int], None]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.returncode: int | None = None
+        self._done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+
+        def reaped(rc: int) -> None:
+            self.returncode = rc
+            if not self._done.done():
+                self._done.set_result(None)
+            on_exit(rc)
+
+        def wait() -> None:
+            rc = popen.wait()
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                loop.call_soon_threadsafe(reaped, rc)
+
+        threading.Thread(target=wait, name=f"nimbus-waitpid-{popen.pid}", daemon=True).start()
+
+    async def wait(self) -> int:
+        await self._done
+        assert self.returncode is not None
+        return self.returncode
+
+
 class LocalProcessBackend:
     """A local process on a PTY (``term`` given) or on pipes (``term`` absent).
 
@@ -239,7 +383,7 @@ class LocalProcessBackend:
         self.term = term
         self.command = command
         self.max_read = max_read
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: _Proc | None = None
         self._readers: dict[int, Stream] = {}
         self._reading = False  # reading is wanted (credit allows it)
         self._watching = False  # the loop watches the readers
@@ -250,10 +394,16 @@ class LocalProcessBackend:
         self._go = False
         self._job_running = False
         self._inflight = 0
+        #: Chunks the pool read, in order, not yet handed to the sink (at most
+        #: ``_MAX_INFLIGHT``), and whether a drain is scheduled on the loop: one
+        #: wake-up of the loop serves every chunk queued before it runs.
+        self._ready: list[tuple[int, bytes, bool]] = []  # a list: at most two items
+        self._drain_pending = False
         self._deferred_close: set[int] = set()  # closed once no job can read them
         #: Times the output streamed hard enough to be read in the pool.
         self.stream_starts = 0
-        self._input: deque[memoryview] = deque()
+        #: Input the process has not taken yet; allocated the first time it falls behind.
+        self._input: deque[memoryview] | None = None
         self._in_fd: int | None = None
         self._writer_on = False
         self._master: int | None = None
@@ -279,16 +429,7 @@ class LocalProcessBackend:
             if self.term is not None:
                 master, slave = os.openpty()
                 fcntl.ioctl(slave, termios.TIOCSWINSZ, _winsize(self.term.cols, self.term.rows))
-                self.proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=slave,
-                    stdout=slave,
-                    stderr=slave,
-                    env=env,
-                    cwd=env.get("HOME", "/"),
-                    start_new_session=True,
-                    preexec_fn=_set_ctty,
-                )
+                self.proc = await _spawn(argv, (slave, slave, slave), env, self._exited, preexec_fn=_set_ctty)
                 os.close(slave)
                 os.set_blocking(master, False)
                 self._master = master
@@ -298,15 +439,7 @@ class LocalProcessBackend:
                 in_r, in_w = os.pipe()
                 out_r, out_w = os.pipe()
                 err_r, err_w = os.pipe()
-                self.proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=in_r,
-                    stdout=out_w,
-                    stderr=err_w,
-                    env=env,
-                    cwd=env.get("HOME", "/"),
-                    start_new_session=True,
-                )
+                self.proc = await _spawn(argv, (in_r, out_w, err_w), env, self._exited)
                 for fd in (in_r, out_w, err_w):
                     os.close(fd)
                 for fd in (in_w, out_r, err_r):
@@ -317,7 +450,6 @@ class LocalProcessBackend:
             raise BackendError("BACKEND_FAILED", f"could not start {argv[0]}: {exc.strerror}") from None
         self._pgid = self.proc.pid
         _LEADERS[self.proc.pid] = self
-        self._loop.create_task(self._wait_exit())
 
     def _env(self) -> dict[str, str]:
         try:
@@ -386,30 +518,55 @@ class LocalProcessBackend:
         self._deliver(fd, stream, data, eof)
 
     def _stream_job(self, fd: int) -> None:
-        """Pool thread: read chunks while the loop allows, hand each to the loop."""
+        """Pool thread: read chunks while the loop allows, hand each to the loop.
+
+        After a full chunk more output is usually waiting, so the next read
+        goes straight to ``read()`` (no ``poll`` first); only a read that finds
+        nothing waits, up to :data:`PTY_STREAM_IDLE`.  A chunk is queued in
+        ``_ready``; the loop is woken (``call_soon_threadsafe``: a write to its
+        self-pipe) only when no drain is already scheduled.
+        """
         loop = self._loop
+        full = True
         while True:
             with self._lock:
                 if self._closed or not self._go or self._inflight >= _MAX_INFLIGHT:
                     self._job_running = False
                     closed = self._closed
                     break
-            data, eof = read_burst(fd, self.max_read, PTY_STREAM_IDLE)
+            data, eof = read_burst(fd, self.max_read, 0.0 if full else PTY_STREAM_IDLE)
+            if full and not data and not eof:
+                data, eof = read_burst(fd, self.max_read, PTY_STREAM_IDLE)
+            full = len(data) >= self.max_read
             with self._lock:
                 self._inflight += 1
+                self._ready.append((fd, data, eof))
+                wake = not self._drain_pending
+                self._drain_pending = True
                 if not data or eof:
                     self._job_running = False
-            try:
-                loop.call_soon_threadsafe(self._chunk_ready, fd, data, eof)
-            except RuntimeError:  # the loop is gone
-                with self._lock:
-                    self._job_running = False
-                return
+            if wake:
+                try:
+                    loop.call_soon_threadsafe(self._drain_ready)
+                except RuntimeError:  # the loop is gone
+                    with self._lock:
+                        self._job_running = False
+                    return
             if not data or eof:
                 return
         if closed:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._close_deferred)
+
+    def _drain_ready(self) -> None:
+        """Loop: hand every chunk the pool queued to the sink, in order."""
+        while True:
+            with self._lock:
+                if not self._ready:
+                    self._drain_pending = False
+                    return
+                fd, data, eof = self._ready.pop(0)
+            self._chunk_ready(fd, data, eof)
 
     def _chunk_ready(self, fd: int, data: bytes, eof: bool) -> None:
         with self._lock:
@@ -455,13 +612,11 @@ class LocalProcessBackend:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    async def _wait_exit(self) -> None:
+    def _exited(self, rc: int) -> None:
+        """The process was reaped with ``rc`` (``-N``: killed by signal N)."""
         assert self.proc is not None
-        try:
-            rc = await self.proc.wait()
-        finally:
-            if _LEADERS.get(self.proc.pid) is self:
-                del _LEADERS[self.proc.pid]
+        if _LEADERS.get(self.proc.pid) is self:
+            del _LEADERS[self.proc.pid]
         self._exit = (rc, None) if rc >= 0 else (None, signal_name(-rc))
         self._maybe_report_exit()
 
@@ -517,28 +672,45 @@ class LocalProcessBackend:
         if self._closed or self._in_fd is None:
             self.sink.input_written(len(data))
             return
-        self._input.append(memoryview(data))
+        view = memoryview(data)
+        if not self._input:  # nothing queued: straight to the process; only a remainder waits
+            try:
+                n = os.write(self._in_fd, view)
+            except BlockingIOError:
+                n = 0
+            except OSError:  # the process is gone: discarded, counted as consumed
+                self.sink.input_written(len(view))
+                return
+            if n:
+                self.sink.input_written(n)
+            if n == len(view):
+                return
+            view = view[n:]
+        if self._input is None:
+            self._input = deque()
+        self._input.append(view)
         self._flush_input()
 
     def _flush_input(self) -> None:
         fd = self._in_fd
         written = 0
-        while self._input and fd is not None:
-            chunk = self._input[0]
+        queue = self._input
+        while queue and fd is not None:
+            chunk = queue[0]
             try:
                 n = os.write(fd, chunk)
             except BlockingIOError:
                 break
             except OSError:
                 # The process is gone: input is discarded but counted as consumed.
-                written += sum(len(c) for c in self._input)
-                self._input.clear()
+                written += sum(len(c) for c in queue)
+                queue.clear()
                 break
             written += n
             if n == len(chunk):
-                self._input.popleft()
+                queue.popleft()
             else:
-                self._input[0] = chunk[n:]
+                queue[0] = chunk[n:]
         if written:
             self.sink.input_written(written)
         if self._eof and not self._input and fd is not None and fd != self._master:
@@ -601,7 +773,7 @@ class LocalProcessBackend:
         if self._writer_on and self._in_fd is not None:
             self._loop.remove_writer(self._in_fd)
             self._writer_on = False
-        self._input.clear()
+        self._input = None
         self._group_gone = asyncio.Event()
         if self._signal_group(signal.SIGHUP):
             self._ender = self._loop.create_task(self._end_group())

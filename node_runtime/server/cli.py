@@ -17,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from ...core.server_config import ServerConfig
+from ..cluster.cli import add_arguments as add_cluster_arguments
+from ..cluster.cli import check_args as check_cluster_args
+from ..cluster.cli import drain_timeout, node_from_args
 from .app import Server, ServerOptions
 from .page_config import parse_terminal_options
 from .policy import OriginPolicy
@@ -246,6 +249,7 @@ def add_parser(sub: Any) -> None:
         "macOptionIsMeta, rightClickSelectsWord. A user's own settings and URL parameters win "
         "(default: none; docs/page-features.md)",
     )
+    add_cluster_arguments(p)  # --redis, --advertise, --workers, --drain-timeout... (docs/scale.md)
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs")
     p.set_defaults(func=run_serve)
 
@@ -306,6 +310,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
 
     config = ServerConfig()
     tokens = read_tokens(args.token, args.token_file, os.environ)
+    check_cluster_args(args, tokens)
     try:  # one clear line for '*' or a malformed origin, before anything starts
         OriginPolicy(args.allow_origin)
     except ValueError as exc:
@@ -356,6 +361,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         ssh=_ssh_options(args),
         per_message_deflate=args.per_message_deflate,
         terminal_options=terminal_options,
+        reuse_port=args.worker,
     )
 
 
@@ -444,16 +450,27 @@ def run_serve(args: argparse.Namespace) -> int:
             "--token on the command line is visible to other local users (ps); prefer --token-file or NIMBUS_TOKEN",
             extra={"event": "token_on_command_line"},
         )
-    return asyncio.run(_serve(options))
+    if args.workers > 1:  # a supervisor of N server processes (node_runtime/cluster/workers.py)
+        from ..cluster.workers import run_workers
+
+        return run_workers(args)
+    return asyncio.run(_serve(options, args))
 
 
-async def _serve(options: ServerOptions) -> int:
+async def _serve(options: ServerOptions, args: argparse.Namespace | None = None) -> int:
     server = Server(options)
+    try:
+        node = node_from_args(server, args) if args is not None else None
+    except SystemExit as exc:
+        sys.stderr.write(f"{exc.code}\n")
+        return 2
     try:
         await server.start()
     except OSError as exc:  # port in use, not an address here: one line, status 2
         sys.stderr.write(f"nimbus-ws serve: {_bind_error(exc, options.host, options.port)}\n")
         return 2
+    if node is not None:
+        await node.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -466,5 +483,8 @@ async def _serve(options: ServerOptions) -> int:
     sys.stderr.flush()
     await stop.wait()
     logging.getLogger("nimbus_websocket.server").info("shutdown", extra={"event": "shutdown"})
-    await server.stop()
+    if node is not None:  # drains first (--drain-timeout), then closes with 1001
+        await node.shutdown(stop, drain_timeout=drain_timeout(args) if args is not None else 0.0)
+    else:
+        await server.stop()
     return 0

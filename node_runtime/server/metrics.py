@@ -61,6 +61,15 @@ class Metrics:
         self.term_env_dropped = Counter(
             "nimbus_term_env_dropped", "open.term.env variables dropped (not on the allow-list)", registry=r
         )
+        # Cluster (node_runtime/cluster, docs/scale.md); zero outside a cluster.
+        self.sessions_owned = Gauge("nimbus_cluster_sessions_owned", "Sessions this instance owns in the directory", registry=r)
+        self.relayed = Counter(
+            "nimbus_cluster_relayed_connections", "Connections relayed to another instance (out) or from one (in)", ["direction"], registry=r
+        )
+        self.relay_bytes = Counter(
+            "nimbus_cluster_relay_bytes", "Message bytes this instance relayed, towards the owner or the client", ["direction"], registry=r
+        )
+        self.instance = Gauge("nimbus_cluster_instance", "1, labelled with this instance's id", ["instance"], registry=r)
 
     def count_close(self, code: int) -> None:
         """Count one connection closed with ``code`` (unknown codes as ``"other"``)."""

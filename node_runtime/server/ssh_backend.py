@@ -12,7 +12,10 @@ refused unless the operator listed the target in
 decryption cost is capped and it is decrypted off the event loop
 (:mod:`.ssh_keys`, issue 13.4).  Host keys are checked against
 ``known_hosts`` unless the server was started with the explicit insecure flag
-(tests only).  Connection refused, timeouts and peers that are not SSH
+(tests only); a refused key is never accepted, and the client learns its type
+and SHA256 fingerprint and whether known_hosts had *another* key for the
+target (``HOST_KEY_CHANGED``: possibly a man in the middle) or none
+(``HOST_KEY_UNKNOWN``) -- nothing else of known_hosts (issue 15.7).  Connection refused, timeouts and peers that are not SSH
 servers all answer the client the same ``TARGET_UNREACHABLE`` text; the
 details go to the server log (issue 13.13).
 
@@ -27,11 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncssh
 
+from ...core.errors import HOST_KEY_TYPE_MAX, HostKey
 from ...core.messages import Stream, Target, Term, User
 from .backend import BackendError, BackendSink, filter_term_env
 from .policy import TargetPolicy
@@ -71,6 +77,54 @@ _NO_AMBIENT_CREDENTIALS: dict[str, Any] = {
     "gss_kex": False,
     "password": None,
 }
+
+
+#: ``ssh-keygen -l``'s names of the SSH public-key algorithms (what a user compares).
+_KEY_TYPES = {
+    "ssh-ed25519": "ED25519",
+    "ssh-ed448": "ED448",
+    "ssh-rsa": "RSA",
+    "ssh-dss": "DSA",
+    "sk-ssh-ed25519@openssh.com": "ED25519-SK",
+    "sk-ecdsa-sha2-nistp256@openssh.com": "ECDSA-SK",
+}
+
+
+def _key_type(algorithm: str) -> str:
+    """``ssh-ed25519`` -> ``ED25519``, ``ecdsa-sha2-nistp256`` -> ``ECDSA`` (as ``ssh-keygen -l``)."""
+    if algorithm.startswith("ecdsa-sha2-"):
+        return "ECDSA"
+    return _KEY_TYPES.get(algorithm, algorithm)[:HOST_KEY_TYPE_MAX]
+
+
+def _hostport(target: Target) -> str:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return f"{host}:{target.port or 22}"
+
+
+class _HostKeyWitness(asyncssh.SSHClient):
+    """Notes the host key a target offered that known_hosts does not trust, and refuses it.
+
+    asyncssh asks :meth:`validate_host_public_key` only for a key that no
+    known_hosts entry trusts; the answer is always no.
+    """
+
+    def __init__(self) -> None:
+        self.offered: tuple[str, str, int | None, asyncssh.SSHKey] | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        self.offered = (host, addr, None if port == 22 else port, key)
+        return False
+
+
+def _load_known_hosts(path: str | None) -> asyncssh.SSHKnownHosts:
+    """The operator's known_hosts (``path``, or the server user's ``~/.ssh/known_hosts``, as asyncssh)."""
+    if path:
+        return asyncssh.read_known_hosts(path)
+    default = Path("~", ".ssh", "known_hosts").expanduser()
+    if default.is_file() and os.access(default, os.R_OK):
+        return asyncssh.read_known_hosts(str(default))
+    return asyncssh.SSHKnownHosts()
 
 
 def _credential_rule(rule: str) -> tuple[str, TargetPolicy]:
@@ -180,21 +234,28 @@ class SshBackend:
     async def start(self) -> None:
         """Connect, authenticate and open the session (``BackendError`` on failure)."""
         where = f"{self.target.host}:{self.target.port}"
+        witness = _HostKeyWitness()
         kw: dict[str, Any] = {
             "host": self.target.host,
             "port": self.target.port or 22,
             "username": self.user.username,
-            "known_hosts": None if self.options.insecure else (self.options.known_hosts or ()),
             "connect_timeout": self.options.connect_timeout,
+            "client_factory": lambda: witness,
             **_NO_AMBIENT_CREDENTIALS,
         }
         kw.update(await self._credentials())
+        known: asyncssh.SSHKnownHosts | None = None
         try:
+            if not self.options.insecure:
+                # Read once: the same entries decide trust and, on a refusal, known vs changed.
+                known = kw["known_hosts"] = _load_known_hosts(self.options.known_hosts)
+            else:
+                kw["known_hosts"] = None
             self._conn = await asyncssh.connect(**kw)
         except asyncssh.PermissionDenied:
             raise BackendError("AUTH_FAILED", "SSH authentication failed") from None
         except asyncssh.HostKeyNotVerifiable:
-            raise BackendError("HOST_KEY_UNKNOWN", "SSH host key not trusted") from None
+            raise self._host_key_refused(witness, known) from None
         except (TimeoutError, OSError, asyncssh.Error, ValueError) as exc:
             # One line, no traceback; the client learns nothing about the port.
             log.warning(
@@ -217,6 +278,36 @@ class SshBackend:
             self._conn.close()
             raise BackendError("BACKEND_FAILED", f"SSH session refused: {exc}") from None
         self._chan.pause_reading()
+
+    def _host_key_refused(self, witness: _HostKeyWitness, known: asyncssh.SSHKnownHosts | None) -> BackendError:
+        """The ``open_err`` for a refused host key: changed or unknown, with the offered key.
+
+        Only whether known_hosts had a key for the target is told, never which.
+        A key asyncssh refused before asking (a ``@revoked`` one) has no witness:
+        the plain ``HOST_KEY_UNKNOWN``.
+        """
+        where = _hostport(self.target)
+        if witness.offered is None or known is None:
+            log.warning("ssh host key refused", extra={"event": "ssh_host_key_refused", "target": where})
+            return BackendError("HOST_KEY_UNKNOWN", "SSH host key not trusted")
+        host, addr, port, key = witness.offered
+        trusted, cas, *_ = known.match(host, addr, port)
+        info = HostKey(_key_type(key.get_algorithm()), key.get_fingerprint("sha256"), bool(trusted or cas), where)
+        log.warning(
+            "ssh host key changed" if info.known else "ssh host key unknown",
+            extra={
+                "event": "ssh_host_key_changed" if info.known else "ssh_host_key_unknown",
+                "target": where,
+                "key_type": info.key_type,
+                "fingerprint": info.fingerprint,
+            },
+        )
+        offered = f"{info.key_type} {info.fingerprint}"
+        if info.known:
+            msg = f"SSH host key of {where} does not match known_hosts (possible man in the middle); offered {offered}"
+        else:
+            msg = f"SSH host key of {where} is not in known_hosts; offered {offered}"
+        return BackendError(info.code, msg, info)
 
     async def _credentials(self) -> dict[str, Any]:
         """The ``asyncssh.connect`` keywords for the client's ``auth`` (and only what it sent)."""

@@ -39,7 +39,7 @@
 // Bytes: output is a fresh Uint8Array per chunk (yours to keep); input may
 // be a Uint8Array (any typed array, ArrayBuffer, Node Buffer) or a string
 // (UTF-8).  Events carry plain objects; errors are NimbusError instances
-// with {name, code, message, wsCode, appCode}.
+// with {name, code, message, wsCode, appCode} (and hostKey for a host-key open_err).
 
 export const PACKAGE = "nimbus-websocket";
 const BRIDGE = "nimbus_websocket.web_runtime.bridge";
@@ -55,10 +55,14 @@ export class NimbusError extends Error {
     this.code = info.code ?? "INTERNAL_ERROR";
     this.wsCode = info.wsCode ?? null;
     this.appCode = info.appCode ?? null;
+    // {keyType, fingerprint, known, host}: the SSH host key a HOST_KEY_UNKNOWN /
+    // HOST_KEY_CHANGED open error refused (core.errors.HostKey), else null.
+    this.hostKey = info.hostKey ?? null;
   }
 
   toJSON() {
-    return { name: this.name, code: this.code, message: this.message, wsCode: this.wsCode, appCode: this.appCode };
+    const { name, code, message, wsCode, appCode, hostKey } = this;
+    return { name, code, message, wsCode, appCode, ...(hostKey ? { hostKey } : {}) };
   }
 }
 
@@ -161,6 +165,9 @@ export class Channel {
     this._dispatchFn = (name, json) => this._dispatch(name, json);
     this._release = py.release; // cached method proxies (hot paths)
     this._send = py.send;
+    this._sendNow = py.send_now;
+    this._sending = 0; // send() calls waiting in Python: later input queues behind them
+    this._sendTail = Promise.resolve();
     py.attach(this._deliverFn, this._dispatchFn);
   }
 
@@ -200,7 +207,26 @@ export class Channel {
   /** Send input (Uint8Array, typed array, ArrayBuffer, Buffer or string); resolves once queued. */
   async send(data) {
     if (this._dead) throw this.error ?? new NimbusError({ name: "ChannelError", code: "CLOSED", message: `channel ${this.id} is closed` });
-    unwrap(await this._send(asInput(data)));
+    const input = asInput(data);
+    if (this._sending === 0) {
+      // A keystroke: straight to the socket when the input buffer has room (no Python task).
+      const r = this._sendNow(input);
+      if (r === true) return;
+      if (typeof r === "string") unwrap(r);
+    }
+    // Input that has to wait: one Python send at a time, in call order.
+    this._sending++;
+    const prev = this._sendTail;
+    const mine = prev.then(() => this._send(input));
+    this._sendTail = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    try {
+      unwrap(await mine);
+    } finally {
+      this._sending--;
+    }
   }
 
   /** Resize the remote terminal (coalesced to ~20 per second). */
@@ -367,7 +393,7 @@ export class Channel {
       // the proxy is gone already: keep the last value read
     }
     this._dead = true;
-    for (const p of [this._release, this._send, this._py]) {
+    for (const p of [this._release, this._send, this._sendNow, this._py]) {
       try {
         p.destroy();
       } catch {
