@@ -8,6 +8,9 @@ DIST_DIR  := build/pyodide-dist
 # Pyodide tests run on Node and Debian Chromium (Playwright, no browser
 # download); all other tests in the same invocation run on the host as usual.
 PYODIDE_OPTS := --dist-dir=$(DIST_DIR) --runtime=node,chrome --runner=playwright
+# Two workers (this machine's 2 cores), whole files per worker: module fixtures
+# (one server or page per file) stay shared. `make pytest PYTEST_ARGS=-n0` runs serially.
+PYTEST_XDIST ?= -n 2 --dist loadfile
 PYTEST_ARGS  ?=
 
 .PHONY: help setup test lint typecheck pytest pyodide-smoke demo stress bench clean
@@ -31,7 +34,7 @@ typecheck:
 	@bash scripts/typecheck.sh
 
 pytest:
-	$(VENV)/bin/pytest tests $(PYODIDE_OPTS) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests $(PYODIDE_OPTS) $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test: setup
 	@$(MAKE) --no-print-directory lint typecheck pytest

@@ -149,6 +149,8 @@ class Figures:
             if kind.startswith("ratio"):
                 r = row["ratio"]["median"] if row["ratio"] else None
                 row["met"] = None if r is None else (r >= value if kind == "ratio>=" else r <= value)
+            elif kind == ">=":
+                row["met"] = row["measured"]["median"] >= value
             else:
                 row["met"] = row["measured"]["median"] <= value
         self.rows.append(row)
@@ -187,6 +189,8 @@ def target_text(row: dict[str, Any]) -> str:
         return f"≥ {t['value']:g}×"
     if t["kind"] == "ratio<=":
         return f"≤ {t['value']:g}×"
+    if t["kind"] == ">=":
+        return f"≥ {t['value']:g} {row['unit']}"
     return f"≤ {t['value']:g} {row['unit']}"
 
 
@@ -355,6 +359,33 @@ async def section_pty(f: Figures, p: dict[str, Any], path: str) -> None:
           baseline=raw, baseline_label="raw PTY")
     f.add(sec, "pty.cpython2", "this server → CPython client, server in its own process", "MB/s", ours2,
           baseline=base2, baseline_label="bridge (own process)", target=("ratio>=", 0.95))
+    # Issue 16 item 2: both servers as deployed (bench/peers/serve_local.py), one wire client each
+    # (bench/peers/clients.py), `cat` of the same file; interleaved run by run.
+    from peers import measure as peers_measure
+    from peers import servers as peers_servers
+
+    own: dict[str, list[float]] = {"bridge": [], "nimbus": []}
+    argv = ["sh", "-c", f"cat {path}; exec sleep 600"]
+    for i in range(p.get("own_runs", 5)):
+        for kind, vals in own.items():
+            srv = peers_servers.start(kind, argv)
+            c = srv.client()
+            try:  # connect to the file's last byte (random bytes: counted, no end marker)
+                t0 = time.perf_counter()
+                await c.open()
+                await peers_measure.read_until(c, None, size, timeout=peers_measure.STREAM_TIMEOUT)
+                vals.append(size / (time.perf_counter() - t0) / 1e6)
+            finally:
+                with contextlib.suppress(Exception):
+                    await c.close()
+                srv.stop(kill=True)
+        print(f"  PTY own-process run {i + 1}: bridge {own['bridge'][-1]:.1f}, nimbus {own['nimbus'][-1]:.1f} MB/s",
+              flush=True)
+    f.add(sec, "pty.bridge3", "baseline bridge in its own process (`serve_local.py`) → wire client", "MB/s",
+          own["bridge"])
+    f.add(sec, "pty.wire3", "this server in its own process (`serve_local.py`) → wire client (the CPython client)",
+          "MB/s", own["nimbus"], baseline=own["bridge"], baseline_label="bridge (own process, wire client)",
+          target=("ratio>=", 0.95))
 
 
 async def section_synthetic(f: Figures, p: dict[str, Any]) -> None:
@@ -897,6 +928,14 @@ SECTIONS = [
      "connections streaming, minus before, / N; client: a fresh process receiving {mem_mb} MB (tracemalloc "
      "started before `connect`; RSS growth measured in a separate run without tracemalloc). "
      "{mem_runs} runs, bare websockets and this server interleaved."),
+    ("sessions", "Sessions per machine: many sessions with a shell, a tenth of them streaming (issue 16 item 6)",
+     "`bench/sessions.py`: the reference server in its own process (PTY backend, `exec /bin/sh` per session; "
+     "per-address, per-client and total caps raised by options); every client in the bench process (the CPython "
+     "client, one connection and channel per session). Memory: server `VmRSS` after one warm-up session, then "
+     "(RSS with N sessions at their prompt − RSS before) / N, the shells not counted (other processes); the "
+     "peer is terminado with the same shell and N, same method. Streaming: every tenth session runs `seq`; "
+     "throughput per stream over a fixed window once all stream; every byte received compared with what `seq` "
+     "prints. One run (each figure one sample); the load is in the machine table."),
     ("peers", "Peers: nimbus vs terminado, webssh, wetty and the bare bridge",
      "`bench/peers/` (issue 16): the same shell command through each server, in its own process. Rows with a "
      "target (nimbus ahead of each peer: ratio nimbus ÷ peer ≥ 1× for MB/s, ≤ 1× otherwise) are in the "
@@ -1134,7 +1173,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, 2 runs (writes build/bench-quick.*)")
     ap.add_argument("--runs", type=int, help="runs per figure (default 5; --quick 2)")
     ap.add_argument("--out", help="markdown path (default docs/benchmarks.md; --quick: build/bench-quick.md)")
-    ap.add_argument("--only", help="comma-separated sections: codec,pty,stream64,echo,interrupt,memory,browser,pageload,cluster,peers")
+    ap.add_argument("--only", help="comma-separated sections: codec,pty,stream64,echo,interrupt,memory,browser,pageload,sessions,cluster,peers")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile runs of missed targets")
     ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
                     help="the peers section (terminado, webssh, wetty, bridge; bench/peers/); on by default")
@@ -1195,6 +1234,17 @@ def main(argv: list[str]) -> int:
                 except Exception as exc:
                     traceback.print_exc()
                     f.errors["pageload"] = f"{type(exc).__name__}: {exc}"[:300]
+        if not only or "sessions" in only:  # bench/sessions.py (issue 16 item 6)
+            print("== sessions", flush=True)
+            with section_load("sessions"):
+                try:
+                    import sessions
+
+                    meta["sessions"] = asyncio.run(sessions.run(sessions.params(p["quick"])))
+                    sessions.add_figures(f, meta["sessions"])
+                except Exception as exc:
+                    traceback.print_exc()
+                    f.errors["sessions"] = f"{type(exc).__name__}: {exc}"[:300]
         if not only or "cluster" in only:  # bench/cluster.py (issue 17)
             print("== cluster", flush=True)
             with section_load("cluster"):
