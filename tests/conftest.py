@@ -53,6 +53,24 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
+@pytest.hookimpl(trylast=True, specname="pytest_configure")
+def pytest_configure_runtime_order(config: pytest.Config) -> None:
+    """Run the Pyodide runtimes in a fixed order in every process.
+
+    pytest-pyodide keeps ``--runtime=node,chrome`` in a ``set``, whose order follows
+    the string hash seed, which differs between pytest-xdist workers: the workers
+    then collect the ``[node]``/``[chrome]`` tests in different orders and xdist
+    refuses to run at all.  This runs after pytest-pyodide's own configure hook and
+    before collection, which is when the ``runtime`` fixture takes its parameters."""
+    try:
+        from pytest_pyodide.hook import pytest_wrapper
+    except ImportError:
+        return
+    runtimes = getattr(pytest_wrapper, "pyodide_runtimes", None)
+    if runtimes is not None:
+        pytest_wrapper.pyodide_runtimes = sorted(runtimes)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before each test: no stale pyenv lock (see :func:`_drop_stale_pyenv_lock`)."""
     _drop_stale_pyenv_lock()
