@@ -22,7 +22,18 @@ import pytest
 from demo_page import Demo
 from e2e_server import PTY_COMMAND, ServerThread
 
-pytestmark = pytest.mark.timeout(120)
+
+#: What a backend's test file collects: ``from demo_cases import *``.
+__all__ = [
+    "open_demo",
+    "test_echo",
+    "test_resize_follows_window",
+    "test_reload_resumes_same_shell",
+    "test_exit_tears_down",
+    "test_large_stream_exact_and_bounded",
+    "test_hidden_tab_pauses_stream",
+    "test_ctrl_c_under_flood",
+]
 
 MiB = 1 << 20
 #: The client's largest credit window (core.flow.DEFAULT_MAX_WINDOW): what may

@@ -12,17 +12,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from demo_cases import (  # noqa: F401 -- the shared cases, collected here
-    open_demo,
-    served_fixture,
-    test_ctrl_c_under_flood,
-    test_echo,
-    test_exit_tears_down,
-    test_hidden_tab_pauses_stream,
-    test_large_stream_exact_and_bounded,
-    test_reload_resumes_same_shell,
-    test_resize_follows_window,
-)
+from demo_cases import *  # noqa: F403 -- the shared cases (demo_cases.__all__), collected here
+from demo_cases import served_fixture
 from demo_page import Demo
 from e2e_server import ServerThread
 
