@@ -22,7 +22,6 @@ import pytest
 from demo_page import Demo
 from e2e_server import PTY_COMMAND, ServerThread
 
-
 #: What a backend's test file collects: ``from demo_cases import *``.
 __all__ = [
     "open_demo",
