@@ -89,8 +89,7 @@ class ClusterNode:
             self.registry = ClusterRegistry(server.config, secret)
             server.registry = self.registry
             # One principal per token across the cluster (policy.AuthPolicy keys it per server).
-            if hasattr(server.auth, "_principal_key"):
-                server.auth._principal_key = secret.derive("principal")
+            server.auth.share_principal_key(secret.derive("principal"))
         server.gate = self.gate
         self._filter = InstanceFilter(self.instance)
         for h in logging.getLogger("nimbus_websocket").handlers:

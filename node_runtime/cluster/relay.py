@@ -29,8 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -108,7 +112,9 @@ class _Pipe:
 def _forward_code(code: int) -> int:
     """A close code the relay may send on: as received if the library may send it, else 4000
     (never 1000, which would end the session)."""
-    return code if code in EXTERNAL_CLOSE_CODES or 3000 <= code <= 4999 else sendable_close_code(code)
+    return (
+        code if code in EXTERNAL_CLOSE_CODES or 3000 <= code <= 4999 else sendable_close_code(code)
+    )
 
 
 async def relay(
@@ -143,7 +149,10 @@ async def relay(
                 user_agent_header=None,
             )
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ValueError) as exc:
-        log.info("relay connect failed", extra={"event": "relay_unreachable", "url": url, "error": type(exc).__name__})
+        log.info(
+            "relay connect failed",
+            extra={"event": "relay_unreachable", "url": url, "error": type(exc).__name__},
+        )
         return RelayResult(False)
     assert isinstance(up, _Upstream)
     if _can_splice(client, up):
@@ -180,7 +189,9 @@ async def relay(
 class _Side(asyncio.Protocol):
     """One socket of a spliced relay: bytes to the peer socket as they come, flow-controlled."""
 
-    def __init__(self, transport: asyncio.Transport, ws: Connection, done: asyncio.Future[None]) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, ws: Connection, done: asyncio.Future[None]
+    ) -> None:
         self.transport = transport
         self.ws = ws  # the websockets connection the transport belonged to: told when it ends
         self.peer: _Side | None = None
@@ -237,16 +248,200 @@ def _can_splice(client: Connection, up: Connection) -> bool:
     )
 
 
+#: The kernel pipe each direction of a kernel-spliced relay moves bytes through: the most
+#: that direction holds (no user-space buffer at all).
+SPLICE_PIPE_SIZE = 256 * 1024
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+
+
+def _raw_socket_fd(transport: asyncio.BaseTransport) -> int | None:
+    """The socket's descriptor when ``transport`` is a plain (not TLS) socket transport."""
+    if (
+        transport.get_extra_info("sslcontext") is not None
+        or transport.get_extra_info("ssl_object") is not None
+    ):
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM:
+        return None
+    fd = sock.fileno()
+    return fd if fd >= 0 else None
+
+
+class _KernelPipe:
+    """One direction of a kernel-spliced relay: ``src`` socket -> pipe -> ``dst`` socket.
+
+    ``os.splice`` moves the bytes inside the kernel: the relay process never copies
+    them.  The pipe (:data:`SPLICE_PIPE_SIZE`) is this direction's whole buffer: while
+    it holds bytes ``dst`` did not take, ``src`` is not read, so TCP backpressure
+    reaches the sender exactly as with :class:`_Side`.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        src: int,
+        dst: int,
+        end: Callable[[_KernelPipe, BaseException | None], None],
+    ) -> None:
+        self.loop, self.src, self.dst, self._end = loop, src, dst, end
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(self.w, fcntl.F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
+        self.size = SPLICE_PIPE_SIZE
+        with contextlib.suppress(OSError, AttributeError):
+            self.size = fcntl.fcntl(self.w, fcntl.F_GETPIPE_SZ)
+        self.pending = 0  # bytes in the pipe, not yet taken by dst
+        self.bytes = 0
+        self.eof = False
+        self.done = False
+        self._reading = self._writing = False
+
+    def start(self) -> None:
+        """Read ``src`` from now on."""
+        self._read_on()
+
+    def _read_on(self) -> None:
+        if not self._reading and not self.done:
+            self.loop.add_reader(self.src, self._readable)
+            self._reading = True
+
+    def _read_off(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self.src)
+            self._reading = False
+
+    def _readable(self) -> None:
+        try:
+            n = os.splice(self.src, self.w, self.size - self.pending, flags=_SPLICE_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._finish(exc)
+            return
+        if n == 0:  # the sender closed its side: close ours towards dst after the pipe
+            self.eof = True
+            self._read_off()
+            self._flush()
+            return
+        self.bytes += n
+        self.pending += n
+        self._flush()
+
+    def _writable(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.pending:
+            try:
+                n = os.splice(self.r, self.dst, self.pending, flags=_SPLICE_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                self._read_off()  # dst is full: stop reading src until it took the pipe
+                if not self._writing:
+                    self.loop.add_writer(self.dst, self._writable)
+                    self._writing = True
+                return
+            except OSError as exc:
+                self._finish(exc)
+                return
+            self.pending -= n
+        if self._writing:
+            self.loop.remove_writer(self.dst)
+            self._writing = False
+        if self.eof:  # all the sender wrote reached dst: the relay ends (as _Side's does)
+            self._finish(None)
+        else:
+            self._read_on()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._read_off()
+        if self._writing:
+            self.loop.remove_writer(self.dst)
+            self._writing = False
+        for fd in (self.r, self.w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._end(self, exc)
+
+    def stop(self) -> None:
+        """Stop without telling anyone (the relay is being torn down)."""
+        if not self.done:
+            self._end = lambda _pipe, _exc: None
+            self._finish(None)
+
+
+async def _kernel_splice(client: Connection, up: Connection, hello: int) -> RelayResult | None:
+    """Relay with ``os.splice`` when both sockets are plain TCP and nothing is buffered.
+
+    None when the kernel splice does not apply (TLS on either side, no ``os.splice``, bytes
+    still in a write buffer): the caller then splices in user space (:class:`_Side`)."""
+    if not hasattr(os, "splice"):
+        return None
+    ct, ut = client.transport, up.transport
+    cfd, ufd = _raw_socket_fd(ct), _raw_socket_fd(ut)
+    if cfd is None or ufd is None or ct.is_closing() or ut.is_closing():
+        return None
+    if ct.get_write_buffer_size() or ut.get_write_buffer_size():
+        return None
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    failed: list[BaseException] = []
+    pipes: list[_KernelPipe] = []
+
+    def end(pipe: _KernelPipe, exc: BaseException | None) -> None:
+        # Either direction ending ends the relay: a sender's clean close (EOF, after the
+        # pipe reached dst) closes both sockets, a failure aborts both.
+        if exc is not None:
+            failed.append(exc)
+            log.info("relay: kernel splice ended by %s", exc)
+        for other in pipes:
+            other.stop()
+        if not done.done():
+            done.set_result(None)
+
+    for ws in (client, up):
+        ws.protocol.state = State.CLOSING  # the library must not write into the stream
+        ws.transport.pause_reading()  # the loop no longer reads these sockets for the library
+    # The loop refuses readers on a descriptor a transport owns: the pipes watch duplicates.
+    cdup, udup = os.dup(cfd), os.dup(ufd)
+    to_owner, to_client = _KernelPipe(loop, cdup, udup, end), _KernelPipe(loop, udup, cdup, end)
+    pipes += [to_owner, to_client]
+    try:
+        to_owner.start()
+        to_client.start()
+        await done
+    finally:
+        for p in pipes:
+            p.stop()
+        for fd in (cdup, udup):
+            os.close(fd)
+        # The sockets end through their transports, so the library's own end runs
+        # (admission slot, waiters); a failure aborts: the owner sees 1006 and keeps the session.
+        for t in (ct, ut):
+            if failed:
+                t.abort()
+            else:
+                t.close()
+    return RelayResult(True, to_owner=to_owner.bytes + hello, to_client=to_client.bytes, code=None)
+
+
 async def _splice(client: Connection, up: Connection, first: str | bytes) -> RelayResult:
-    """Send ``hello`` on ``up``, then hand both sockets to :class:`_Side` (the library no longer
-    parses anything): every byte goes through unchanged, close frames included, so the
-    owner sees the client's own close code and the client the owner's."""
+    """Send ``hello`` on ``up``, then relay the two sockets byte for byte (the library no
+    longer parses anything): every byte goes through unchanged, close frames included, so
+    the owner sees the client's own close code and the client the owner's.  In the kernel
+    (``os.splice``) for plain TCP sockets, else in user space with :class:`_Side`."""
     if isinstance(first, str):
         up.protocol.send_text(first.encode())
     else:
         up.protocol.send_binary(first)
     up.send_data()
     hello = len(first) if isinstance(first, bytes) else len(first.encode())
+    kernel = await _kernel_splice(client, up, hello)
+    if kernel is not None:
+        return kernel
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     ct, ut = client.transport, up.transport
@@ -271,7 +466,9 @@ async def _splice(client: Connection, up: Connection, first: str | bytes) -> Rel
     return RelayResult(True, to_owner=a.bytes + hello, to_client=b.bytes, code=None)
 
 
-async def _drain_queues(client: Connection, up: Connection, to_owner: _Pipe, to_client: _Pipe) -> None:
+async def _drain_queues(
+    client: Connection, up: Connection, to_owner: _Pipe, to_client: _Pipe
+) -> None:
     """Forward what either library queue holds (messages parsed before the push was set; a
     fragmented message switches a connection to its queue for good), until both close."""
 
@@ -314,7 +511,9 @@ async def _close_other(client: Connection, up: Connection) -> int | None:
         return code
     rcvd = client.protocol.close_rcvd
     if rcvd is None and client.protocol.close_sent is not None:
-        rcvd = client.protocol.close_sent  # we closed the client (server shutdown): tell the owner the same
+        rcvd = (
+            client.protocol.close_sent
+        )  # we closed the client (server shutdown): tell the owner the same
     if rcvd is None:
         up.transport.abort()  # the client dropped: the owner sees 1006 and keeps the session
         return None

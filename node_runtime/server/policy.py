@@ -104,6 +104,16 @@ class AuthPolicy:
         #: guessed tokens (an unsalted hash could) nor matched across servers or restarts.
         self._principal_key = secrets.token_bytes(32)
 
+    def share_principal_key(self, key: bytes) -> None:
+        """Key principals with ``key`` instead of this server's random one: every
+        instance of a cluster (same cluster secret) then maps a token to the same
+        principal, so a session bound to it resumes on any instance and per-principal
+        limits count cluster-wide.  ``key`` must be secret (derived from the cluster
+        secret) and at least 16 bytes."""
+        if len(key) < 16:
+            raise ValueError("principal key must be at least 16 bytes")
+        self._principal_key = bytes(key)
+
     @property
     def anonymous_possible(self) -> bool:
         """True when no token and no hook is configured and the server is bound to loopback:

@@ -198,3 +198,15 @@ def test_the_tables_cover_the_codes_a_user_meets() -> None:
     assert messages.user_message("CONNECT_FAILED", "connect failed: [Errno 111]", host="h:1") == (
         "Could not reach the server at h:1 — is it running?"
     )
+
+
+async def test_a_shared_principal_key_maps_a_token_alike_on_every_server() -> None:
+    # Two servers draw their own keys: a token is a different principal on each.
+    a, b = AuthPolicy(tokens=(TOKEN,)), AuthPolicy(tokens=(TOKEN,))
+    assert await a.authenticate("bearer", TOKEN) != await b.authenticate("bearer", TOKEN)
+    # A cluster gives both the key derived from its secret: the same principal.
+    for pol in (a, b):
+        pol.share_principal_key(b"k" * 32)
+    assert await a.authenticate("bearer", TOKEN) == await b.authenticate("bearer", TOKEN)
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        a.share_principal_key(b"short")
