@@ -55,7 +55,11 @@ class _Proc:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nimbus_websocket", "serve", "--port", "0", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         self.url = ""
         self.ready = threading.Event()
@@ -108,13 +112,33 @@ class _Cluster:
             raise RuntimeError("redis-server is not installed")
         self.redis_port = _free_port()
         self.redis = subprocess.Popen(
-            [exe, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                exe,
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         (tmp / "secret").write_text("bench-cluster-secret-0123456789abcdef\n")
         (tmp / "tokens").write_text(TOKEN + "\n")
-        common = ["--redis", f"redis://127.0.0.1:{self.redis_port}/0", "--cluster-secret-file", str(tmp / "secret"),
-                  "--token-file", str(tmp / "tokens"), "--drain-timeout", "0"]
+        common = [
+            "--redis",
+            f"redis://127.0.0.1:{self.redis_port}/0",
+            "--cluster-secret-file",
+            str(tmp / "secret"),
+            "--token-file",
+            str(tmp / "tokens"),
+            "--drain-timeout",
+            "0",
+        ]
         self.a = _Proc(*common, "--instance-id", "a")
         self.b = _Proc(*common, "--instance-id", "b")
 
@@ -198,7 +222,9 @@ async def resume_once(owner: str, via: str, n: int) -> list[float]:
 
 async def many_streams(url: str, sessions: int, nbytes: int) -> tuple[float, float]:
     """``sessions`` connections streaming ``nbytes`` each at once: (aggregate MB/s, fairness)."""
-    conns = await asyncio.gather(*(_session(url, f"read x; exec head -c {nbytes} /dev/zero") for _ in range(sessions)))
+    conns = await asyncio.gather(
+        *(_session(url, f"read x; exec head -c {nbytes} /dev/zero") for _ in range(sessions))
+    )
     try:
         t0 = time.perf_counter()
 
@@ -219,14 +245,20 @@ async def many_streams(url: str, sessions: int, nbytes: int) -> tuple[float, flo
         await asyncio.gather(*(c.close() for c, _, _ in conns), return_exceptions=True)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(xs: list[float], p: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 async def run_async(quick: bool) -> dict[str, Any]:
-    runs = 2 if quick else 5
-    mb = 10 if quick else 50
+    runs = 3 if quick else 7
+    mb = 50 if quick else 200
     echo_n = 100 if quick else 500
     resume_n = 10 if quick else 30
     res: dict[str, Any] = {"runs": runs, "stream_mb": mb, "echo_n": echo_n, "resume_n": resume_n}
@@ -234,19 +266,32 @@ async def run_async(quick: bool) -> dict[str, Any]:
         c = _Cluster(Path(tmp))
         try:
             a, b = await asyncio.to_thread(c.start)
-            for key in ("stream_direct", "stream_relay", "echo_direct", "echo_relay", "resume_direct", "resume_relay"):
+            for key in (
+                "stream_direct",
+                "stream_relay",
+                "echo_direct",
+                "echo_relay",
+                "resume_direct",
+                "resume_relay",
+            ):
                 res[key] = []
             for i in range(runs):  # interleaved: direct, relayed, direct, relayed...
                 res["stream_direct"].append(await stream_once(a, a, mb << 20))
+                cpu0 = _cpu_seconds(c.b.proc.pid)
                 res["stream_relay"].append(await stream_once(a, b, mb << 20))
+                res.setdefault("relay_cpu_s_per_gb", []).append(
+                    (_cpu_seconds(c.b.proc.pid) - cpu0) / (mb / 1024)
+                )
                 res["echo_direct"].append(await echo_once(a, a, echo_n))
                 res["echo_relay"].append(await echo_once(a, b, echo_n))
                 res["resume_direct"].append(await resume_once(a, a, resume_n))
                 res["resume_relay"].append(await resume_once(a, b, resume_n))
-                print(f"  cluster run {i + 1}: stream {res['stream_direct'][-1]:.0f} vs relayed {res['stream_relay'][-1]:.0f} MB/s; "
-                      f"echo p50 {_pct(res['echo_direct'][-1], 50) * 1e3:.3f} vs {_pct(res['echo_relay'][-1], 50) * 1e3:.3f} ms; "
-                      f"resume p50 {_pct(res['resume_direct'][-1], 50) * 1e3:.1f} vs {_pct(res['resume_relay'][-1], 50) * 1e3:.1f} ms",
-                      flush=True)
+                print(
+                    f"  cluster run {i + 1}: stream {res['stream_direct'][-1]:.0f} vs relayed {res['stream_relay'][-1]:.0f} MB/s; "
+                    f"echo p50 {_pct(res['echo_direct'][-1], 50) * 1e3:.3f} vs {_pct(res['echo_relay'][-1], 50) * 1e3:.3f} ms; "
+                    f"resume p50 {_pct(res['resume_direct'][-1], 50) * 1e3:.1f} vs {_pct(res['resume_relay'][-1], 50) * 1e3:.1f} ms",
+                    flush=True,
+                )
         finally:
             await asyncio.to_thread(c.stop)
         sessions, each = (20, 2 << 20) if quick else (100, 4 << 20)
@@ -255,15 +300,27 @@ async def run_async(quick: bool) -> dict[str, Any]:
         res["w1"], res["w2"] = [], []
         for i in range(runs):
             for key, extra in (("w1", []), ("w2", ["--workers", "2"])):
-                p = _Proc("--token-file", str(Path(tmp) / "tokens"), "--drain-timeout", "0", "--max-sessions-per-client", "0",
-                          "--max-connections-per-ip", "0", *extra)
+                p = _Proc(
+                    "--token-file",
+                    str(Path(tmp) / "tokens"),
+                    "--drain-timeout",
+                    "0",
+                    "--max-sessions-per-client",
+                    "0",
+                    "--max-connections-per-ip",
+                    "0",
+                    *extra,
+                )
                 try:
                     url = await asyncio.to_thread(p.wait)
                     res[key].append(await many_streams(url, sessions, each))
                 finally:
                     await asyncio.to_thread(p.stop)
-            print(f"  workers run {i + 1}: 1 worker {res['w1'][-1][0]:.0f} MB/s (fairness {res['w1'][-1][1]:.2f}), "
-                  f"2 workers {res['w2'][-1][0]:.0f} MB/s (fairness {res['w2'][-1][1]:.2f})", flush=True)
+            print(
+                f"  workers run {i + 1}: 1 worker {res['w1'][-1][0]:.0f} MB/s (fairness {res['w1'][-1][1]:.2f}), "
+                f"2 workers {res['w2'][-1][0]:.0f} MB/s (fairness {res['w2'][-1][1]:.2f})",
+                flush=True,
+            )
     res["cores"] = os.cpu_count()
     return res
 
@@ -276,41 +333,104 @@ def run(quick: bool = False) -> dict[str, Any]:
 def add_rows(f: Any, r: dict[str, Any]) -> None:
     """Rows of ``bench/run.py``'s :class:`Figures` (section ``cluster``)."""
     sec = "cluster"
-    f.add(sec, "cluster.stream.relay", f"stream {r['stream_mb']} MB through a relay (client → other instance → owner)", "MB/s",
-          r["stream_relay"], baseline=r["stream_direct"], baseline_label="direct to the owner", target=("ratio>=", 0.8), digits=0)
+    f.add(
+        sec,
+        "cluster.stream.relay",
+        f"stream {r['stream_mb']} MB through a relay (client → other instance → owner)",
+        "MB/s",
+        r["stream_relay"],
+        baseline=r["stream_direct"],
+        baseline_label="direct to the owner",
+        target=("ratio>=", 0.8),
+        digits=0,
+    )
 
     def q(key: str, p: float) -> list[float]:
         return [_pct(xs, p) * 1e3 for xs in r[key]]
 
-    f.add(sec, "cluster.echo.relay.p50", "keystroke echo through a relay, p50", "ms", q("echo_relay", 50),
-          baseline=q("echo_direct", 50), baseline_label="direct p50", target=("ratio<=", 1.5), digits=3)
-    f.add(sec, "cluster.echo.relay.p99", "keystroke echo through a relay, p99", "ms", q("echo_relay", 99),
-          baseline=q("echo_direct", 99), baseline_label="direct p99", digits=3)
-    f.add(sec, "cluster.resume.relay.p50", "resume latency on another instance (relayed), drop → ready, p50", "ms",
-          q("resume_relay", 50), baseline=q("resume_direct", 50), baseline_label="resumed on the owner", digits=1)
+    f.add(
+        sec,
+        "cluster.echo.relay.p50",
+        "keystroke echo through a relay, p50",
+        "ms",
+        q("echo_relay", 50),
+        baseline=q("echo_direct", 50),
+        baseline_label="direct p50",
+        target=("ratio<=", 1.5),
+        digits=3,
+    )
+    f.add(
+        sec,
+        "cluster.echo.relay.p99",
+        "keystroke echo through a relay, p99",
+        "ms",
+        q("echo_relay", 99),
+        baseline=q("echo_direct", 99),
+        baseline_label="direct p99",
+        digits=3,
+    )
+    f.add(
+        sec,
+        "cluster.resume.relay.p50",
+        "resume latency on another instance (relayed), drop → ready, p50",
+        "ms",
+        q("resume_relay", 50),
+        baseline=q("resume_direct", 50),
+        baseline_label="resumed on the owner",
+        digits=1,
+    )
     n, each = r["workers_sessions"], r["workers_each_mb"]
-    f.add(sec, "cluster.workers.mbps", f"{n} sessions streaming {each} MB each at once: --workers 2", "MB/s",
-          [x[0] for x in r["w2"]], baseline=[x[0] for x in r["w1"]], baseline_label="1 process", digits=0)
-    f.add(sec, "cluster.workers.fair2", "… fairness with --workers 2 (slowest / fastest session)", "ratio",
-          [x[1] for x in r["w2"]], digits=2)
-    f.add(sec, "cluster.workers.fair1", "… fairness with 1 process (slowest / fastest session)", "ratio",
-          [x[1] for x in r["w1"]], digits=2)
+    f.add(
+        sec,
+        "cluster.workers.mbps",
+        f"{n} sessions streaming {each} MB each at once: --workers 2",
+        "MB/s",
+        [x[0] for x in r["w2"]],
+        baseline=[x[0] for x in r["w1"]],
+        baseline_label="1 process",
+        digits=0,
+    )
+    f.add(
+        sec,
+        "cluster.workers.fair2",
+        "… fairness with --workers 2 (slowest / fastest session)",
+        "ratio",
+        [x[1] for x in r["w2"]],
+        digits=2,
+    )
+    f.add(
+        sec,
+        "cluster.workers.fair1",
+        "… fairness with 1 process (slowest / fastest session)",
+        "ratio",
+        [x[1] for x in r["w1"]],
+        digits=2,
+    )
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     r = run(args.quick)
     m = median
-    print(f"stream MB/s: direct {m(r['stream_direct']):.0f}, relayed {m(r['stream_relay']):.0f} "
-          f"({m(r['stream_relay']) / m(r['stream_direct']):.2f}x)")
+    print(
+        f"stream MB/s: direct {m(r['stream_direct']):.0f}, relayed {m(r['stream_relay']):.0f} "
+        f"({m(r['stream_relay']) / m(r['stream_direct']):.2f}x)"
+    )
     for key in ("echo", "resume"):
         d = m(_pct(xs, 50) for xs in r[f"{key}_direct"]) * 1e3
         rl = m(_pct(xs, 50) for xs in r[f"{key}_relay"]) * 1e3
         print(f"{key} p50 ms: direct {d:.3f}, relayed {rl:.3f} ({rl / d:.2f}x)")
-    print(f"workers: 1 process {m(x[0] for x in r['w1']):.0f} MB/s fairness {m(x[1] for x in r['w1']):.2f}; "
-          f"2 workers {m(x[0] for x in r['w2']):.0f} MB/s fairness {m(x[1] for x in r['w2']):.2f}")
+    print(
+        f"relay instance CPU: {m(r['relay_cpu_s_per_gb']):.2f} s per relayed GB (the relayed stream's client and owner share the 2 cores with it)"
+    )
+    print(
+        f"workers: 1 process {m(x[0] for x in r['w1']):.0f} MB/s fairness {m(x[1] for x in r['w1']):.2f}; "
+        f"2 workers {m(x[0] for x in r['w2']):.0f} MB/s fairness {m(x[1] for x in r['w2']):.2f}"
+    )
     return 0
 
 
