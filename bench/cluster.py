@@ -33,6 +33,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from common import cpu_seconds, percentile
 from nimbus_websocket.node_runtime import RetryOptions, WebsocketsImpl, connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,17 +246,6 @@ async def many_streams(url: str, sessions: int, nbytes: int) -> tuple[float, flo
         await asyncio.gather(*(c.close() for c, _, _ in conns), return_exceptions=True)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pct(xs: list[float], p: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
-
 async def run_async(quick: bool) -> dict[str, Any]:
     runs = 3 if quick else 7
     mb = 50 if quick else 200
@@ -277,10 +267,10 @@ async def run_async(quick: bool) -> dict[str, Any]:
                 res[key] = []
             for i in range(runs):  # interleaved: direct, relayed, direct, relayed...
                 res["stream_direct"].append(await stream_once(a, a, mb << 20))
-                cpu0 = _cpu_seconds(c.b.proc.pid)
+                cpu0 = cpu_seconds(c.b.proc.pid)
                 res["stream_relay"].append(await stream_once(a, b, mb << 20))
                 res.setdefault("relay_cpu_s_per_gb", []).append(
-                    (_cpu_seconds(c.b.proc.pid) - cpu0) / (mb / 1024)
+                    (cpu_seconds(c.b.proc.pid) - cpu0) / (mb / 1024)
                 )
                 res["echo_direct"].append(await echo_once(a, a, echo_n))
                 res["echo_relay"].append(await echo_once(a, b, echo_n))
@@ -288,8 +278,8 @@ async def run_async(quick: bool) -> dict[str, Any]:
                 res["resume_relay"].append(await resume_once(a, b, resume_n))
                 print(
                     f"  cluster run {i + 1}: stream {res['stream_direct'][-1]:.0f} vs relayed {res['stream_relay'][-1]:.0f} MB/s; "
-                    f"echo p50 {_pct(res['echo_direct'][-1], 50) * 1e3:.3f} vs {_pct(res['echo_relay'][-1], 50) * 1e3:.3f} ms; "
-                    f"resume p50 {_pct(res['resume_direct'][-1], 50) * 1e3:.1f} vs {_pct(res['resume_relay'][-1], 50) * 1e3:.1f} ms",
+                    f"echo p50 {percentile(res['echo_direct'][-1], 50) * 1e3:.3f} vs {percentile(res['echo_relay'][-1], 50) * 1e3:.3f} ms; "
+                    f"resume p50 {percentile(res['resume_direct'][-1], 50) * 1e3:.1f} vs {percentile(res['resume_relay'][-1], 50) * 1e3:.1f} ms",
                     flush=True,
                 )
         finally:
@@ -346,7 +336,7 @@ def add_rows(f: Any, r: dict[str, Any]) -> None:
     )
 
     def q(key: str, p: float) -> list[float]:
-        return [_pct(xs, p) * 1e3 for xs in r[key]]
+        return [percentile(xs, p) * 1e3 for xs in r[key]]
 
     f.add(
         sec,
@@ -421,8 +411,8 @@ def main(argv: list[str]) -> int:
         f"({m(r['stream_relay']) / m(r['stream_direct']):.2f}x)"
     )
     for key in ("echo", "resume"):
-        d = m(_pct(xs, 50) for xs in r[f"{key}_direct"]) * 1e3
-        rl = m(_pct(xs, 50) for xs in r[f"{key}_relay"]) * 1e3
+        d = m(percentile(xs, 50) for xs in r[f"{key}_direct"]) * 1e3
+        rl = m(percentile(xs, 50) for xs in r[f"{key}_relay"]) * 1e3
         print(f"{key} p50 ms: direct {d:.3f}, relayed {rl:.3f} ({rl / d:.2f}x)")
     print(
         f"relay instance CPU: {m(r['relay_cpu_s_per_gb']):.2f} s per relayed GB (the relayed stream's client and owner share the 2 cores with it)"

@@ -24,6 +24,13 @@ def percentile(xs: Sequence[float], p: float) -> float:
     return s[k]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` (all its threads) has used (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain-text table, columns padded."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]

@@ -50,7 +50,7 @@ from typing import Any
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 
-from common import machine, table  # noqa: E402
+from common import cpu_seconds, machine, table  # noqa: E402
 from peers import servers  # noqa: E402
 from peers.clients import NimbusClient, WireClient  # noqa: E402
 
@@ -65,7 +65,6 @@ EXPECT_LINES = 3_000_000
 OPEN_TIMEOUT = 30.0
 READ_TIMEOUT = 30.0
 SETTLE_S = 2.0
-TCK = os.sysconf("SC_CLK_TCK")
 
 
 def params(quick: bool, n: int | None = None) -> dict[str, Any]:
@@ -125,13 +124,6 @@ def start_nimbus(n: int, trace_out: str | None = None) -> servers.Running:
         raise RuntimeError("the server did not start")
     url = f"ws://127.0.0.1:{int(line.split()[1])}/ws/ssh"
     return servers.Running("nimbus", proc, lambda: NimbusClient(url))
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of process ``pid`` (all its threads), seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TCK
 
 
 async def settle(run: servers.Running, seconds: float) -> int:
@@ -240,14 +232,14 @@ async def stream_phase(run: servers.Running, clients: list[WireClient], p: dict[
         await asyncio.wait_for(asyncio.gather(*(s.started.wait() for s in streams)), READ_TIMEOUT + 5)
         await asyncio.sleep(0.5)  # every stream past its start
         n0 = [s.n for s in streams]
-        c0, t0 = cpu_s(run.pid), time.monotonic()
+        c0, t0 = cpu_seconds(run.pid), time.monotonic()
         peak = run.rss()
         while (t := time.monotonic() - t0) < p["window"]:
             await asyncio.sleep(min(0.25, p["window"] - t))
             peak = max(peak, run.rss())
         n1 = [s.n for s in streams]
         dt = time.monotonic() - t0
-        cpu = (cpu_s(run.pid) - c0) / dt
+        cpu = (cpu_seconds(run.pid) - c0) / dt
     finally:
         for t in tasks:
             t.cancel()
@@ -272,9 +264,9 @@ async def idle_phase(run: servers.Running, p: dict[str, Any]) -> tuple[dict[str,
     clients = await open_sessions(run, p["n"], p["parallel"])
     opened = time.monotonic() - t0
     try:
-        c0, t1 = cpu_s(run.pid), time.monotonic()
+        c0, t1 = cpu_seconds(run.pid), time.monotonic()
         after = await settle(run, SETTLE_S + 1.0)
-        idle_cpu = (cpu_s(run.pid) - c0) / (time.monotonic() - t1)
+        idle_cpu = (cpu_seconds(run.pid) - c0) / (time.monotonic() - t1)
         if not run.alive():
             raise RuntimeError(f"{run.peer}: the server exited holding {p['n']} sessions")
     except BaseException:
