@@ -70,6 +70,7 @@ from .messages import (
     DataFrame,
     Eof,
     Exit,
+    FileSpec,
     Flow,
     Hello,
     HelloCaps,
@@ -161,6 +162,7 @@ class ClientSession:
         self.server_name: str | None = None
         self._server_eof = False
         self._server_command = False
+        self._server_files = False
         self.ignored_frames = 0
         self.error: CloseError | None = None
         self._load_resume(now)
@@ -467,12 +469,15 @@ class ClientSession:
         term: Term | None = None,
         now: float = 0.0,
         command: str | None = None,
+        file: FileSpec | None = None,
     ) -> int:
         """Ask for a new channel; returns its id (``open`` goes out once ready).
 
         ``command`` [ext] runs instead of the login shell; a server that does
         not announce ``caps.command`` fails the channel with ``UNSUPPORTED``
-        rather than silently starting a shell.  Beyond :data:`MAX_CHANNELS`
+        rather than silently starting a shell.  ``file`` [ext] makes it a file
+        channel (no ``term``, no ``command``); without ``caps.files`` it fails
+        with ``UNSUPPORTED``.  Beyond :data:`MAX_CHANNELS`
         the server closes the connection (4006): see :meth:`channel_limit_reached`.
         """
         if self.closed:
@@ -481,7 +486,9 @@ class ClientSession:
         while cid in self._channels:
             cid += 1
         self._next_id = cid + 1
-        msg = Open(cid, target, user, term, command)
+        if file is not None and (term is not None or command is not None):
+            raise ValueError("a file channel has no term and no command")
+        msg = Open(cid, target, user, term, command, file)
         ch = ClientChannel(
             cid,
             open_msg=msg,
@@ -649,6 +656,7 @@ class ClientSession:
         self.server_name = m.server
         self._server_eof = m.caps.eof
         self._server_command = m.caps.command
+        self._server_files = m.caps.files
         resumed = self._resuming
         self._resuming = False
         self._reconnect.succeeded()
@@ -736,7 +744,7 @@ class ClientSession:
                 if not ch.can(ChanEvent.LOCAL_CLOSE):  # closing: closed by the application meanwhile
                     self._send_ctl(Close(ch.id))
                 else:
-                    self._events.append(ChannelOpened(ch.id))
+                    self._events.append(ChannelOpened(ch.id, size=m.size))
                     self._flush_input(ch)
                     self._flush_resize(ch, now)
                     self._maybe_grant(ch, now)
@@ -835,9 +843,14 @@ class ClientSession:
 
     def _send_open(self, ch: ClientChannel) -> None:
         assert ch.open_msg is not None
+        unsupported = None
         if ch.open_msg.command is not None and not self._server_command:
+            unsupported = "the server does not run commands"
+        elif ch.open_msg.file is not None and not self._server_files:
+            unsupported = "the server does not transfer files"
+        if unsupported is not None:
             self._chan(ch, ChanEvent.LOST)
-            failed = ChannelOpenFailed(ch.id, ErrorCode.UNSUPPORTED, "the server does not run commands")
+            failed = ChannelOpenFailed(ch.id, ErrorCode.UNSUPPORTED, unsupported)
             self._events.append(failed)
             self._forget(ch, "unsupported", ErrorCode.UNSUPPORTED, emit=False)
             return

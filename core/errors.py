@@ -148,6 +148,9 @@ class ErrorCode(enum.StrEnum):
     #: known_hosts holds a *different* key for the SSH target: possibly a man in
     #: the middle (``open_err``).
     HOST_KEY_CHANGED = "HOST_KEY_CHANGED"
+    #: A file channel could not open its file: not found, not a regular file,
+    #: permission denied, too large (``open_err``).
+    FILE_FAILED = "FILE_FAILED"
 
     #: A code this version does not know.
     UNKNOWN = "UNKNOWN"

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from .errors import CloseError, ErrorCode, HostKey
-from .messages import Stream, Target, Term, User
+from .messages import FileSpec, Stream, Target, Term, User
 from .state import ConnState
 
 __all__ = [
@@ -78,6 +78,8 @@ class PolicyKind(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     #: Server: an ``open.command`` the config does not honour was refused.
     COMMAND_REFUSED = "command_refused"
+    #: Server: an ``open.file`` the config does not honour was refused.
+    FILES_REFUSED = "files_refused"
     #: Server: ``channel`` left the session (``reason``).
     CHANNEL_CLOSED = "channel_closed"
 
@@ -167,6 +169,8 @@ class ChannelOpened:
 
     id: int
     resumed: bool = False
+    #: ``open_ok.size`` [ext]: the length of a ``get`` file channel's file.
+    size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +269,8 @@ class BackendOpen:
     term: Term | None
     #: ``open.command`` [ext]: what to run instead of the login shell.
     command: str | None = None
+    #: ``open.file`` [ext]: transfer this file instead of starting a terminal.
+    file: FileSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,10 @@ __all__ = [
     "DataFrame",
     "Eof",
     "Exit",
+    "FILE_MODE_MAX",
+    "FILE_PATH_MAX",
+    "FILE_SIZE_MAX",
+    "FileSpec",
     "Flow",
     "Hello",
     "HelloCaps",
@@ -161,6 +165,8 @@ class ServerCaps:
     command: bool = False
     #: [ext] the server understands ``eof``.
     eof: bool = False
+    #: [ext] the server opens file channels (``open.file``).
+    files: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,36 @@ class Term:
     cols: int = 80
     rows: int = 24
     env: Mapping[str, str] = field(default_factory=dict)
+
+
+#: Longest ``open.file.path`` (bytes of UTF-8, the Linux ``PATH_MAX``).
+FILE_PATH_MAX = 4096
+#: Largest ``open.file.size`` the wire carries (2**53 - 1, exact in a JS number).
+FILE_SIZE_MAX = 2**53 - 1
+#: ``open.file.mode``: permission bits only (no set-uid games beyond ``0o7777``).
+FILE_MODE_MAX = 0o7777
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    """``open.file`` [ext]: the channel carries one file instead of a terminal.
+
+    ``op`` ``"get"``: the server sends the file at ``path`` as the channel's
+    output (``open_ok.size`` tells its length), then ``exit`` 0.  ``"put"``:
+    the client sends exactly ``size`` bytes as input, then ``eof``; the server
+    writes them to a temporary file beside ``path``, renames it into place
+    (``mode`` its permission bits) and answers ``exit`` 0.  Any failure is one
+    line on stderr and ``exit`` 1; a channel closed before ``exit`` leaves no
+    partial file.  ``ref``: a terminal channel of the same session whose
+    context the transfer shares (its working directory for a relative
+    ``path``; on the SSH backend, its SSH connection).  Needs ``caps.files``.
+    """
+
+    op: Literal["get", "put"]
+    path: str
+    size: int | None = None
+    mode: int | None = None
+    ref: int | None = None
 
 
 # --------------------------------------------------------------------- messages
@@ -231,6 +267,8 @@ class Open:
     term: Term | None = None
     #: [ext] run this instead of the login shell (servers announce ``caps.command``).
     command: str | None = None
+    #: [ext] a file transfer instead of a terminal (servers announce ``caps.files``).
+    file: FileSpec | None = None
     t: Literal["open"] = field(default="open", init=False, repr=False)
 
 
@@ -240,6 +278,8 @@ class OpenOk:
 
     id: int
     resume_key: str | None = field(default=None, repr=False)
+    #: [ext] a ``get`` file channel: the file's length in bytes.
+    size: int | None = None
     t: Literal["open_ok"] = field(default="open_ok", init=False, repr=False)
 
 
@@ -491,6 +531,7 @@ def _hello_ok(d: Mapping[str, Any]) -> HelloOk:
         resumed=items,
         command=_bool(c, "command"),
         eof=_bool(c, "eof"),
+        files=_bool(c, "files"),
     )
     grant = None
     if (g := _obj(d, "resume", required=False)) is not None:
@@ -517,7 +558,28 @@ def _open(d: Mapping[str, Any]) -> Open:
                     raise _bad("term.env values must be short strings")
                 env[k] = v
         term = Term(cols, rows, env)
-    return Open(_id(d), target, user, term, _str(d, "command", 8192, required=False))
+    command = _str(d, "command", 8192, required=False)
+    spec = None
+    if (f := _obj(d, "file", required=False)) is not None:
+        spec = _file_spec(f)
+        if term is not None or command is not None:
+            raise _bad("open.file excludes term and command")
+    return Open(_id(d), target, user, term, command, spec)
+
+
+def _file_spec(f: Mapping[str, Any]) -> FileSpec:
+    op = _rstr(f, "op", 8)
+    if op not in ("get", "put"):
+        raise _bad("open.file.op must be get or put")
+    path = _rstr(f, "path", FILE_PATH_MAX)
+    if not path or "\0" in path or len(path.encode("utf-8", "surrogatepass")) > FILE_PATH_MAX:
+        raise _bad("open.file.path must be a non-empty path without NUL")
+    size = _int(f, "size", 0, FILE_SIZE_MAX, required=op == "put")
+    mode = _int(f, "mode", 0, FILE_MODE_MAX, required=False)
+    if op == "get" and (size is not None or mode is not None):
+        raise _bad("open.file: size and mode are for put")
+    ref = _int(f, "ref", 0, CHANNEL_ID_MAX, required=False)
+    return FileSpec("put" if op == "put" else "get", path, size, mode, ref)
 
 
 def _open_err(d: Mapping[str, Any]) -> OpenErr:
@@ -544,7 +606,9 @@ _DECODERS: dict[str, Callable[[Mapping[str, Any]], Ctl]] = {
     "hello": _hello,
     "hello_ok": _hello_ok,
     "open": _open,
-    "open_ok": lambda d: OpenOk(_id(d), _str(d, "resumeKey", _MAX_TOKEN, required=False)),
+    "open_ok": lambda d: OpenOk(
+        _id(d), _str(d, "resumeKey", _MAX_TOKEN, required=False), _int(d, "size", 0, FILE_SIZE_MAX, required=False)
+    ),
     "open_err": _open_err,
     "resize": lambda d: Resize(_id(d), *_term_size(d)),
     "signal": lambda d: Signal(_id(d), _sig(d, "sig", required=True) or ""),
@@ -621,6 +685,8 @@ def ctl_to_dict(m: Ctl) -> dict[str, Any]:
                 sc["command"] = True
             if m.caps.eof:
                 sc["eof"] = True
+            if m.caps.files:
+                sc["files"] = True
             if m.caps.resumed is not None:
                 sc["resumed"] = {"channels": [{"id": ch.id, "rx": ch.rx} for ch in m.caps.resumed]}
             out["caps"] = sc
@@ -636,9 +702,16 @@ def ctl_to_dict(m: Ctl) -> dict[str, Any]:
                     tm["env"] = dict(m.term.env)
                 out["term"] = tm
             _opt(out, "command", m.command)
+            if m.file is not None:
+                fs: dict[str, Any] = {"op": m.file.op, "path": m.file.path}
+                _opt(fs, "size", m.file.size)
+                _opt(fs, "mode", m.file.mode)
+                _opt(fs, "ref", m.file.ref)
+                out["file"] = fs
         case OpenOk():
             out["id"] = m.id
             _opt(out, "resumeKey", m.resume_key)
+            _opt(out, "size", m.size)
         case OpenErr():
             out.update(id=m.id, code=m.code, msg=m.msg)
             if m.host_key is not None:

@@ -314,6 +314,7 @@ class ServerConnection:
                     resumed=resumed,
                     command=self.config.allow_command,
                     eof=True,
+                    files=self.config.allow_files,
                 ),
                 ResumeGrant(token, int(self.config.retention * 1000)),
             )
@@ -449,7 +450,7 @@ class ServerConnection:
             old.superseded(now)
         resumed, repeat = s.rebind(req)
         for ch in repeat:
-            self.send_ctl(OpenOk(ch.id, ch.resume_key))  # queued; reordered after hello_ok
+            self.send_ctl(OpenOk(ch.id, ch.resume_key, ch.file_size))  # queued; reordered after hello_ok
         self.registry.resumes += 1
         self._diag(now, DiagPhase.RESUME, "resume_accepted", channels=len(resumed))
         return resumed

@@ -97,6 +97,9 @@ class ServerConfig:
     max_sessions_per_peer: int = 64
     #: Honour ``open.command`` [ext] (announced as ``caps.command``).
     allow_command: bool = True
+    #: Open file channels (``open.file`` [ext], announced as ``caps.files``).
+    #: Off here: the runtime turns it on with a path policy (``FilePolicy``).
+    allow_files: bool = False
     #: Wrong secrets tolerated per session before its token is revoked.
     max_resume_failures: int = 5
     #: Failed resumes (4011) tolerated per peer prefix (``registry.peer_prefix``) within

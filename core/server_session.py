@@ -121,6 +121,8 @@ class ServerChannel:
     written: int = 0  # input bytes the backend consumed
     acked: int = 0  # input bytes acknowledged to the client
     ack_due: float | None = None
+    #: ``open_ok.size`` of a ``get`` file channel (repeated on a resume).
+    file_size: int | None = None
     #: Input and controls that arrived while the backend started (state
     #: ``OPENING``), delivered in order right after ``open_ok``.
     early: list[EarlyInput] = field(default_factory=list, repr=False)
@@ -192,9 +194,11 @@ class ServerSession:
             return 0
         return self._budget(ch)
 
-    def channel_opened(self, cid: int) -> None:
+    def channel_opened(self, cid: int, file_size: int | None = None) -> None:
         """The backend of channel ``cid`` is up: ``open_ok`` goes out, then the
         input held while it started is handed to it, in order.
+
+        ``file_size``: the length of a ``get`` file channel's file (``open_ok.size``).
 
         Ignored if the channel is gone (the client closed it meanwhile);
         raises :class:`~.errors.IllegalTransition` if it is already open.
@@ -203,7 +207,8 @@ class ServerSession:
         if ch is None:
             return
         self._chan(ch, ChanEvent.OPEN_OK)
-        self._send(OpenOk(cid, ch.resume_key))
+        ch.file_size = file_size
+        self._send(OpenOk(cid, ch.resume_key, file_size))
         # Paused unless the client granted credit while the backend started.
         ch.paused = self._budget(ch) <= 0
         self._events.append(BackendPause(cid, ch.paused))
@@ -253,6 +258,7 @@ class ServerSession:
             return
         if ch.written - ch.acked >= self.config.input_ack_bytes:
             self._ack_input(ch)
+            self._wake()  # the ack is a frame to send now, whatever else is quiet
         elif ch.written > ch.acked and ch.ack_due is None:
             ch.ack_due = now + self.config.input_ack_delay
             self._wake()  # a deadline moved
@@ -389,7 +395,7 @@ class ServerSession:
         """The client's ``open``: a new channel (4013 duplicate id, 4006 too many).
 
         ``new_key`` makes the channel's ``resumeKey``.  An ``open.command``
-        the config does not honour is refused with ``open_err`` (False).
+        or ``open.file`` the config does not honour is refused with ``open_err`` (False).
         """
         if m.id in self.channels:
             raise ProtocolError(CloseCode.DUPLICATE_CHANNEL_ID, f"channel id {m.id} in use")
@@ -400,8 +406,12 @@ class ServerSession:
             self._events.append(PolicyEvent(PolicyKind.COMMAND_REFUSED, channel=m.id))
             self._send(OpenErr(m.id, "POLICY_DENIED", "this server does not run client commands"))
             return False
+        if m.file is not None and not self.config.allow_files:
+            self._events.append(PolicyEvent(PolicyKind.FILES_REFUSED, channel=m.id))
+            self._send(OpenErr(m.id, "POLICY_DENIED", "this server does not transfer files"))
+            return False
         self.channels[m.id] = ServerChannel(m.id, key)
-        self._events.append(BackendOpen(m.id, m.target, m.user, m.term, m.command))
+        self._events.append(BackendOpen(m.id, m.target, m.user, m.term, m.command, m.file))
         return True
 
     def receive_data(self, df: DataFrame) -> bool:

@@ -15,6 +15,7 @@ the modules of :mod:`nimbus_websocket.core` outside it never import asyncio.
 Modules:
 
 * :mod:`.connection` -- :class:`Connection`, :class:`Channel`, :func:`connect_with`;
+* :mod:`.files` -- :func:`upload`, :func:`download` over file channels;
 * :mod:`.options` -- :class:`ConnectOptions`, the one options object of every entry point;
 * :mod:`.whatwg` -- the socket interface the connection is written against.
 """
@@ -33,6 +34,7 @@ from .connection import (
     RetryOptions,
     connect_with,
 )
+from .files import FileTransferError, Progress, download, upload
 from .whatwg import SocketFactory, WebSocketLike
 
 __all__ = [
@@ -41,11 +43,15 @@ __all__ = [
     "ChannelError",
     "ChannelOpenError",
     "ConnectOptions",
+    "FileTransferError",
     "Connection",
     "Listener",
+    "Progress",
     "ResumeOptions",
     "RetryOptions",
     "SocketFactory",
     "WebSocketLike",
     "connect_with",
+    "download",
+    "upload",
 ]

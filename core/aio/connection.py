@@ -251,6 +251,8 @@ class Channel:
         self.close_reason = ""
         self.closed = False
         self.opened = resumed
+        #: ``open_ok.size`` of a ``get`` file channel: the file's length.
+        self.file_size: int | None = None
         self._events = _Emitter(("data", "stderr", "exit", "error", "close", "resumed"), "channel")
         self._queue: deque[tuple[str, bytes]] = deque()
         self._queued = 0
@@ -407,7 +409,9 @@ class Channel:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def _on_opened(self, resumed: bool) -> None:
+    def _on_opened(self, resumed: bool, size: int | None = None) -> None:
+        if size is not None:
+            self.file_size = size
         if self.opened:
             if resumed:
                 self._emit("resumed", self)
@@ -821,7 +825,7 @@ class Connection:
                     self.resumed_channels.append(ch)
                     self._emit("channel", ch)
                 else:
-                    ch._on_opened(ev.resumed)
+                    ch._on_opened(ev.resumed, ev.size)
             case ChannelOpenFailed():
                 ch = self._channels.pop(ev.id, None)
                 if ch is not None:

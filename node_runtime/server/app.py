@@ -53,7 +53,7 @@ from ...core.events import (
     PolicyEvent,
     ServerEvent,
 )
-from ...core.messages import Stream
+from ...core.messages import FileSpec, Stream
 from ...core.registry import peer_prefix
 from ...core.server import (
     ServerConfig,
@@ -66,6 +66,7 @@ from ...core.server import (
 from ..ws_push import PushMessages
 from . import page_config, peercred
 from .backend import Backend, BackendError, LocalProcessBackend, filter_term_env
+from .files import FilePolicy, LocalFileBackend
 from .limits import Counter
 from .metrics import Metrics
 from .policy import (
@@ -78,6 +79,7 @@ from .policy import (
     running_as_root,
 )
 from .proxy import TrustedProxies, normalize_base_path
+from .sftp_files import SftpFileBackend
 from .ssh_backend import SshBackend, SshOptions
 from .static import StaticFiles, response, send_file
 from .tls import server_ssl_context
@@ -157,6 +159,17 @@ class ServerOptions:
     #: ``SO_REUSEPORT`` on the listening socket: several processes share the port
     #: (``nimbus-ws serve --workers N``, node_runtime/cluster/workers.py).
     reuse_port: bool = False
+    #: File channels (``open.file``, :mod:`.files`): ``None`` picks the default --
+    #: on, with no root and a 2 GiB limit, where clients get a shell as the server's
+    #: (or the SSH target's) user anyway; off when ``pty_command`` fixed what runs.
+    files: FilePolicy | None = None
+
+    @property
+    def file_policy(self) -> FilePolicy:
+        """The file policy in force (``files``, or the default above)."""
+        if self.files is not None:
+            return self.files
+        return FilePolicy(enabled=not (self.backend == "pty" and self.pty_command is not None))
 
     @property
     def effective_config(self) -> ServerConfig:
@@ -164,14 +177,14 @@ class ServerOptions:
         allow = self.allow_client_command
         if allow is None and self.pty_command is not None and self.backend == "pty":
             allow = False
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = {"allow_files": self.file_policy.enabled}
         if allow is not None:
             changes["allow_command"] = allow
         if self.resume_failure_limit is not None:
             changes["resume_failure_limit"] = self.resume_failure_limit
         if self.resume_failure_window is not None:
             changes["resume_failure_window"] = self.resume_failure_window
-        return replace(self.config, **changes) if changes else self.config
+        return replace(self.config, **changes)
 
 
 class ConnectionGate(Protocol):
@@ -864,6 +877,8 @@ class Server:
                     self.metrics.term_env_dropped.inc(len(dropped))
         if opts.backend_factory is not None:
             be: Backend = opts.backend_factory(sink, ev)
+        elif ev.file is not None:
+            be = self._file_backend(session, sink, ev, ev.file)
         elif opts.backend == "ssh":
             be = SshBackend(sink, ev.target, ev.user, term, opts.ssh, command=ev.command)
         else:
@@ -892,8 +907,22 @@ class Server:
         if self.metrics:
             self.metrics.channels.inc()
             self.metrics.channels_total.inc()
-        session.channel_opened(cid)
+        session.channel_opened(cid, getattr(be, "file_size", None))
         self._pump(session)
+
+    def _file_backend(self, session: ServerSession, sink: _Sink, ev: BackendOpen, spec: FileSpec) -> Backend:
+        """The backend of a file channel: SFTP on the SSH backend, the local filesystem on the PTY one.
+
+        ``spec.ref`` names a terminal channel of the same session whose context the
+        transfer shares: its SSH connection, or its shell's working directory.
+        """
+        ref = self._backends.get((session.sid, spec.ref)) if spec.ref is not None else None
+        policy = self.options.file_policy
+        if self.options.backend == "ssh":
+            ssh = SshBackend(sink, ev.target, ev.user, None, self.options.ssh)
+            return SftpFileBackend(sink, spec, policy, ssh, ref if isinstance(ref, SshBackend) else None)
+        cwd = ref.cwd() if isinstance(ref, LocalProcessBackend) else None
+        return LocalFileBackend(sink, spec, policy, session.principal, cwd)
 
     async def _tick_sessions(self) -> None:
         while True:

@@ -451,6 +451,15 @@ class LocalProcessBackend:
         self._pgid = self.proc.pid
         _LEADERS[self.proc.pid] = self
 
+    def cwd(self) -> str | None:
+        """The process's working directory now (Linux ``/proc``), ``None`` once it is gone."""
+        if self.proc is None or self.proc.returncode is not None:
+            return None
+        try:
+            return os.readlink(f"/proc/{self.proc.pid}/cwd")
+        except OSError:
+            return None
+
     def _env(self) -> dict[str, str]:
         try:
             pw = pwd.getpwuid(os.getuid())

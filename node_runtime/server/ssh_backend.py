@@ -233,6 +233,30 @@ class SshBackend:
 
     async def start(self) -> None:
         """Connect, authenticate and open the session (``BackendError`` on failure)."""
+        conn = await self.connect()
+        try:
+            pty: dict[str, Any] = {}
+            if self.term is not None:
+                pty = {
+                    "term_type": self.term.env.get("TERM", "xterm-256color"),
+                    "term_size": (self.term.cols, self.term.rows),
+                    "env": {k: v for k, v in filter_term_env(self.term.env)[0].items() if k != "TERM"},
+                }
+            self._chan, _ = await conn.create_session(
+                lambda: _Session(self), self.command, encoding=None, window=SSH_WINDOW, **pty
+            )
+        except (OSError, asyncssh.Error) as exc:
+            conn.close()
+            raise BackendError("BACKEND_FAILED", f"SSH session refused: {exc}") from None
+        self._chan.pause_reading()
+
+    @property
+    def connection(self) -> asyncssh.SSHClientConnection | None:
+        """The SSH connection while it is up (file channels open SFTP on it)."""
+        return None if self._closed else self._conn
+
+    async def connect(self) -> asyncssh.SSHClientConnection:
+        """Connect and authenticate only (``BackendError`` on failure); the connection stays :attr:`connection`."""
         where = f"{self.target.host}:{self.target.port}"
         witness = _HostKeyWitness()
         kw: dict[str, Any] = {
@@ -263,21 +287,7 @@ class SshBackend:
                 extra={"event": "ssh_unreachable", "target": where, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"},
             )
             raise BackendError("TARGET_UNREACHABLE", UNREACHABLE_MESSAGE) from None
-        try:
-            pty: dict[str, Any] = {}
-            if self.term is not None:
-                pty = {
-                    "term_type": self.term.env.get("TERM", "xterm-256color"),
-                    "term_size": (self.term.cols, self.term.rows),
-                    "env": {k: v for k, v in filter_term_env(self.term.env)[0].items() if k != "TERM"},
-                }
-            self._chan, _ = await self._conn.create_session(
-                lambda: _Session(self), self.command, encoding=None, window=SSH_WINDOW, **pty
-            )
-        except (OSError, asyncssh.Error) as exc:
-            self._conn.close()
-            raise BackendError("BACKEND_FAILED", f"SSH session refused: {exc}") from None
-        self._chan.pause_reading()
+        return self._conn
 
     def _host_key_refused(self, witness: _HostKeyWitness, known: asyncssh.SSHKnownHosts | None) -> BackendError:
         """The ``open_err`` for a refused host key: changed or unknown, with the offered key.
