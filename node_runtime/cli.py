@@ -47,11 +47,12 @@ class StrictArgumentParser(argparse.ArgumentParser):
 _SUBCOMMANDS = {
     "serve": "nimbus_websocket.node_runtime.server.cli",
     "connect": "nimbus_websocket.node_runtime.client.cli",
+    "cp": "nimbus_websocket.node_runtime.client.cp",
     "conformance": "nimbus_websocket.node_runtime.conformance.cli",
 }
 
 #: The pip extra that brings each subcommand's dependencies (pyproject.toml).
-_EXTRAS = {"serve": "server", "connect": "client", "conformance": "client"}
+_EXTRAS = {"serve": "server", "connect": "client", "cp": "client", "conformance": "client"}
 
 
 def version() -> str:

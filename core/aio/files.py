@@ -97,7 +97,9 @@ def _chunks(source: Source, chunk: int) -> AsyncIterable[bytes]:
 class _Transfer:
     """What :func:`upload` and :func:`download` share: the channel, stderr, progress."""
 
-    def __init__(self, total: int | None, progress: ProgressCallback | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, total: int | None, progress: ProgressCallback | None, clock: Callable[[], float]
+    ) -> None:
         self.total = total
         self.done = 0
         self.reason = bytearray()
@@ -120,11 +122,16 @@ class _Transfer:
         """Wait for the server's ``exit``; raise :class:`FileTransferError` unless it was 0."""
         status = await ch.wait_closed()
         if status != 0:
-            text = self.reason.decode("utf-8", "replace").strip() or f"the server ended the transfer ({status})"
+            text = (
+                self.reason.decode("utf-8", "replace").strip()
+                or f"the server ended the transfer ({status})"
+            )
             raise FileTransferError(text)
 
 
-async def _open(conn: Connection, target: Any, user: Any, spec: FileSpec, on: Mapping[str, Any]) -> Channel:
+async def _open(
+    conn: Connection, target: Any, user: Any, spec: FileSpec, on: Mapping[str, Any]
+) -> Channel:
     try:
         return await conn.open_session(target, user, None, on=on, file=spec)
     except ChannelError as e:
@@ -169,7 +176,9 @@ async def upload(
     if size < 0:
         raise ValueError("size must be >= 0")
     xfer = _Transfer(size, progress, time.monotonic)
-    ch = await _open(conn, target, user, FileSpec("put", path, size, mode), {"stderr": xfer.on_stderr})
+    ch = await _open(
+        conn, target, user, FileSpec("put", path, size, mode), {"stderr": xfer.on_stderr}
+    )
 
     async def work() -> None:
         async for block in _chunks(source, chunk):
@@ -210,7 +219,9 @@ async def download(
         xfer.advance(len(data))
         return result if result is not None and inspect.isawaitable(result) else None
 
-    ch = await _open(conn, target, user, FileSpec("get", path), {"data": on_data, "stderr": xfer.on_stderr})
+    ch = await _open(
+        conn, target, user, FileSpec("get", path), {"data": on_data, "stderr": xfer.on_stderr}
+    )
     xfer.total = ch.file_size
     if on_size is not None and ch.file_size is not None:
         on_size(ch.file_size)

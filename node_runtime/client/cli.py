@@ -47,7 +47,7 @@ from ...core.errors import CloseError, NimbusError
 from ...core.events import StateChanged, describe_state_change
 from . import messages
 
-__all__ = ["add_parser", "run_connect", "split_url_token"]
+__all__ = ["EXIT_FAILURE", "Session", "add_connection_arguments", "add_parser", "run_connect", "split_url_token"]
 
 EXIT_FAILURE = 255
 STDIN_CHUNK = 64 * 1024
@@ -66,17 +66,8 @@ def add_parser(sub: Any) -> None:
         help="ws:// or wss:// URL of the server endpoint (e.g. ws://127.0.0.1:8765/ws/ssh); a ?token= "
         "parameter is sent as the bearer token and removed from the URL (visible in ps: prefer --token-env)",
     )
-    p.add_argument("--target", metavar="HOST:PORT", default=None, help="where the server connects (SSH backend)")
-    p.add_argument("--user", default=None, help="remote user name (default: the local one)")
-    cred = p.add_mutually_exclusive_group()
-    cred.add_argument("--password-env", metavar="VAR", help="take the SSH password from this environment variable")
-    cred.add_argument("--identity", "-i", metavar="FILE", help="SSH private key file")
-    p.add_argument("--token-env", metavar="VAR", help="bearer token for the WebSocket server, from this variable")
+    add_connection_arguments(p)
     p.add_argument("--command", "-c", metavar="CMD", default=None, help="run CMD instead of a login shell")
-    default_profile = str(ConnectOptions().profile)
-    p.add_argument(
-        "--profile", default=default_profile, help=f"wire profile id (default {default_profile})"
-    )
     tty = p.add_mutually_exclusive_group()
     tty.add_argument("-t", dest="tty", action="store_true", default=None, help="force a remote PTY")
     tty.add_argument("-T", dest="tty", action="store_false", help="never ask for a remote PTY")
@@ -84,10 +75,24 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run_connect)
 
 
+def add_connection_arguments(p: argparse.ArgumentParser) -> None:
+    """The options ``connect`` and ``cp`` share: where, as whom, with which credentials."""
+    p.add_argument("--target", metavar="HOST:PORT", default=None, help="where the server connects (SSH backend)")
+    p.add_argument("--user", default=None, help="remote user name (default: the local one)")
+    cred = p.add_mutually_exclusive_group()
+    cred.add_argument("--password-env", metavar="VAR", help="take the SSH password from this environment variable")
+    cred.add_argument("--identity", "-i", metavar="FILE", help="SSH private key file")
+    p.add_argument("--token-env", metavar="VAR", help="bearer token for the WebSocket server, from this variable")
+    default_profile = str(ConnectOptions().profile)
+    p.add_argument(
+        "--profile", default=default_profile, help=f"wire profile id (default {default_profile})"
+    )
+
+
 def run_connect(args: argparse.Namespace) -> int:
     """Run ``connect``; returns the exit status."""
     try:
-        return asyncio.run(_Session(args).run())
+        return asyncio.run(Session(args).run())
     except KeyboardInterrupt:
         return 130
 
@@ -146,8 +151,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-class _Session:
-    """One ``nimbus-ws connect`` run."""
+class Session:
+    """One ``nimbus-ws connect`` run (``cp`` overrides :meth:`session`)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -179,7 +184,7 @@ class _Session:
         except (ValueError, OSError) as exc:
             self.note(str(exc))
             return 2
-        interactive = args.tty if args.tty is not None else (args.command is None and os.isatty(0))
+        interactive = bool(args.tty) if args.tty is not None else (args.command is None and os.isatty(0))
         token_env = args.token_env
         if token_env and token_env not in os.environ:  # not echoed: it may be the token itself
             self.note("the environment variable named by --token-env is not set")

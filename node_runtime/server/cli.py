@@ -21,6 +21,7 @@ from ..cluster.cli import add_arguments as add_cluster_arguments
 from ..cluster.cli import check_args as check_cluster_args
 from ..cluster.cli import drain_timeout, node_from_args
 from .app import Server, ServerOptions
+from .files import DEFAULT_MAX_FILE_SIZE, FilePolicy
 from .page_config import parse_terminal_options
 from .policy import OriginPolicy
 from .proxy import TrustedProxies, normalize_base_path
@@ -149,6 +150,28 @@ def add_parser(sub: Any) -> None:
         help="the PEM private key of --cert, unencrypted (default: none, the key is in the --cert file)",
     )
     p.add_argument("--pty-command", default=None, help="command for PTY channels (default: the user's login shell)")
+    files = p.add_mutually_exclusive_group()
+    files.add_argument(
+        "--files",
+        dest="files",
+        action="store_true",
+        default=None,
+        help="file transfer (upload/download) in the session's context: SFTP on the SSH backend, the server "
+        "user's filesystem on the PTY backend (default: on, except with --pty-command)",
+    )
+    files.add_argument("--no-files", dest="files", action="store_false", help="no file transfer")
+    p.add_argument(
+        "--files-root",
+        metavar="DIR",
+        default=None,
+        help="file transfers only inside DIR (symlinks resolved; on the SSH backend, a remote path). Default: none",
+    )
+    p.add_argument(
+        "--max-file-size",
+        metavar="SIZE",
+        default=None,
+        help="largest file transferred, bytes or with K/M/G (default 2G)",
+    )
     p.add_argument(
         "--token",
         action="append",
@@ -339,6 +362,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     except ValueError as exc:
         raise SystemExit(f"nimbus-ws serve: --terminal-option {exc}") from None
     return ServerOptions(
+        files=_file_policy(args),
         base_path=base_path,
         trust_proxy=tuple(args.trust_proxy),
         **_tls_and_static(args),
@@ -363,6 +387,38 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         terminal_options=terminal_options,
         reuse_port=args.worker,
     )
+
+
+def parse_size(text: str) -> int:
+    """``2G`` -> 2147483648 (suffixes K, M, G, T: powers of 1024; ``ValueError`` otherwise)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    if t and t[-1] in "KMGT":
+        mult = 1024 ** ("KMGT".index(t[-1]) + 1)
+        t = t[:-1]
+    if not t.isdigit():
+        raise ValueError(f"{text!r} is not a size (bytes, or a number with K, M, G or T)")
+    return int(t) * mult
+
+
+def _file_policy(args: argparse.Namespace) -> FilePolicy | None:
+    """``--files`` / ``--no-files`` / ``--files-root`` / ``--max-file-size`` (``None``: the default)."""
+    if args.files is None and args.files_root is None and args.max_file_size is None:
+        return None
+    enabled = args.files if args.files is not None else not (args.backend == "pty" and args.pty_command)
+    if args.files is False and (args.files_root or args.max_file_size):
+        _config_error("--files-root and --max-file-size need file transfer (drop --no-files)")
+    max_size = DEFAULT_MAX_FILE_SIZE
+    if args.max_file_size is not None:
+        try:
+            max_size = parse_size(args.max_file_size)
+        except ValueError as exc:
+            _config_error(f"--max-file-size: {exc}")
+    root = args.files_root
+    if root is not None and args.backend == "pty" and not os.path.isdir(root):
+        why = "is not a directory" if os.path.exists(root) else "does not exist"
+        _config_error(f"--files-root {root} {why}")
+    return FilePolicy(enabled=enabled, root=root, max_size=max_size)
 
 
 def _config_error(message: str) -> NoReturn:

@@ -44,7 +44,14 @@ from ...core.errors import BackendError
 from ...core.messages import FileSpec
 from .backend import BackendSink
 
-__all__ = ["CHUNK", "DEFAULT_MAX_FILE_SIZE", "FileBackendBase", "FilePolicy", "LocalFileBackend", "human_size"]
+__all__ = [
+    "CHUNK",
+    "DEFAULT_MAX_FILE_SIZE",
+    "FileBackendBase",
+    "FilePolicy",
+    "LocalFileBackend",
+    "human_size",
+]
 
 log = logging.getLogger("nimbus_websocket.server.files")
 
@@ -133,7 +140,13 @@ class FileBackendBase:
 
     # ---------------------------------------------------------- reporting
     def _log(self, event: str, **extra: object) -> None:
-        fields: dict[str, object] = {"event": event, "op": self.spec.op, "path": self.path, "size": self.file_size if self.spec.op == "get" else self.spec.size, "user": self.user}
+        fields: dict[str, object] = {
+            "event": event,
+            "op": self.spec.op,
+            "path": self.path,
+            "size": self.file_size if self.spec.op == "get" else self.spec.size,
+            "user": self.user,
+        }
         fields.update(extra)
         (log.warning if event == "file_failed" else log.info)(event.replace("_", " "), extra=fields)
 
@@ -155,7 +168,8 @@ class FileBackendBase:
     def _check_size(self, size: int) -> None:
         if size > self.policy.max_size:
             raise BackendError(
-                "FILE_FAILED", f"{self.spec.path}: {human_size(size)} is over the server's limit of {human_size(self.policy.max_size)}"
+                "FILE_FAILED",
+                f"{self.spec.path}: {human_size(size)} is over the server's limit of {human_size(self.policy.max_size)}",
             )
 
     def _run(self, work: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
@@ -229,7 +243,9 @@ class FileBackendBase:
         if self._closed:
             return
         self._closed = True
-        if not self._finished:
+        if (
+            not self._finished and self._task is not None
+        ):  # started and not done: the client gave up
             self._log("file_cancelled", bytes=self.done)
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -246,7 +262,14 @@ class FileBackendBase:
 class LocalFileBackend(FileBackendBase):
     """A file in the server user's filesystem (the PTY backend's file channels)."""
 
-    def __init__(self, sink: BackendSink, spec: FileSpec, policy: FilePolicy, user: str, cwd: str | None = None) -> None:
+    def __init__(
+        self,
+        sink: BackendSink,
+        spec: FileSpec,
+        policy: FilePolicy,
+        user: str,
+        cwd: str | None = None,
+    ) -> None:
         super().__init__(sink, spec, policy, user)
         self.cwd = cwd
         self._fd: int | None = None

@@ -80,13 +80,19 @@ class SftpFileBackend(FileBackendBase):
                 part = posixpath.join(parent, f".{name[:200]}.{secrets.token_hex(4)}{_PART}")
                 flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
                 self._file = await self._sftp.open(
-                    part, flags, asyncssh.SFTPAttrs(permissions=0o600),
-                    block_size=_BLOCK, max_requests=_REQUESTS, encoding=None,
+                    part,
+                    flags,
+                    asyncssh.SFTPAttrs(permissions=0o600),
+                    block_size=_BLOCK,
+                    max_requests=_REQUESTS,
+                    encoding=None,
                 )
                 self._part = part
         except asyncssh.SFTPError as exc:
             await self._cleanup(False)
-            raise BackendError("FILE_FAILED", f"{self.spec.path}: {exc.reason or 'refused'}") from None
+            raise BackendError(
+                "FILE_FAILED", f"{self.spec.path}: {exc.reason or 'refused'}"
+            ) from None
         except (OSError, asyncssh.Error) as exc:
             await self._cleanup(False)
             raise BackendError("BACKEND_FAILED", f"SFTP refused: {exc}") from None
@@ -170,4 +176,3 @@ class SftpFileBackend(FileBackendBase):
         if self._own is not None:
             self._own.close()
             self._own = None
-
