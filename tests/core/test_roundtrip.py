@@ -16,6 +16,7 @@ import math
 import random
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from nimbus_websocket.core import (
@@ -23,6 +24,7 @@ from nimbus_websocket.core import (
     Close,
     DataFrame,
     Exit,
+    FileSpec,
     Flow,
     Hello,
     HelloCaps,
@@ -47,7 +49,7 @@ from nimbus_websocket.core import (
     ctl_to_dict,
     get_profile,
 )
-from nimbus_websocket.core.messages import CTL_TYPES
+from nimbus_websocket.core.messages import CTL_TYPES, FILE_MODE_MAX, FILE_SIZE_MAX
 
 PROFILES = [get_profile(p) for p in ("nimbus.v1", "json-base64.v1", "lenpfx.v1")]
 MIB = 1 << 20
@@ -94,6 +96,9 @@ hello_oks = st.builds(
         max_frame=st.none() | st.integers(1024, 2**31),
         ack=st.booleans(),
         resumed=st.none() | st.lists(st.builds(ResumedChannel, ids, counters), max_size=64).map(tuple),
+        command=st.booleans(),
+        eof=st.booleans(),
+        files=st.booleans(),
     ),
     st.none() | st.builds(ResumeGrant, texts(1024), st.integers(0, 2**31)),
 )
@@ -104,11 +109,24 @@ opens = st.builds(
     st.builds(User, texts(256), opaque),
     st.none() | st.builds(Term, sizes, sizes, st.dictionaries(texts(256), texts(4096), max_size=64)),
 )
+paths = texts(1024, min_size=1).filter(lambda p: "\0" not in p)
+file_specs = st.builds(FileSpec, st.just("get"), paths, ref=st.none() | ids) | st.builds(
+    FileSpec,
+    st.just("put"),
+    paths,
+    st.integers(0, FILE_SIZE_MAX),
+    st.none() | st.integers(0, FILE_MODE_MAX),
+    st.none() | ids,
+)
+file_opens = st.builds(
+    Open, ids, st.builds(Target, texts(255), st.integers(0, 65535)), st.builds(User, texts(256), opaque), file=file_specs
+)
 ctls = st.one_of(
     hellos,
     hello_oks,
     opens,
-    st.builds(OpenOk, ids, st.none() | texts(1024)),
+    file_opens,
+    st.builds(OpenOk, ids, st.none() | texts(1024), st.none() | st.integers(0, FILE_SIZE_MAX)),
     st.builds(OpenErr, ids, texts(64), texts(4096)),
     st.builds(Resize, ids, sizes, sizes),
     st.builds(Signal, ids, sig_names),
@@ -339,3 +357,36 @@ def test_deep_nesting_is_refused_before_the_json_parser(monkeypatch: Any) -> Non
     m = PROFILES[0].decode(json.dumps({"t": "close", "id": 1, "reason": reason}))
     assert isinstance(m, Close) and m.reason == reason
     assert len(seen) == 1
+
+
+# ------------------------------------------------------------------ file channels (open.file [ext])
+
+
+@pytest.mark.parametrize(
+    "file",
+    [
+        {"op": "put", "path": "a"},  # a put without its size
+        {"op": "get", "path": "a", "size": 3},  # size and mode are a put's
+        {"op": "get", "path": ""},
+        {"op": "get", "path": "a\0b"},
+        {"op": "get", "path": "x" * 4097},
+        {"op": "copy", "path": "a"},
+        {"op": "put", "path": "a", "size": 1, "mode": 0o10000},
+        {"op": "put", "path": "a", "size": -1},
+    ],
+)
+def test_bad_open_file_is_4014(file: dict[str, Any]) -> None:
+    d = {"t": "open", "id": 1, "target": {"host": "h", "port": 22}, "user": {"username": "u"}, "file": file}
+    with pytest.raises(ProtocolError) as ei:
+        ctl_from_dict(d)
+    assert int(ei.value.code) == 4014
+
+
+def test_open_file_excludes_term_and_command() -> None:
+    base = {"t": "open", "id": 1, "target": {"host": "h", "port": 22}, "user": {"username": "u"}}
+    ok = ctl_from_dict({**base, "file": {"op": "get", "path": "/etc/hostname", "ref": 2}})
+    assert isinstance(ok, Open) and ok.file == FileSpec("get", "/etc/hostname", ref=2)
+    for extra in ({"term": {"cols": 80, "rows": 24}}, {"command": "ls"}):
+        with pytest.raises(ProtocolError) as ei:
+            ctl_from_dict({**base, **extra, "file": {"op": "get", "path": "x"}})
+        assert int(ei.value.code) == 4014

@@ -23,6 +23,7 @@ from nimbus_websocket.core import (
     Close,
     DataFrame,
     Exit,
+    FileSpec,
     Flow,
     Hello,
     HelloCaps,
@@ -678,6 +679,40 @@ def test_input_acks_by_bytes_and_by_delay() -> None:
     h.send(DataFrame("stdout", 1, b"b" * 20000))
     h.session.input_written(1, 20000, h.clock())
     assert h.drain() == [Flow(1, 0, 20100)]
+
+
+def test_an_ack_past_input_ack_bytes_wakes_the_runtime() -> None:
+    """An upload has no output to carry its acks: the ack itself must wake the writer."""
+    woken: list[int] = []
+    h = ready()
+    open_channel(h, 1)
+    h.conn._wake_cb = lambda: woken.append(1)
+    h.send(DataFrame("stdout", 1, b"b" * 20000))
+    woken.clear()
+    h.session.input_written(1, 20000, h.clock())
+    assert woken, "the ack was queued without waking the runtime"
+    assert h.drain() == [Flow(1, 0, 20000)]
+
+
+def test_file_channels_need_the_config_and_carry_the_size() -> None:
+    spec = FileSpec("get", "/srv/a.bin")
+    off = ready()
+    assert not off.conn.config.allow_files
+    got = off.send(Open(1, TARGET, USER, file=spec))
+    assert [m for m in got if isinstance(m, OpenErr)] == [
+        OpenErr(1, "POLICY_DENIED", "this server does not transfer files")
+    ]
+    assert [e.kind for e in off.of(PolicyEvent)][-1] == "files_refused"
+    assert not off.of(BackendOpen)
+    h = ServerHarness(ServerConfig(allow_files=True))
+    ok = h.hello()
+    assert ok is not None and ok.caps.files
+    h.send(Open(1, TARGET, USER, file=spec))
+    (bo,) = h.of(BackendOpen)
+    assert bo.file == spec and bo.term is None
+    h.session.channel_opened(1, file_size=1234)
+    (opened,) = [m for m in h.drain() + h.out if isinstance(m, OpenOk)][:1]
+    assert opened.size == 1234
 
 
 def test_sessions_are_isolated() -> None:
