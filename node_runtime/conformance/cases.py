@@ -19,6 +19,7 @@ failure does not cascade.  A case returns a short detail (PASS), raises
 from __future__ import annotations
 
 import re
+import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -29,9 +30,12 @@ from ...core.messages import (
     Auth,
     Close,
     DataFrame,
+    Eof,
     Exit,
+    FileSpec,
     Flow,
     HelloOk,
+    Open,
     OpenErr,
     OpenOk,
     Pong,
@@ -456,6 +460,102 @@ async def term_exit_signal(ctx: Ctx) -> str:
     ok = (m.sig or "").upper().removeprefix("SIG") == "KILL" or m.code == 137
     _check(ok, f"exit reported code {m.code} sig {m.sig}, expected sig KILL")
     return f"exit sig {m.sig}" if m.sig else f"exit code {m.code} (signal folded into the status)"
+
+
+# =================================================================== files (caps.files [ext], PROTOCOL.md 6.1)
+
+
+def _file_open(ctx: Ctx, cid: int, spec: FileSpec) -> Open:
+    base = ctx.open_msg(cid)
+    return Open(cid, base.target, base.user, file=spec)
+
+
+async def _file_answer(w: Wire, cid: int) -> OpenOk | OpenErr:
+    m = await w.expect(lambda m: isinstance(m, (OpenOk, OpenErr)) and m.id == cid, f"open_ok for file channel {cid}")
+    assert isinstance(m, (OpenOk, OpenErr))
+    return m
+
+
+async def _files_ready(ctx: Ctx) -> tuple[Wire, str]:
+    """A connection to a server announcing caps.files, a shell on channel 1, and a fresh file name in its cwd."""
+    w, ok = await ctx.ready()
+    if not ok.caps.files:
+        raise Skip("the server does not announce caps.files")
+    await ctx.open_shell(w, 1)
+    await ctx.sync(w, 1)
+    return w, f".nimbus-kit-{secrets.token_hex(6)}"
+
+
+async def _remove(ctx: Ctx, w: Wire, name: str) -> None:
+    """Remove the case's file through the shell (the protocol has no delete)."""
+    await ctx.line(w, 1, f"rm -f {name}")
+    await ctx.sync(w, 1, "rm")
+
+
+@case("files.put_then_get")
+async def files_put_then_get(ctx: Ctx) -> str:
+    """A put of binary bytes then a get of the same path returns them exactly (open_ok.size, exit 0)."""
+    w, name = await _files_ready(ctx)
+    payload = bytes(range(256)) * 256 + secrets.token_bytes(1000)  # 66,536 bytes, every octet
+    try:
+        await w.send(_file_open(ctx, 2, FileSpec("put", name, len(payload), 0o600, ref=1)))
+        m = await _file_answer(w, 2)
+        _check(isinstance(m, OpenOk), f"put refused: {getattr(m, 'code', '')} {getattr(m, 'msg', '')!r}")
+        w.auto_credit(2, 64 * 1024)
+        await w.top_up(2)
+        await w.send_input(2, payload, chunk=16 * 1024)
+        await w.send(Eof(2))
+        done = await w.expect_ctl(Exit, 2)
+        assert isinstance(done, Exit)
+        _check(done.code == 0, f"put ended with exit {done.code} {w.chan(2).data()!r}")
+        await w.send(_file_open(ctx, 3, FileSpec("get", name, ref=1)))
+        got = await _file_answer(w, 3)
+        _check(isinstance(got, OpenOk) and got.size == len(payload), f"get answered {got!r}, expected size {len(payload)}")
+        w.auto_credit(3, 64 * 1024)
+        await w.top_up(3)
+        end = await w.expect_ctl(Exit, 3)
+        assert isinstance(end, Exit)
+        data = w.chan(3).data()
+        _check(end.code == 0 and data == payload, f"get returned {len(data)} bytes (exit {end.code}), expected the {len(payload)} put")
+    finally:
+        await _remove(ctx, w, name)
+    return f"{len(payload)} bytes up and back, byte-exact"
+
+
+@case("files.cancel_leaves_nothing")
+async def files_cancel_leaves_nothing(ctx: Ctx) -> str:
+    """A put closed before its last byte leaves no file at the path."""
+    w, name = await _files_ready(ctx)
+    await w.send(_file_open(ctx, 2, FileSpec("put", name, 1 << 20, ref=1)))
+    m = await _file_answer(w, 2)
+    _check(isinstance(m, OpenOk), f"put refused: {m!r}")
+    await w.send_input(2, b"x" * 65536)
+    await w.send(Close(2))
+    await w.expect_ctl(Close, 2)
+    await w.send(_file_open(ctx, 3, FileSpec("get", name, ref=1)))
+    got = await _file_answer(w, 3)
+    if isinstance(got, OpenOk):
+        await _remove(ctx, w, name)
+    _check(isinstance(got, OpenErr), "the cancelled upload left a file behind")
+    return f"get after cancel: open_err {getattr(got, 'code', '')}"
+
+
+@case("files.short_put_fails")
+async def files_short_put_fails(ctx: Ctx) -> str:
+    """A put whose eof comes before size bytes ends with a non-zero exit and a reason on stderr."""
+    w, name = await _files_ready(ctx)
+    await w.send(_file_open(ctx, 2, FileSpec("put", name, 10, ref=1)))
+    m = await _file_answer(w, 2)
+    _check(isinstance(m, OpenOk), f"put refused: {m!r}")
+    w.auto_credit(2, 64 * 1024)
+    await w.top_up(2)
+    await w.send_input(2, b"abc")
+    await w.send(Eof(2))
+    done = await w.expect_ctl(Exit, 2)
+    assert isinstance(done, Exit)
+    await _remove(ctx, w, name)
+    _check(done.code not in (0, None), f"a short put ended with exit {done.code}")
+    return f"exit {done.code}"
 
 
 # =================================================================== close

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kithelpers import MINIMAL_SERVER, SHELL, stderr_text
 from nimbus_websocket.node_runtime.server import Server
+from nimbus_websocket.node_runtime.server.files import FilePolicy
 
 
 @pytest.fixture
@@ -30,6 +31,7 @@ def reference(make_server: Callable[..., Awaitable[Server]]) -> Callable[..., Aw
         kw.setdefault("backend", "pty")
         kw.setdefault("pty_command", f"exec {SHELL}")
         kw.setdefault("allow_targets", ("127.0.0.1:*", "localhost:*"))
+        kw.setdefault("files", FilePolicy())  # on although pty_command is set: the kit tests caps.files
         return await make_server(**kw)
 
     return make

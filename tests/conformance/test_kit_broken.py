@@ -39,8 +39,8 @@ def _status(out: str, name: str) -> str:
 async def test_server_ignoring_credit(reference: Callable[..., Awaitable[Server]], monkeypatch: pytest.MonkeyPatch) -> None:
     orig = ServerSession.channel_opened
 
-    def opened_with_credit(self: ServerSession, cid: int) -> None:
-        orig(self, cid)
+    def opened_with_credit(self: ServerSession, cid: int, file_size: int | None = None) -> None:
+        orig(self, cid, file_size)
         ch = self.channels.get(cid)
         if ch is not None:
             ch.credit += 1 << 20  # the bug: initial credit is not 0
