@@ -633,6 +633,11 @@ class Server:
         self._ws = await serve(self._handler, opts.host, opts.port, reuse_port=opts.reuse_port or None, **self._serve_kw)
         self._ticker = asyncio.create_task(self._tick_sessions())
         log.info("listening", extra={"event": "listening", "url": self.url})
+        fp = opts.file_policy
+        log.info(
+            "file transfer %s", "on" if fp.enabled else "off",
+            extra={"event": "files", "enabled": fp.enabled, "root": fp.root or "", "max_size": fp.max_size},
+        )
         if running_as_root():
             log.warning("running as root: every shell is a root shell", extra={"event": "running_as_root"})
         if self.generated_token is not None:
@@ -920,9 +925,19 @@ class Server:
         policy = self.options.file_policy
         if self.options.backend == "ssh":
             ssh = SshBackend(sink, ev.target, ev.user, None, self.options.ssh)
-            return SftpFileBackend(sink, spec, policy, ssh, ref if isinstance(ref, SshBackend) else None)
+            sftp = SftpFileBackend(sink, spec, policy, ssh, ref if isinstance(ref, SshBackend) else None)
+            sftp.observer = self._file_ended
+            return sftp
         cwd = ref.cwd() if isinstance(ref, LocalProcessBackend) else None
-        return LocalFileBackend(sink, spec, policy, session.principal, cwd)
+        local = LocalFileBackend(sink, spec, policy, session.principal, cwd)
+        local.observer = self._file_ended
+        return local
+
+    def _file_ended(self, op: str, result: str, n: int) -> None:
+        """A file transfer ended (``done``, ``failed`` or ``cancelled``) after ``n`` bytes."""
+        if self.metrics:
+            self.metrics.file_transfers.labels(op=op, result=result).inc()
+            self.metrics.file_bytes.labels(op=op).inc(n)
 
     async def _tick_sessions(self) -> None:
         while True:

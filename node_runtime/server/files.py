@@ -38,6 +38,7 @@ import secrets
 import stat
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...core.errors import BackendError
@@ -120,6 +121,8 @@ class FileBackendBase:
 
     #: The file's length, for ``open_ok.size`` (``get``), once started.
     file_size: int | None = None
+    #: Called once when a started transfer ends: ``(op, "done"|"failed"|"cancelled", bytes)``.
+    observer: Callable[[str, str, int], object] | None = None
 
     def __init__(self, sink: BackendSink, spec: FileSpec, policy: FilePolicy, user: str) -> None:
         self.sink = sink
@@ -150,12 +153,17 @@ class FileBackendBase:
         fields.update(extra)
         (log.warning if event == "file_failed" else log.info)(event.replace("_", " "), extra=fields)
 
+    def _observe(self, result: str) -> None:
+        if self.observer is not None:
+            self.observer(self.spec.op, result, self.done)
+
     def _fail(self, reason: str) -> None:
         """Tell the client why in one line and end the channel with ``exit`` 1."""
         if self._finished:
             return
         self._finished = True
         self._log("file_failed", reason=reason, bytes=self.done)
+        self._observe("failed")
         self.sink.output("stderr", f"{self.spec.path}: {reason}\n".encode(errors="replace"))
         self.sink.exited(1, None)
 
@@ -163,6 +171,7 @@ class FileBackendBase:
         self._finished = True
         took = time.monotonic() - self._t0
         self._log("file_done", bytes=self.done, seconds=round(took, 3))
+        self._observe("done")
         self.sink.exited(0, None)
 
     def _check_size(self, size: int) -> None:
@@ -247,6 +256,7 @@ class FileBackendBase:
             not self._finished and self._task is not None
         ):  # started and not done: the client gave up
             self._log("file_cancelled", bytes=self.done)
+            self._observe("cancelled")
         if self._task is not None and not self._task.done():
             self._task.cancel()
         elif self._task is None:

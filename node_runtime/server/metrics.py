@@ -54,6 +54,11 @@ class Metrics:
         self.closes = Counter(
             "nimbus_close_codes", "Connections closed, by code (unknown codes: other)", ["code"], registry=r
         )
+        #: ``op`` get|put, ``result`` done|failed|cancelled: six series at most.
+        self.file_transfers = Counter(
+            "nimbus_file_transfers", "File transfers ended, by op and result", ["op", "result"], registry=r
+        )
+        self.file_bytes = Counter("nimbus_file_bytes", "File bytes moved, by op", ["op"], registry=r)
         self.sessions = Gauge("nimbus_sessions", "Sessions (attached or retained)", registry=r)
         self.refused = Counter(
             "nimbus_refused", "Requests refused by an admission limit (connections, static)", ["limit"], registry=r

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.client
+import logging
 import os
 import random
 import subprocess
@@ -239,18 +241,44 @@ async def test_a_cancelled_upload_leaves_nothing_and_the_session_goes_on(
         await conn.close()
 
 
-async def test_a_short_source_is_refused_and_leaves_nothing(
-    make_server: Callable[..., Awaitable[Server]], tmp_path: Path
+async def test_a_short_source_is_refused_and_every_transfer_is_logged_and_counted(
+    make_server: Callable[..., Awaitable[Server]], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    srv = await make_server()
+    srv = await make_server(metrics=True)
     conn = await connect(srv.url, websocket_impl=WebsocketsImpl)
+    caplog.set_level(logging.INFO, "nimbus_websocket.server.files")
     try:
         with pytest.raises(ValueError, match="ended after 3 of the announced 10"):
             await upload(conn, LOCAL, ANY_USER, [b"abc"], 10, str(tmp_path / "short.txt"))
         assert await wait_until(lambda: not _leftovers(tmp_path), 10)
         assert not (tmp_path / "short.txt").exists()
+        await upload(conn, LOCAL, ANY_USER, [b"secret-content"], 14, str(tmp_path / "ok.txt"))
+        got = bytearray()
+        await download(conn, LOCAL, ANY_USER, str(tmp_path / "ok.txt"), got.extend)
+        assert bytes(got) == b"secret-content"
     finally:
         await conn.close()
+    events = [(r.event, r.op, r.path) for r in caplog.records if hasattr(r, "op")]  # type: ignore[attr-defined]
+    put, get = str(tmp_path / "ok.txt"), str(tmp_path / "ok.txt")
+    assert ("file_done", "put", put) in events and ("file_done", "get", get) in events, events
+    assert any(e[0] in ("file_cancelled", "file_failed") and e[1] == "put" for e in events), events
+    assert not any(
+        "secret-content" in r.getMessage() or "secret-content" in str(r.__dict__)
+        for r in caplog.records
+    )
+    body = await asyncio.to_thread(_metrics, srv.port)
+    assert 'nimbus_file_transfers_total{op="put",result="done"} 1.0' in body, body
+    assert 'nimbus_file_transfers_total{op="get",result="done"} 1.0' in body
+    assert 'nimbus_file_bytes_total{op="get"} 14.0' in body
+
+
+def _metrics(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
 
 
 # ------------------------------------------------------------------ policy and limits
