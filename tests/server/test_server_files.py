@@ -155,12 +155,20 @@ def shutil_chown(path: Path, user: str) -> None:
 # ------------------------------------------------------------------ network drops, cancel
 
 
+@pytest.mark.parametrize(
+    "size",
+    [
+        48 * MiB,
+        pytest.param(1 << 30, marks=[pytest.mark.stress, pytest.mark.timeout(600)], id="1GiB"),
+    ],
+    ids=lambda n: f"{n // MiB}MiB",
+)
 async def test_transfers_survive_five_cuts_each_way_byte_exact(
-    make_server: Callable[..., Awaitable[Server]], tmp_path: Path
+    make_server: Callable[..., Awaitable[Server]], tmp_path: Path, size: int
 ) -> None:
     srv = await make_server()
     proxy = await TcpProxy(srv.port).start()
-    size = 48 * MiB
+    timeout = max(60.0, size / (4 * MiB))  # at worst 4 MiB/s per direction
     src = tmp_path / "src.bin"
     digest = _random_file(src, size, 3)
     states: list[str] = []
@@ -191,13 +199,13 @@ async def test_transfers_survive_five_cuts_each_way_byte_exact(
                             str(tmp_path / "up.bin"),
                             progress=progress,
                         ),
-                        60,
+                        timeout,
                     )
                 assert _sha(tmp_path / "up.bin") == digest
             else:
                 h = hashlib.sha256()
                 got = await asyncio.wait_for(
-                    download(conn, LOCAL, ANY_USER, str(src), h.update, progress=progress), 60
+                    download(conn, LOCAL, ANY_USER, str(src), h.update, progress=progress), timeout
                 )
                 assert got == size and h.hexdigest() == digest
             assert cuts == [], f"{direction}: cuts left {cuts}"
