@@ -49,10 +49,11 @@ _SUBCOMMANDS = {
     "connect": "nimbus_websocket.node_runtime.client.cli",
     "cp": "nimbus_websocket.node_runtime.client.cp",
     "conformance": "nimbus_websocket.node_runtime.conformance.cli",
+    "record": "nimbus_websocket.node_runtime.record_cli",
 }
 
 #: The pip extra that brings each subcommand's dependencies (pyproject.toml).
-_EXTRAS = {"serve": "server", "connect": "client", "cp": "client", "conformance": "client"}
+_EXTRAS = {"serve": "server", "connect": "client", "cp": "client", "conformance": "client", "record": "server"}
 
 
 def version() -> str:

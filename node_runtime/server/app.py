@@ -23,6 +23,7 @@ import logging
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
@@ -53,7 +54,7 @@ from ...core.events import (
     PolicyEvent,
     ServerEvent,
 )
-from ...core.messages import FileSpec, Stream
+from ...core.messages import FileSpec, Stream, Term
 from ...core.registry import peer_prefix
 from ...core.server import (
     ServerConfig,
@@ -79,6 +80,7 @@ from .policy import (
     running_as_root,
 )
 from .proxy import TrustedProxies, normalize_base_path
+from .recording import ChannelRecorder, RecordPolicy
 from .sftp_files import SftpFileBackend
 from .ssh_backend import SshBackend, SshOptions
 from .static import StaticFiles, response, send_file
@@ -163,6 +165,8 @@ class ServerOptions:
     #: on, with no root and a 2 GiB limit, where clients get a shell as the server's
     #: (or the SSH target's) user anyway; off when ``pty_command`` fixed what runs.
     files: FilePolicy | None = None
+    #: Record every terminal channel as asciicast v2 (``--record DIR``, :mod:`.recording`).
+    record: RecordPolicy | None = None
 
     @property
     def file_policy(self) -> FilePolicy:
@@ -277,7 +281,7 @@ class _PushWsConnection(PushMessages, WsConnection):
 class _Sink:
     """Connects one backend to its session channel."""
 
-    __slots__ = ("cid", "dead", "paused_at", "server", "session")
+    __slots__ = ("cid", "dead", "paused_at", "recorder", "server", "session")
 
     def __init__(self, server: Server, session: ServerSession, cid: int) -> None:
         self.server = server
@@ -287,6 +291,8 @@ class _Sink:
         #: Set when the channel closed: a dying backend must not report into a
         #: new channel that reuses the id (contract 12.6).
         self.dead = False
+        #: The channel's asciicast recorder (``--record``), once its backend started.
+        self.recorder: ChannelRecorder | None = None
 
     def read_budget(self) -> int:
         return 0 if self.dead else self.session.read_budget(self.cid)
@@ -294,6 +300,8 @@ class _Sink:
     def output(self, stream: Stream, data: bytes) -> None:
         if self.dead:
             return
+        if self.recorder is not None:
+            self.recorder.output(data)
         self.session.backend_output(self.cid, stream, data)
         self.server._pump(self.session)
 
@@ -307,6 +315,8 @@ class _Sink:
         if self.dead:
             return
         log.info("exit", extra={"event": "exit", "channel": self.cid, "code": code, "sig": sig})
+        if self.recorder is not None:
+            self.recorder.marker(f"exit {code if sig is None else sig}")
         self.session.backend_exit(self.cid, code, sig)
         self.server._pump(self.session)
 
@@ -569,6 +579,8 @@ class Server:
         self.trusted_proxies = TrustedProxies.parse(opts.trust_proxy)
         self.metrics = Metrics() if opts.metrics else None
         self._backends: dict[tuple[str, int], Backend] = {}
+        #: Recorders of channels not yet stopped with the server (weakly: a closed one is dropped).
+        self._recorders: weakref.WeakSet[ChannelRecorder] = weakref.WeakSet()
         self._closing: set[Backend] = set()  # closed, not yet reaped
         #: Tasks the server started (auth hooks, backend starts, reaping): kept until done.
         self._tasks: set[asyncio.Future[None]] = set()
@@ -733,6 +745,10 @@ class Server:
             be.close()
         if backends:
             await asyncio.wait([asyncio.ensure_future(be.wait_closed()) for be in backends], timeout=5)
+        recorders, self._recorders = list(self._recorders), weakref.WeakSet()
+        for rec in recorders:
+            rec.close()
+            await asyncio.wait_for(rec.wait_closed(), 5)
 
     async def serve_forever(self) -> None:
         """Run until cancelled."""
@@ -778,6 +794,9 @@ class Server:
             be = self._backends.get(key)
             if be is not None:
                 be.write(ev.data)
+                rec = self._recorder(key)
+                if rec is not None:
+                    rec.input(ev.data)
             else:  # never acknowledged: a byte counts as consumed only once a backend took it
                 log.warning("input for a channel without a backend", extra={"event": "input_dropped", "channel": key[1]})
         elif isinstance(ev, BackendPause):
@@ -793,6 +812,9 @@ class Server:
             be = self._backends.get(key)
             if be is not None:
                 be.resize(ev.cols, ev.rows)
+                rec = self._recorder(key)
+                if rec is not None:
+                    rec.resize(ev.cols, ev.rows)
         elif isinstance(ev, BackendSignal):
             be = self._backends.get(key)
             if be is not None:
@@ -802,12 +824,35 @@ class Server:
             sink = self._sinks.pop(key, None)
             if sink is not None:
                 sink.dead = True  # a backend still starting is closed when its start returns
+                if sink.recorder is not None:
+                    sink.recorder.close()
             if be is not None:
                 self._close_backend(be)
                 if self.metrics:
                     self.metrics.channels.dec()
         else:
             self._observe(ev)
+
+    def _recorder(self, key: tuple[str, int]) -> ChannelRecorder | None:
+        sink = self._sinks.get(key)
+        return sink.recorder if sink is not None else None
+
+    def _start_recording(self, session: ServerSession, sink: _Sink, ev: BackendOpen, term: Term | None) -> bool:
+        """Start the channel's recorder (``--record``); False (and one log line) if it cannot."""
+        policy = self.options.record
+        if policy is None or ev.file is not None:
+            return True
+        size = (term.cols, term.rows) if term is not None else (80, 24)
+        env = dict(term.env) if term is not None else {}
+        try:
+            sink.recorder = ChannelRecorder(policy, session.sid, ev.id, session.principal, size, env)
+        except OSError as exc:
+            log.error(
+                "recording unavailable", extra={"event": "recording_failed", "path": policy.directory, "reason": exc.strerror or str(exc)}
+            )
+            return False
+        self._recorders.add(sink.recorder)
+        return True
 
     def _close_backend(self, be: Backend) -> None:
         """Hang ``be`` up and reap it in the background (``stop`` waits for it too)."""
@@ -906,6 +951,10 @@ class Server:
             # The channel closed while the backend started; its id may already
             # belong to a new channel, which this backend must never touch.
             sink.dead = True
+            self._close_backend(be)
+            return
+        if not self._start_recording(session, sink, ev, term):  # audit required: no recording, no channel
+            self._open_failed(session, sink, "BACKEND_FAILED", "the server cannot record this session")
             self._close_backend(be)
             return
         self._backends[key] = be

@@ -25,6 +25,7 @@ from .files import DEFAULT_MAX_FILE_SIZE, FilePolicy
 from .page_config import parse_terminal_options
 from .policy import OriginPolicy
 from .proxy import TrustedProxies, normalize_base_path
+from .recording import RecordPolicy
 from .ssh_backend import SshOptions
 from .static import default_static_dir, installed_site_dir
 from .tls import TlsConfigError, server_ssl_context
@@ -150,6 +151,23 @@ def add_parser(sub: Any) -> None:
         help="the PEM private key of --cert, unencrypted (default: none, the key is in the --cert file)",
     )
     p.add_argument("--pty-command", default=None, help="command for PTY channels (default: the user's login shell)")
+    p.add_argument(
+        "--record",
+        metavar="DIR",
+        default=None,
+        help="record every terminal channel as an asciicast v2 file in DIR (created 0700; files 0600). Default: off",
+    )
+    p.add_argument(
+        "--record-input",
+        action="store_true",
+        help="also record what clients type (captures passwords typed at prompts; default: output and resizes only)",
+    )
+    p.add_argument(
+        "--record-max-size",
+        metavar="SIZE",
+        default=None,
+        help="rotate a recording to a new part at SIZE (bytes or K/M/G; default 64M; at most 16 parts per channel)",
+    )
     files = p.add_mutually_exclusive_group()
     files.add_argument(
         "--files",
@@ -362,6 +380,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     except ValueError as exc:
         raise SystemExit(f"nimbus-ws serve: --terminal-option {exc}") from None
     return ServerOptions(
+        record=_record_policy(args),
         files=_file_policy(args),
         base_path=base_path,
         trust_proxy=tuple(args.trust_proxy),
@@ -399,6 +418,29 @@ def parse_size(text: str) -> int:
     if not t.isdigit():
         raise ValueError(f"{text!r} is not a size (bytes, or a number with K, M, G or T)")
     return int(t) * mult
+
+
+def _record_policy(args: argparse.Namespace) -> RecordPolicy | None:
+    """``--record`` / ``--record-input`` / ``--record-max-size`` (``None``: not recording)."""
+    if args.record is None:
+        if args.record_input or args.record_max_size:
+            _config_error("--record-input and --record-max-size need --record DIR")
+        return None
+    try:
+        os.makedirs(args.record, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        _config_error(f"--record {args.record}: {exc.strerror or exc}")
+    if not os.access(args.record, os.W_OK | os.X_OK):
+        _config_error(f"--record {args.record}: not writable")
+    max_file = 64 << 20
+    if args.record_max_size is not None:
+        try:
+            max_file = parse_size(args.record_max_size)
+        except ValueError as exc:
+            _config_error(f"--record-max-size: {exc}")
+        if max_file < 4096:
+            _config_error("--record-max-size must be at least 4K")
+    return RecordPolicy(args.record, record_input=args.record_input, max_file=max_file)
 
 
 def _file_policy(args: argparse.Namespace) -> FilePolicy | None:
