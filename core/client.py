@@ -48,6 +48,7 @@ from .events import (
     ChannelExit,
     ChannelOpened,
     ChannelOpenFailed,
+    ChannelResized,
     ClientEvent,
     CloseTransport,
     ConnectionClosed,
@@ -56,7 +57,9 @@ from .events import (
     OpenTransport,
     PolicyEvent,
     PolicyKind,
+    ShareAnswered,
     StateChanged,
+    ViewersChanged,
     describe_state_change,
     reached_ready,
 )
@@ -64,6 +67,7 @@ from .flow import CreditWindow, PauseSet
 from .heartbeat import Heartbeat
 from .liveness import Verification, is_suspect_after_hidden
 from .messages import (
+    CHANNEL_ID_MAX,
     Auth,
     Close,
     Ctl,
@@ -83,10 +87,15 @@ from .messages import (
     Resize,
     ResumeChannel,
     ResumeRequest,
+    Share,
+    ShareErr,
+    ShareOk,
     Signal,
     Target,
     Term,
+    Unshare,
     User,
+    Viewers,
 )
 from .profiles import DEFAULT_MAX_FRAME, Frame, WireProfile, get_profile
 from .reconnect import Reconnect
@@ -163,6 +172,10 @@ class ClientSession:
         self._server_eof = False
         self._server_command = False
         self._server_files = False
+        self._server_share = False
+        #: ``"read"`` / ``"write"`` when this is a viewer session (a share link), else ``None``.
+        self.view_mode: str | None = None
+        self._share_refs = 0
         self.ignored_frames = 0
         self.error: CloseError | None = None
         self._load_resume(now)
@@ -561,6 +574,29 @@ class ClientSession:
         if ch is not None and ch.running and self._ready():
             self._send_ctl(Signal(cid, normalize_signal(sig)))
 
+    def share(self, cid: int, mode: str = "read", ttl: int | None = None) -> int:
+        """Ask for a share link to channel ``cid``; returns the request's ``ref``
+        (:class:`ShareAnswered` with the same ``ref`` follows).
+
+        ``mode`` ``"read"`` (watch) or ``"write"`` (also type); ``ttl`` seconds
+        (server default 1 h).  ``ValueError`` when the server does not share
+        (no ``caps.share``), the channel is not open, or the connection is not ready.
+        """
+        if mode not in ("read", "write"):
+            raise ValueError("mode must be 'read' or 'write'")
+        if not self._ready() or not self._server_share:
+            raise ValueError("the server does not share terminals (no caps.share) or is not connected")
+        if not self.takes_input(cid):
+            raise ValueError(f"channel {cid} is not open")
+        self._share_refs = (self._share_refs + 1) % (CHANNEL_ID_MAX + 1)
+        self._send_ctl(Share(cid, "read" if mode == "read" else "write", self._share_refs, ttl))
+        return self._share_refs
+
+    def unshare(self, cid: int, grant: str | None = None) -> None:
+        """Revoke share link ``grant`` of channel ``cid`` (``None``: all); its viewers are closed (4016)."""
+        if self._ready():
+            self._send_ctl(Unshare(cid, grant))
+
     def close_channel(self, cid: int, reason: str | None = None) -> None:
         """Close channel ``cid``; :class:`ChannelClosed` follows the server's answer."""
         ch = self._channels.get(cid)
@@ -657,6 +693,8 @@ class ClientSession:
         self._server_eof = m.caps.eof
         self._server_command = m.caps.command
         self._server_files = m.caps.files
+        self._server_share = m.caps.share
+        self.view_mode = m.caps.view
         resumed = self._resuming
         self._resuming = False
         self._reconnect.succeeded()
@@ -748,6 +786,18 @@ class ClientSession:
                     self._flush_input(ch)
                     self._flush_resize(ch, now)
                     self._maybe_grant(ch, now)
+            case ShareOk():
+                self._events.append(ShareAnswered(m.id, m.ref, m.grant, m.token, m.mode, m.expires))
+            case ShareErr():
+                self._events.append(ShareAnswered(m.id, m.ref, None, code=m.code, msg=m.msg))
+            case Viewers():
+                if m.id in self._channels:
+                    self._events.append(ViewersChanged(m.id, m.viewers))
+            case Resize():
+                if self.view_mode is None:  # only a viewer session hears of its terminal's size
+                    raise ProtocolError(CloseCode.UNSUPPORTED_MESSAGE, "resize is not a server message")
+                if m.id in self._channels:
+                    self._events.append(ChannelResized(m.id, m.cols, m.rows))
             case OpenErr():
                 ch = self._channels.get(m.id)
                 if ch is not None and self._can_chan(ch, ChanEvent.OPEN_ERR):

@@ -48,7 +48,7 @@ __all__ = [
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket (1000-1015) and application (4000-4015) close codes."""
+    """WebSocket (1000-1015) and application (4000-4016) close codes (4016 [ext]: share links)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001
@@ -82,6 +82,8 @@ class CloseCode(enum.IntEnum):
     DUPLICATE_CHANNEL_ID = 4013
     MALFORMED_FRAME = 4014
     INTERNAL_ERROR = 4015
+    #: [ext] a viewer's share link was revoked, expired, or its terminal ended.
+    SHARE_REVOKED = 4016
 
 
 class ErrorCode(enum.StrEnum):
@@ -125,6 +127,7 @@ class ErrorCode(enum.StrEnum):
     DUPLICATE_CHANNEL_ID = "DUPLICATE_CHANNEL_ID"
     MALFORMED_FRAME = "MALFORMED_FRAME"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    SHARE_REVOKED = "SHARE_REVOKED"
 
     #: The first connection attempt failed before the session was ready.
     CONNECT_FAILED = "CONNECT_FAILED"
@@ -196,6 +199,7 @@ _DESCRIPTIONS: dict[int, str] = {
     4013: "duplicate channel id",
     4014: "malformed frame",
     4015: "server internal error",
+    4016: "share link revoked, expired, or its terminal ended",
 }
 
 #: Codes after which a client reconnects (and resumes) instead of giving up.

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from .errors import CloseError, ErrorCode, HostKey
-from .messages import FileSpec, Stream, Target, Term, User
+from .messages import FileSpec, Stream, Target, Term, User, ViewerInfo
 from .state import ConnState
 
 __all__ = [
@@ -47,7 +47,10 @@ __all__ = [
     "ChannelExit",
     "ChannelOpenFailed",
     "ChannelOpened",
+    "ChannelResized",
     "ClientEvent",
+    "ShareAnswered",
+    "ViewersChanged",
     "CloseTransport",
     "ConnectionClosed",
     "DiagPhase",
@@ -80,6 +83,11 @@ class PolicyKind(enum.StrEnum):
     COMMAND_REFUSED = "command_refused"
     #: Server: an ``open.file`` the config does not honour was refused.
     FILES_REFUSED = "files_refused"
+    #: Server: a viewer's input, resize, signal or eof refused (``reason``), or a ``share`` refused.
+    VIEW_REFUSED = "view_refused"
+    #: Server: a share link was made (``grant``, ``mode``) or revoked (``grant``, ``reason``).
+    SHARE_CREATED = "share_created"
+    SHARE_REVOKED = "share_revoked"
     #: Server: ``channel`` left the session (``reason``).
     CHANNEL_CLOSED = "channel_closed"
 
@@ -320,8 +328,43 @@ class BackendPause:
     paused: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ShareAnswered:
+    """The server's answer to ``share`` request ``ref`` on channel ``id``: a link (``token``) or a refusal."""
+
+    id: int
+    ref: int
+    grant: str | None
+    token: str | None = field(default=None, repr=False)
+    mode: str | None = None
+    #: Milliseconds since the epoch when the link stops working.
+    expires: int | None = None
+    code: str | None = None
+    msg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ViewersChanged:
+    """Who watches channel ``id`` now (``viewers``: ``ViewerInfo`` tuples)."""
+
+    id: int
+    viewers: tuple[ViewerInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelResized:
+    """A viewer session: the shared terminal of channel ``id`` is now ``cols`` x ``rows``."""
+
+    id: int
+    cols: int
+    rows: int
+
+
 ClientEvent: TypeAlias = (
     StateChanged
+    | ShareAnswered
+    | ViewersChanged
+    | ChannelResized
     | Diagnostic
     | PolicyEvent
     | ChannelOpened

@@ -61,7 +61,13 @@ __all__ = [
     "ResumeRequest",
     "ResumedChannel",
     "ServerCaps",
+    "Share",
+    "ShareErr",
+    "ShareOk",
     "Signal",
+    "Unshare",
+    "ViewerInfo",
+    "Viewers",
     "Stream",
     "Target",
     "Term",
@@ -167,6 +173,10 @@ class ServerCaps:
     eof: bool = False
     #: [ext] the server opens file channels (``open.file``).
     files: bool = False
+    #: [ext] the server makes share links of this session's channels (``share``).
+    share: bool = False
+    #: [ext] this is a viewer session (a share link): ``"read"`` or ``"write"``.
+    view: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,8 +380,75 @@ class Pong:
     t: Literal["pong"] = field(default="pong", init=False, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """[ext] c->s, make a share link to channel ``id`` (``mode`` read|write, ``ttl`` seconds); ``ref`` pairs the answer."""
+
+    id: int
+    mode: Literal["read", "write"]
+    ref: int
+    ttl: int | None = None
+    t: Literal["share"] = field(default="share", init=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareOk:
+    """[ext] s->c, the link for request ``ref``: grant id, the viewer's ``token``, expiry (ms since the epoch)."""
+
+    id: int
+    ref: int
+    grant: str
+    token: str = field(repr=False)
+    mode: Literal["read", "write"]
+    expires: int
+    t: Literal["share_ok"] = field(default="share_ok", init=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareErr:
+    """[ext] s->c, request ``ref`` refused (``code`` e.g. ``POLICY_DENIED``, ``CHANNEL_LIMIT``)."""
+
+    id: int
+    ref: int
+    code: str
+    msg: str
+    t: Literal["share_err"] = field(default="share_err", init=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unshare:
+    """[ext] c->s, revoke ``grant`` of channel ``id`` (``None``: every grant of it); its viewers close with 4016."""
+
+    id: int
+    grant: str | None = None
+    t: Literal["unshare"] = field(default="unshare", init=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerInfo:
+    """One viewer of a shared channel: its grant, mode, address and since when (ms since the epoch)."""
+
+    grant: str
+    mode: Literal["read", "write"]
+    peer: str
+    since: int
+
+
+@dataclass(frozen=True, slots=True)
+class Viewers:
+    """[ext] s->c, who is watching channel ``id`` now (sent whenever it changes)."""
+
+    id: int
+    viewers: tuple[ViewerInfo, ...]
+    t: Literal["viewers"] = field(default="viewers", init=False, repr=False)
+
+
+#: Viewers listed in one ``viewers`` message at most.
+MAX_VIEWERS_LISTED = 128
+
 Ctl: TypeAlias = (
     Hello | HelloOk | Open | OpenOk | OpenErr | Resize | Signal | Close | Exit | Flow | Eof | Ping | Pong
+    | Share | ShareOk | ShareErr | Unshare | Viewers
 )
 
 
@@ -532,6 +609,8 @@ def _hello_ok(d: Mapping[str, Any]) -> HelloOk:
         command=_bool(c, "command"),
         eof=_bool(c, "eof"),
         files=_bool(c, "files"),
+        share=_bool(c, "share"),
+        view=_mode(c, "view", required=False),
     )
     grant = None
     if (g := _obj(d, "resume", required=False)) is not None:
@@ -582,6 +661,41 @@ def _file_spec(f: Mapping[str, Any]) -> FileSpec:
     return FileSpec("put" if op == "put" else "get", path, size, mode, ref)
 
 
+def _mode(d: Mapping[str, Any], key: str, *, required: bool = True) -> Literal["read", "write"] | None:
+    v = _str(d, key, 8, required=required)
+    if v is None:
+        return None
+    if v not in ("read", "write"):
+        raise _bad(f"{key} must be read or write")
+    return "read" if v == "read" else "write"
+
+
+def _share(d: Mapping[str, Any]) -> Share:
+    mode = _mode(d, "mode")
+    assert mode is not None
+    return Share(_id(d), mode, _rint(d, "ref", 0, CHANNEL_ID_MAX), _int(d, "ttl", 1, 2**31, required=False))
+
+
+def _share_ok(d: Mapping[str, Any]) -> ShareOk:
+    mode = _mode(d, "mode")
+    assert mode is not None
+    return ShareOk(
+        _id(d), _rint(d, "ref", 0, CHANNEL_ID_MAX), _rstr(d, "grant", 64), _rstr(d, "token", _MAX_TOKEN), mode,
+        _rint(d, "expires", 0, 2**53),
+    )
+
+
+def _viewers(d: Mapping[str, Any]) -> Viewers:
+    out = []
+    for v in _list(d, "viewers", MAX_VIEWERS_LISTED) or []:
+        if not isinstance(v, dict):
+            raise _bad("viewers entries must be objects")
+        mode = _mode(v, "mode")
+        assert mode is not None
+        out.append(ViewerInfo(_rstr(v, "grant", 64), mode, _rstr(v, "peer", _MAX_SHORT), _rint(v, "since", 0, 2**53)))
+    return Viewers(_id(d), tuple(out))
+
+
 def _open_err(d: Mapping[str, Any]) -> OpenErr:
     host_key = None
     if (h := _obj(d, "hostKey", required=False)) is not None:
@@ -616,6 +730,11 @@ _DECODERS: dict[str, Callable[[Mapping[str, Any]], Ctl]] = {
     "exit": _exit,
     "flow": _flow,
     "eof": lambda d: Eof(_id(d)),
+    "share": _share,
+    "share_ok": _share_ok,
+    "share_err": lambda d: ShareErr(_id(d), _rint(d, "ref", 0, CHANNEL_ID_MAX), _rstr(d, "code", 64), _rstr(d, "msg", _MAX_TEXT)),
+    "unshare": lambda d: Unshare(_id(d), _str(d, "grant", 64, required=False)),
+    "viewers": _viewers,
     "ping": lambda d: Ping(_num(d, "ts")),
     "pong": lambda d: Pong(_num(d, "ts")),
 }
@@ -687,6 +806,9 @@ def ctl_to_dict(m: Ctl) -> dict[str, Any]:
                 sc["eof"] = True
             if m.caps.files:
                 sc["files"] = True
+            if m.caps.share:
+                sc["share"] = True
+            _opt(sc, "view", m.caps.view)
             if m.caps.resumed is not None:
                 sc["resumed"] = {"channels": [{"id": ch.id, "rx": ch.rx} for ch in m.caps.resumed]}
             out["caps"] = sc
@@ -732,6 +854,19 @@ def ctl_to_dict(m: Ctl) -> dict[str, Any]:
         case Flow():
             out.update(id=m.id, credit=m.credit)
             _opt(out, "ack", m.ack)
+        case Share():
+            out.update(id=m.id, mode=m.mode, ref=m.ref)
+            _opt(out, "ttl", m.ttl)
+        case ShareOk():
+            out.update(id=m.id, ref=m.ref, grant=m.grant, token=m.token, mode=m.mode, expires=m.expires)
+        case ShareErr():
+            out.update(id=m.id, ref=m.ref, code=m.code, msg=m.msg)
+        case Unshare():
+            out["id"] = m.id
+            _opt(out, "grant", m.grant)
+        case Viewers():
+            out["id"] = m.id
+            out["viewers"] = [{"grant": v.grant, "mode": v.mode, "peer": v.peer, "since": v.since} for v in m.viewers]
         case Ping() | Pong():
             out["ts"] = m.ts
     return out

@@ -27,9 +27,12 @@ from collections import deque
 from collections.abc import Callable
 
 from .errors import CloseCode, ProtocolError
+from .events import PolicyEvent, PolicyKind
 from .resume import new_token, parse_token
 from .server_config import ServerConfig
 from .server_session import ServerSession
+from .share import MAX_VIEWERS_PER_GRANT, ShareBook, ShareGrant, ShareMode, ShareRefused
+from .state import ChanEvent
 
 __all__ = ["LOOPBACK_PREFIX", "ResumeLimiter", "SessionRegistry", "peer_prefix"]
 
@@ -150,6 +153,12 @@ class SessionRegistry:
         self.resume_limiter = ResumeLimiter(self.config)
         self.resumes = 0
         self.resume_failures = 0
+        #: Share grants of this server's channels (:mod:`.share`).
+        self.shares = ShareBook(random_bytes)
+        #: Policy events of revocations (the runtime drains them with :meth:`events`).
+        self._events: list[PolicyEvent] = []
+        #: Viewer sessions a revocation ended, whose events the runtime has not drained.
+        self._touched: list[ServerSession] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -158,14 +167,22 @@ class SessionRegistry:
         """Every live session."""
         return list(self._sessions.values())
 
-    def create(self, principal: str, ack: bool, peer: str = "") -> ServerSession:
+    def get(self, sid: str) -> ServerSession | None:
+        """The live session with id ``sid``, if any."""
+        return self._sessions.get(sid)
+
+    def create(self, principal: str, ack: bool, peer: str = "", view: ShareGrant | None = None) -> ServerSession:
         """A new session for ``principal`` connecting from ``peer`` (an address; counted by
         :func:`peer_prefix`).  Raises ``ProtocolError`` 4010 when the table is full, or
         when the principal or the peer prefix holds its share
-        (``max_sessions_per_principal`` / ``max_sessions_per_peer``) already."""
+        (``max_sessions_per_principal`` / ``max_sessions_per_peer``) already.
+        ``view``: the share grant of a viewer session (at most
+        :data:`~.share.MAX_VIEWERS_PER_GRANT` per grant, else 4010)."""
         cfg = self.config
         if len(self._sessions) >= cfg.max_sessions:
             raise ProtocolError(CloseCode.SERVER_OVERLOAD, "too many sessions")
+        if view is not None and len(self.viewers_of(view.gid)) >= MAX_VIEWERS_PER_GRANT:
+            raise ProtocolError(CloseCode.SERVER_OVERLOAD, f"at most {MAX_VIEWERS_PER_GRANT} viewers per share link")
         prefix = peer_prefix(peer)
         if cfg.max_sessions_per_principal or cfg.max_sessions_per_peer:
             mine = sum(1 for x in self._sessions.values() if x.principal == principal)
@@ -177,7 +194,10 @@ class SessionRegistry:
         _, sid, secret = new_token(self._random_bytes)
         while sid in self._sessions:
             _, sid, secret = new_token(self._random_bytes)
-        s = ServerSession(self.config, sid, secret, principal, ack, on_destroy=self.discard)
+        s = ServerSession(
+            self.config, sid, secret, principal, ack, on_destroy=self.discard, view=view,
+            on_channel_removed=self._channel_removed,
+        )
         self._sessions[sid] = s
         self._peers[sid] = prefix
         return s
@@ -237,13 +257,72 @@ class SessionRegistry:
             self._peers.pop(s.sid, None)
 
     def expire(self, now: float) -> list[ServerSession]:
-        """Destroy detached sessions whose retention ended; returns them (drain their events)."""
+        """Destroy detached sessions whose retention ended, and close the viewers of
+        share links that expired; returns the sessions touched (drain their events)."""
         dead = [s for s in self._sessions.values() if s.expires_at is not None and now >= s.expires_at]
         for s in dead:
             s.destroy("retention expired")
-        return dead
+        return dead + self._end_viewers(self.shares.expire(now), "share link expired", now)
 
     def next_expiry(self) -> float | None:
         """When :meth:`expire` next has something to do."""
         ds = [s.expires_at for s in self._sessions.values() if s.expires_at is not None]
+        share = self.shares.next_expiry()
+        if share is not None:
+            ds.append(share)
         return min(ds) if ds else None
+
+    # ------------------------------------------------------------------ sharing
+
+    def viewers_of(self, gid: str) -> list[ServerSession]:
+        """The viewer sessions share grant ``gid`` let in."""
+        return [s for s in self._sessions.values() if s.view is not None and s.view.gid == gid]
+
+    def share(self, s: ServerSession, cid: int, mode: ShareMode, ttl: int | None, now: float) -> ShareGrant:
+        """A share link to channel ``cid`` of owner session ``s`` (``ShareRefused`` when it cannot be)."""
+        if not self.config.allow_share:
+            raise ShareRefused("POLICY_DENIED", "this server does not share terminals")
+        if s.view is not None:
+            raise ShareRefused("POLICY_DENIED", "a viewer cannot share what it watches")
+        ch = s.channels.get(cid)
+        if ch is None or not ch.allows(ChanEvent.INPUT) or ch.file_channel:
+            raise ShareRefused("POLICY_DENIED", f"channel {cid} is not a running terminal")
+        g = self.shares.create(s.sid, cid, mode, ttl, now)
+        self._events.append(PolicyEvent(PolicyKind.SHARE_CREATED, channel=cid, reason=f"{g.gid} {mode}"))
+        return g
+
+    def unshare(self, s: ServerSession, cid: int, gid: str | None, now: float) -> list[ServerSession]:
+        """Revoke ``gid`` (every grant) of channel ``cid`` of ``s``: its viewers close with 4016."""
+        return self._end_viewers(self.shares.revoke(s.sid, cid, gid), "share link revoked by its owner", now)
+
+    def events(self) -> list[PolicyEvent]:
+        """Share events since the last call (drains the queue)."""
+        out, self._events = self._events, []
+        return out
+
+    def drain_touched(self) -> list[ServerSession]:
+        """Viewer sessions revocations ended since the last call: drain their events
+        (the backends of their channels close)."""
+        out, self._touched = self._touched, []
+        return out
+
+    def has_touched(self) -> bool:
+        """True when :meth:`drain_touched` or :meth:`events` would return something."""
+        return bool(self._touched or self._events)
+
+    def _channel_removed(self, s: ServerSession, cid: int) -> None:
+        self._end_viewers(self.shares.revoke(s.sid, cid), "the shared terminal ended", None)
+
+    def _end_viewers(self, grants: list[ShareGrant], reason: str, now: float | None) -> list[ServerSession]:
+        touched: list[ServerSession] = []
+        for g in grants:
+            self._events.append(PolicyEvent(PolicyKind.SHARE_REVOKED, channel=g.cid, reason=f"{g.gid} {reason}"))
+            for v in self.viewers_of(g.gid):
+                touched.append(v)
+                conn = v.conn
+                if conn is not None:
+                    conn.close(CloseCode.SHARE_REVOKED, reason, now if now is not None else 0.0)
+                    conn.wake()
+                v.destroy(reason)
+        self._touched.extend(touched)
+        return touched

@@ -63,7 +63,11 @@ from .messages import (
     ResumeGrant,
     ResumeRequest,
     ServerCaps,
+    Share,
+    ShareErr,
+    ShareOk,
     Signal,
+    Unshare,
 )
 from .profiles import (
     DEFAULT_PROFILE,
@@ -81,6 +85,7 @@ from .server_config import (
     select_subprotocol,
 )
 from .server_session import ServerChannel, ServerSession
+from .share import ShareGrant, ShareMode, ShareRefused
 from .state import PHASE_TRANSITIONS, ConnPhase, PhaseEvent, permits, transition
 
 __all__ = [
@@ -95,7 +100,7 @@ __all__ = [
     "select_subprotocol",
 ]
 
-_CLIENT_TYPES = (Open, Resize, Signal, Close, Flow, Eof, Ping, Pong)
+_CLIENT_TYPES = (Open, Resize, Signal, Close, Flow, Eof, Ping, Pong, Share, Unshare)
 
 #: A message the phase table has no row for (PROTOCOL.md section 2): always 4002.
 _WRONG_PHASE_CODE = CloseCode.BAD_HELLO
@@ -264,8 +269,11 @@ class ServerConnection:
         except IllegalTransition as exc:
             self._protocol_error(_OTHER_MISS_CODE, str(exc), now)
 
-    def auth_result(self, principal: str | None, now: float, reason: str = "") -> None:
+    def auth_result(self, principal: str | None, now: float, reason: str = "", view: ShareGrant | None = None) -> None:
         """Answer :class:`AuthRequested`: the principal, or ``None`` to refuse (4003).
+
+        ``view``: the client presented a share link (:meth:`SessionRegistry.shares`
+        ``verify``): its session is a viewer session of that grant.
 
         Ignored when the connection closed while the authenticator ran; raises
         :class:`~.errors.IllegalTransition` when no authentication is pending
@@ -288,7 +296,7 @@ class ServerConnection:
                 s = self.registry.lookup(hello.resume.token, principal, ack, now)
                 resumed = self._resume(s, hello.resume, now)
             else:
-                s = self.registry.create(principal, ack, self.peer_key)
+                s = self.registry.create(principal, ack, self.peer_key, view)
         except ProtocolError as exc:
             if hello.resume is not None and exc.code == CloseCode.RESUME_FAILED:
                 self.registry.resume_limiter.failed(self.peer_key, now)
@@ -314,7 +322,9 @@ class ServerConnection:
                     resumed=resumed,
                     command=self.config.allow_command,
                     eof=True,
-                    files=self.config.allow_files,
+                    files=self.config.allow_files and s.view is None,
+                    share=self.config.allow_share and s.view is None,
+                    view=str(s.view.mode) if s.view is not None else None,
                 ),
                 ResumeGrant(token, int(self.config.retention * 1000)),
             )
@@ -493,6 +503,16 @@ class ServerConnection:
                 handled = s.receive_close(m.id)
                 if handled:
                     self.send_ctl(Close(m.id))
+            case Share():
+                try:
+                    g = self.registry.share(s, m.id, ShareMode(m.mode), m.ttl, now)
+                except ShareRefused as exc:
+                    self.send_ctl(ShareErr(m.id, m.ref, exc.code, exc.message))
+                else:
+                    self.send_ctl(ShareOk(m.id, m.ref, g.gid, g.token, m.mode, int(g.expires_at * 1000)))
+            case Unshare():
+                if s.view is None:
+                    self.registry.unshare(s, m.id, m.grant, now)
         if not handled:
             self.stats["ignored"] += 1
 

@@ -100,6 +100,8 @@ class ServerConfig:
     #: Open file channels (``open.file`` [ext], announced as ``caps.files``).
     #: Off here: the runtime turns it on with a path policy (``FilePolicy``).
     allow_files: bool = False
+    #: Make share links of terminal channels (``share`` [ext], announced as ``caps.share``).
+    allow_share: bool = False
     #: Wrong secrets tolerated per session before its token is revoked.
     max_resume_failures: int = 5
     #: Failed resumes (4011) tolerated per peer prefix (``registry.peer_prefix``) within

@@ -44,6 +44,7 @@ from .events import (
 )
 from .flow import ByteLog
 from .messages import (
+    MAX_VIEWERS_LISTED,
     Ctl,
     DataFrame,
     Eof,
@@ -57,9 +58,12 @@ from .messages import (
     ResumeRequest,
     Signal,
     Stream,
+    ViewerInfo,
+    Viewers,
 )
 from .resume import secrets_equal
 from .server_config import ServerConfig
+from .share import ShareGrant
 from .state import CHANNEL_TRANSITIONS, ChanEvent, ChannelState, permits, transition
 
 __all__ = ["MAX_EARLY_CONTROLS", "ServerChannel", "ServerSession", "SessionLink"]
@@ -101,6 +105,10 @@ class SessionLink(Protocol):
         """A resume of the session arrived on another connection: close (4000)."""
         ...
 
+    def close(self, code: int, reason: str, now: float) -> None:
+        """Close the connection with ``code`` (a revoked share link: 4016)."""
+        ...
+
 
 @dataclass(slots=True, eq=False)
 class ServerChannel:
@@ -123,6 +131,8 @@ class ServerChannel:
     ack_due: float | None = None
     #: ``open_ok.size`` of a ``get`` file channel (repeated on a resume).
     file_size: int | None = None
+    #: Opened with ``open.file``: carries a file, not a terminal (never shared).
+    file_channel: bool = False
     #: Input and controls that arrived while the backend started (state
     #: ``OPENING``), delivered in order right after ``open_ok``.
     early: list[EarlyInput] = field(default_factory=list, repr=False)
@@ -154,6 +164,8 @@ class ServerSession:
         ack: bool,
         *,
         on_destroy: Callable[[ServerSession], None] | None = None,
+        view: ShareGrant | None = None,
+        on_channel_removed: Callable[[ServerSession, int], None] | None = None,
     ) -> None:
         self.config = config
         self.sid = sid
@@ -169,6 +181,9 @@ class ServerSession:
         self.failures = 0
         self.destroyed = False
         self._on_destroy = on_destroy
+        self._on_channel_removed = on_channel_removed
+        #: The share grant this viewer session came in with (``None``: an owner session).
+        self.view = view
         self._events: list[ServerEvent] = []
 
     # ------------------------------------------------------------ runtime API
@@ -406,11 +421,15 @@ class ServerSession:
             self._events.append(PolicyEvent(PolicyKind.COMMAND_REFUSED, channel=m.id))
             self._send(OpenErr(m.id, "POLICY_DENIED", "this server does not run client commands"))
             return False
+        if self.view is not None and (m.command is not None or m.file is not None or self.channels):
+            self._events.append(PolicyEvent(PolicyKind.VIEW_REFUSED, channel=m.id, reason="open"))
+            self._send(OpenErr(m.id, "POLICY_DENIED", "a share link opens its one shared terminal, nothing else"))
+            return False
         if m.file is not None and not self.config.allow_files:
             self._events.append(PolicyEvent(PolicyKind.FILES_REFUSED, channel=m.id))
             self._send(OpenErr(m.id, "POLICY_DENIED", "this server does not transfer files"))
             return False
-        self.channels[m.id] = ServerChannel(m.id, key)
+        self.channels[m.id] = ServerChannel(m.id, key, file_channel=m.file is not None)
         self._events.append(BackendOpen(m.id, m.target, m.user, m.term, m.command, m.file))
         return True
 
@@ -434,6 +453,10 @@ class ServerSession:
         if ch.rx - ch.written > self.config.max_input_buffer:
             raise ProtocolError(CloseCode.FLOW_VIOLATION, f"channel {df.id}: input floods the backend")
         if not df.payload:
+            return True
+        if self.view is not None and self.view.mode != "write":  # read-only: refused, not a disconnect
+            self._events.append(PolicyEvent(PolicyKind.VIEW_REFUSED, channel=df.id, reason="input"))
+            self.input_written(df.id, len(df.payload), 0.0)  # consumed (acked): a resend would be refused too
             return True
         ev = BackendInput(df.id, df.payload)
         if opening:
@@ -470,6 +493,10 @@ class ServerSession:
         opening = ch.allows(ChanEvent.OPEN_OK)  # the backend is starting
         if not opening and not ch.allows(ChanEvent.INPUT):
             return False
+        if self.view is not None and (isinstance(m, Resize) or self.view.mode != "write"):
+            # The owner's size rules; a read-only viewer sends no signal or eof either.
+            self._events.append(PolicyEvent(PolicyKind.VIEW_REFUSED, channel=m.id, reason=m.t))
+            return True
         ev: EarlyInput
         match m:
             case Resize():
@@ -512,12 +539,28 @@ class ServerSession:
         ch.state = transition(CHANNEL_TRANSITIONS, ch.state, event)
 
     def _remove(self, ch: ServerChannel, event: ChanEvent, reason: str, *, backend: bool = True) -> None:
-        """The one way a channel leaves: through the table, with an event."""
+        """The one way a channel leaves: through the table, with an event (and its share links go)."""
         self._chan(ch, event)
         del self.channels[ch.id]
         if backend:
             self._events.append(BackendClose(ch.id))
         self._events.append(PolicyEvent(PolicyKind.CHANNEL_CLOSED, channel=ch.id, reason=reason))
+        if self._on_channel_removed is not None:
+            self._on_channel_removed(self, ch.id)
+
+    # ------------------------------------------------------------ sharing
+
+    def viewers_changed(self, cid: int, viewers: tuple[ViewerInfo, ...]) -> None:
+        """Tell the owner who watches channel ``cid`` now (``viewers``); dropped while detached."""
+        if cid in self.channels and self.conn is not None and self.conn.ready:
+            self._send(Viewers(cid, viewers[:MAX_VIEWERS_LISTED]))
+            self._wake()
+
+    def view_resized(self, cid: int, cols: int, rows: int) -> None:
+        """A viewer session: the shared terminal is now ``cols`` x ``rows`` (``resize`` s->c)."""
+        if self.view is not None and cid in self.channels and self.conn is not None and self.conn.ready:
+            self._send(Resize(cid, cols, rows))
+            self._wake()
 
     def _budget(self, ch: ServerChannel) -> int:
         conn = self.conn

@@ -163,8 +163,8 @@ def test_every_module_is_checked(folder: str) -> None:
 # Protocol rules live in the core: runtimes hold no close code and test no state
 # --------------------------------------------------------------------------
 
-#: Close codes whose choice is a protocol rule (RFC 6455 1000/1001, contract 4000-4015).
-CLOSE_CODES = frozenset({1000, 1001, *range(4000, 4016)})
+#: Close codes whose choice is a protocol rule (RFC 6455 1000/1001, contract 4000-4015, 4016 [ext]).
+CLOSE_CODES = frozenset({1000, 1001, *range(4000, 4017)})
 #: Public names of connection and channel states (core/state.py).
 STATE_ENUMS = frozenset({"ConnState", "ChannelState", "ConnPhase"})
 STATE_NAMES = frozenset(

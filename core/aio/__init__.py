@@ -32,6 +32,7 @@ from .connection import (
     Listener,
     ResumeOptions,
     RetryOptions,
+    ShareLink,
     connect_with,
 )
 from .files import FileTransferError, Progress, download, upload
@@ -49,6 +50,7 @@ __all__ = [
     "Progress",
     "ResumeOptions",
     "RetryOptions",
+    "ShareLink",
     "SocketFactory",
     "WebSocketLike",
     "connect_with",

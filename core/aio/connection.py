@@ -50,7 +50,9 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..client import MAX_CHANNELS, ClientSession
 from ..client_config import ClientOptions, auth_from_value
@@ -70,16 +72,19 @@ from ..events import (
     ChannelExit,
     ChannelOpened,
     ChannelOpenFailed,
+    ChannelResized,
     ClientEvent,
     CloseTransport,
     ConnectionClosed,
     Diagnostic,
     OpenTransport,
     PolicyEvent,
+    ShareAnswered,
     StateChanged,
+    ViewersChanged,
     reached_ready,
 )
-from ..messages import Target, Term, User
+from ..messages import Target, Term, User, ViewerInfo
 from ..profiles import Frame
 from ..resume import ResumeStore
 from .options import ConnectOptions, ResumeOptions, RetryOptions
@@ -95,6 +100,7 @@ __all__ = [
     "Hold",
     "ResumeOptions",
     "RetryOptions",
+    "ShareLink",
     "connect_with",
 ]
 
@@ -206,6 +212,35 @@ class Hold:
 # -------------------------------------------------------------------- channel
 
 
+@dataclass(frozen=True, slots=True)
+class ShareLink:
+    """A share link (:meth:`Channel.share`): the grant id, the viewer's bearer ``token``,
+    its ``mode`` and expiry (seconds since the epoch), and the server's endpoint."""
+
+    grant: str
+    token: str = field(repr=False)
+    mode: str
+    expires: float
+    endpoint: str
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL carrying the token as ``?share=`` (``nimbus-ws connect --share URL``)."""
+        sep = "&" if "?" in self.endpoint else "?"
+        return f"{self.endpoint}{sep}share={self.token}"
+
+    def page_url(self, page: str | None = None) -> str:
+        """The terminal page's link for a viewer: ``page`` (default: the endpoint's
+        ``http(s)`` origin and base path, ``/ws/ssh`` dropped) with ``?share=TOKEN``."""
+        if page is None:
+            parts = urlsplit(self.endpoint)
+            scheme = "https" if parts.scheme == "wss" else "http"
+            base = parts.path.rsplit("/ws/ssh", 1)[0] if parts.path.endswith("/ws/ssh") else parts.path.rsplit("/", 1)[0]
+            page = urlunsplit((scheme, parts.netloc, (base or "") + "/", "", ""))
+        sep = "&" if "?" in page else "?"
+        return f"{page}{sep}share={self.token}"
+
+
 class Channel:
     """One terminal channel of a :class:`Connection` (from :meth:`Connection.open_session`).
 
@@ -253,7 +288,12 @@ class Channel:
         self.opened = resumed
         #: ``open_ok.size`` of a ``get`` file channel: the file's length.
         self.file_size: int | None = None
-        self._events = _Emitter(("data", "stderr", "exit", "error", "close", "resumed"), "channel")
+        self._events = _Emitter(("data", "stderr", "exit", "error", "close", "resumed", "viewers", "resize"), "channel")
+        #: Who watches this channel through share links (``ViewerInfo``), as the server last said.
+        self.viewers: tuple[ViewerInfo, ...] = ()
+        #: A viewer session: the shared terminal's size, as the server last said.
+        self.term_size: tuple[int, int] | None = None
+        self._share_waiters: dict[int, asyncio.Future[ShareAnswered]] = {}
         self._queue: deque[tuple[str, bytes]] = deque()
         self._queued = 0
         self._iterating = False
@@ -371,6 +411,34 @@ class Channel:
         self._check_input()
         conn = self._conn
         conn._session.send_eof(self.id)
+        conn._pump()
+
+    async def share(self, mode: str = "read", ttl: int | None = 3600) -> ShareLink:
+        """A share link to this terminal: ``mode`` ``"read"`` (watch) or ``"write"`` (also type),
+        valid ``ttl`` seconds.  Anyone holding :attr:`ShareLink.token` may attach while it
+        lasts; it never opens another channel or reveals this session's token.  Raises
+        :class:`ChannelError` when the server refuses (``POLICY_DENIED``, ``CHANNEL_LIMIT``).
+        """
+        conn = self._conn
+        try:
+            ref = conn._session.share(self.id, mode, ttl)
+        except ValueError as exc:
+            raise ChannelError(ErrorCode.UNSUPPORTED, str(exc)) from None
+        fut: asyncio.Future[ShareAnswered] = conn._loop.create_future()
+        self._share_waiters[ref] = fut
+        conn._pump()
+        try:
+            ans = await asyncio.wait_for(asyncio.shield(fut), 30)
+        finally:
+            self._share_waiters.pop(ref, None)
+        if ans.grant is None or ans.token is None:
+            raise ChannelError(ans.code or ErrorCode.UNKNOWN, ans.msg or "share refused")
+        return ShareLink(ans.grant, ans.token, ans.mode or mode, (ans.expires or 0) / 1000, conn.url)
+
+    def unshare(self, grant: str | None = None) -> None:
+        """Revoke share link ``grant`` (``None``: every link of this channel); its viewers are closed."""
+        conn = self._conn
+        conn._session.unshare(self.id, grant)
         conn._pump()
 
     async def close(self, reason: str | None = None) -> None:
@@ -843,6 +911,21 @@ class Connection:
                     ch._on_closed(ev.reason, err)
             case ConnectionClosed():
                 self._on_connection_closed(ev.error)
+            case ShareAnswered():
+                ch = self._channels.get(ev.id)
+                fut = ch._share_waiters.get(ev.ref) if ch is not None else None
+                if fut is not None and not fut.done():
+                    fut.set_result(ev)
+            case ViewersChanged():
+                ch = self._channels.get(ev.id)
+                if ch is not None:
+                    ch.viewers = ev.viewers
+                    ch._emit("viewers", ev.viewers)
+            case ChannelResized():
+                ch = self._channels.get(ev.id)
+                if ch is not None:
+                    ch.term_size = (ev.cols, ev.rows)
+                    ch._emit("resize", ch.term_size)
 
     def _on_channel_data(self, ev: ChannelData) -> None:
         ch = self._channels.get(ev.id)

@@ -24,6 +24,7 @@ from ...core.errors import CloseCode, ProtocolError
 from ...core.registry import SessionRegistry, peer_prefix
 from ...core.server_config import ServerConfig
 from ...core.server_session import ServerSession
+from ...core.share import ShareGrant
 from .directory import Directory
 from .secret import ClusterSecret
 
@@ -54,7 +55,7 @@ class ClusterRegistry(SessionRegistry):
         c.update("a:" + p for p in self._peers.values() if p)
         return dict(c)
 
-    def create(self, principal: str, ack: bool, peer: str = "") -> ServerSession:
+    def create(self, principal: str, ack: bool, peer: str = "", view: ShareGrant | None = None) -> ServerSession:
         """The core's ``create``, with the other instances' sessions counted against the
         per-client limits (4010), and the new session written to the directory."""
         cfg, d = self.config, self.directory
@@ -68,7 +69,7 @@ class ClusterRegistry(SessionRegistry):
                 cfg.max_sessions_per_peer and prefix and here + there >= cfg.max_sessions_per_peer
             ):
                 raise ProtocolError(CloseCode.SERVER_OVERLOAD, "too many sessions for this client")
-        s = super().create(principal, ack, peer)
+        s = super().create(principal, ack, peer, view)
         if d is not None:
             d.register(s.sid)
         return s

@@ -24,6 +24,7 @@ import socket
 import ssl
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
@@ -54,7 +55,7 @@ from ...core.events import (
     PolicyEvent,
     ServerEvent,
 )
-from ...core.messages import FileSpec, Stream, Term
+from ...core.messages import FileSpec, Stream, Term, ViewerInfo
 from ...core.registry import peer_prefix
 from ...core.server import (
     ServerConfig,
@@ -64,6 +65,7 @@ from ...core.server import (
     advertised_subprotocols,
     select_subprotocol,
 )
+from ...core.share import ShareGrant, is_share_token
 from ..ws_push import PushMessages
 from . import page_config, peercred
 from .backend import Backend, BackendError, LocalProcessBackend, filter_term_env
@@ -82,6 +84,7 @@ from .policy import (
 from .proxy import TrustedProxies, normalize_base_path
 from .recording import ChannelRecorder, RecordPolicy
 from .sftp_files import SftpFileBackend
+from .share_hub import SEED_BYTES, ShareHub, ViewBackend
 from .ssh_backend import SshBackend, SshOptions
 from .static import StaticFiles, response, send_file
 from .tls import server_ssl_context
@@ -167,6 +170,9 @@ class ServerOptions:
     files: FilePolicy | None = None
     #: Record every terminal channel as asciicast v2 (``--record DIR``, :mod:`.recording`).
     record: RecordPolicy | None = None
+    #: Share links (``share`` [ext], :mod:`.share_hub`): owners hand out read-only or
+    #: read-write views of their terminals (``--no-share``: off).
+    share: bool = True
 
     @property
     def file_policy(self) -> FilePolicy:
@@ -181,7 +187,7 @@ class ServerOptions:
         allow = self.allow_client_command
         if allow is None and self.pty_command is not None and self.backend == "pty":
             allow = False
-        changes: dict[str, Any] = {"allow_files": self.file_policy.enabled}
+        changes: dict[str, Any] = {"allow_files": self.file_policy.enabled, "allow_share": self.share}
         if allow is not None:
             changes["allow_command"] = allow
         if self.resume_failure_limit is not None:
@@ -281,7 +287,7 @@ class _PushWsConnection(PushMessages, WsConnection):
 class _Sink:
     """Connects one backend to its session channel."""
 
-    __slots__ = ("cid", "dead", "paused_at", "recorder", "server", "session")
+    __slots__ = ("cid", "dead", "hub", "paused_at", "recent", "recent_bytes", "recorder", "server", "session")
 
     def __init__(self, server: Server, session: ServerSession, cid: int) -> None:
         self.server = server
@@ -293,6 +299,11 @@ class _Sink:
         self.dead = False
         #: The channel's asciicast recorder (``--record``), once its backend started.
         self.recorder: ChannelRecorder | None = None
+        #: The channel's share hub while viewers watch it (:mod:`.share_hub`).
+        self.hub: ShareHub | None = None
+        #: The last ``SEED_BYTES`` of output (a new viewer's screen), kept when sharing is on.
+        self.recent: deque[bytes] | None = None
+        self.recent_bytes = 0
 
     def read_budget(self) -> int:
         return 0 if self.dead else self.session.read_budget(self.cid)
@@ -302,8 +313,31 @@ class _Sink:
             return
         if self.recorder is not None:
             self.recorder.output(data)
+        recent = self.recent
+        if recent is not None:
+            recent.append(data)
+            self.recent_bytes += len(data)
+            while self.recent_bytes - len(recent[0]) >= SEED_BYTES:
+                self.recent_bytes -= len(recent.popleft())
+        if self.hub is not None:
+            self.hub.output(data)
         self.session.backend_output(self.cid, stream, data)
         self.server._pump(self.session)
+
+    def unsent(self) -> int:
+        """Output of the channel waiting for the client's credit."""
+        ch = self.session.channels.get(self.cid)
+        return ch.pending if ch is not None else 0
+
+    def view_resized(self, cols: int, rows: int) -> None:
+        """A viewer's channel: tell the viewer the shared terminal's size."""
+        if not self.dead:
+            self.session.view_resized(self.cid, cols, rows)
+            self.server._pump(self.session)
+
+    def seed(self) -> bytes:
+        """The recent output a new viewer's screen model starts from."""
+        return b"".join(self.recent) if self.recent is not None else b""
 
     def input_written(self, n: int) -> None:
         if self.dead:
@@ -317,6 +351,8 @@ class _Sink:
         log.info("exit", extra={"event": "exit", "channel": self.cid, "code": code, "sig": sig})
         if self.recorder is not None:
             self.recorder.marker(f"exit {code if sig is None else sig}")
+        if self.hub is not None:
+            self.hub.exited(code, sig)
         self.session.backend_exit(self.cid, code, sig)
         self.server._pump(self.session)
 
@@ -475,9 +511,11 @@ class _Conn:
             return
 
     def process(self) -> None:
-        """Handle every event the core queued."""
+        """Handle every event the core queued (and what share revocations did to viewer sessions)."""
         if self.core.session is not None:
             self.session = self.core.session
+        if self.server.registry.has_touched():
+            self.server._after_revocations()
         for ev in self.core.events():
             if isinstance(ev, CloseTransport):
                 if self.close_req is None:
@@ -492,6 +530,9 @@ class _Conn:
         self._count()
 
     async def _auth(self, ev: AuthRequested) -> None:
+        if ev.scheme == "bearer" and is_share_token(ev.token):
+            self._auth_share(ev.token or "")
+            return
         auth = self.server.auth
         peer_uid: int | None = None
         if auth.anonymous_possible and not self.proxied:
@@ -521,6 +562,19 @@ class _Conn:
                     extra["reason"] = "forwarded by a proxy: anonymous access is never granted, send a token"
         log.info("auth", extra=extra)
         self.core.auth_result(principal, time.time(), reason)
+        self.process()
+        self.wake_ev.set()
+
+    def _auth_share(self, token: str) -> None:
+        """A share link as the bearer token: a viewer session of its grant, or 4003."""
+        grant = self.server.registry.shares.verify(token, time.time())
+        principal = f"share:{grant.gid}" if grant is not None else None
+        log.info(
+            "auth",
+            extra={"event": "auth", "peer": self.peer, "ok": grant is not None, "scheme": "share", "principal": principal},
+        )
+        reason = "" if grant is not None else "share link not valid (revoked, expired or unknown)"
+        self.core.auth_result(principal, time.time(), reason, view=grant)
         self.process()
         self.wake_ev.set()
 
@@ -579,6 +633,8 @@ class Server:
         self.trusted_proxies = TrustedProxies.parse(opts.trust_proxy)
         self.metrics = Metrics() if opts.metrics else None
         self._backends: dict[tuple[str, int], Backend] = {}
+        #: Each terminal channel's size (``open.term``, then every ``resize``): a new share hub's model.
+        self._sizes: dict[tuple[str, int], tuple[int, int]] = {}
         #: Recorders of channels not yet stopped with the server (weakly: a closed one is dropped).
         self._recorders: weakref.WeakSet[ChannelRecorder] = weakref.WeakSet()
         self._closing: set[Backend] = set()  # closed, not yet reaped
@@ -774,6 +830,14 @@ class Server:
                 return
         await _Conn(self, ws, first).run()
 
+    def _after_revocations(self) -> None:
+        """Drain the viewer sessions share revocations ended, and log the share events."""
+        reg = self.registry
+        for ev in reg.events():
+            log.info(ev.kind.value.replace("_", " "), extra={"event": ev.kind.value, "channel": ev.channel, "detail": ev.reason})
+        for s in reg.drain_touched():
+            self._pump(s)
+
     def _pump(self, session: ServerSession) -> None:
         for ev in session.events():
             self._handle(session, ev)
@@ -815,17 +879,25 @@ class Server:
                 rec = self._recorder(key)
                 if rec is not None:
                     rec.resize(ev.cols, ev.rows)
+                self._sizes[key] = (ev.cols, ev.rows)
+                owner = self._sinks.get(key)
+                if owner is not None and owner.hub is not None:
+                    owner.hub.resized(ev.cols, ev.rows)
         elif isinstance(ev, BackendSignal):
             be = self._backends.get(key)
             if be is not None:
                 be.signal(ev.sig)
         elif isinstance(ev, BackendClose):
             be = self._backends.pop(key, None)
+            self._sizes.pop(key, None)
             sink = self._sinks.pop(key, None)
             if sink is not None:
                 sink.dead = True  # a backend still starting is closed when its start returns
                 if sink.recorder is not None:
                     sink.recorder.close()
+                if sink.hub is not None:
+                    sink.hub.close()
+                    sink.hub = None
             if be is not None:
                 self._close_backend(be)
                 if self.metrics:
@@ -927,6 +999,8 @@ class Server:
                     self.metrics.term_env_dropped.inc(len(dropped))
         if opts.backend_factory is not None:
             be: Backend = opts.backend_factory(sink, ev)
+        elif session.view is not None:
+            be = self._view_backend(session, sink, session.view)
         elif ev.file is not None:
             be = self._file_backend(session, sink, ev, ev.file)
         elif opts.backend == "ssh":
@@ -958,11 +1032,17 @@ class Server:
             self._close_backend(be)
             return
         self._backends[key] = be
+        if self.options.share and session.view is None and ev.file is None:
+            sink.recent = deque()  # a future viewer's first screen
+            if term is not None:
+                self._sizes[key] = (term.cols, term.rows)
         if self.metrics:
             self.metrics.channels.inc()
             self.metrics.channels_total.inc()
         session.channel_opened(cid, getattr(be, "file_size", None))
         self._pump(session)
+        if isinstance(be, ViewBackend):
+            be.opened()
 
     def _file_backend(self, session: ServerSession, sink: _Sink, ev: BackendOpen, spec: FileSpec) -> Backend:
         """The backend of a file channel: SFTP on the SSH backend, the local filesystem on the PTY one.
@@ -982,6 +1062,33 @@ class Server:
         local.observer = self._file_ended
         return local
 
+    def _view_backend(self, session: ServerSession, sink: _Sink, grant: ShareGrant) -> Backend:
+        """A viewer's channel: the shared channel's hub (made when its first viewer comes)."""
+        owner_key = (grant.sid, grant.cid)
+        owner_sink = self._sinks.get(owner_key)
+        owner_be = self._backends.get(owner_key)
+        owner_session = self.registry.get(grant.sid)
+        hub = None
+        if owner_sink is not None and owner_be is not None and owner_session is not None and not owner_sink.dead:
+            hub = owner_sink.hub
+            if hub is None:
+                size = self._sizes.get(owner_key, (80, 24))
+
+                def announce(
+                    viewers: tuple[ViewerInfo, ...], s: ServerSession = owner_session, cid: int = grant.cid, owner: _Sink = owner_sink
+                ) -> None:
+                    s.viewers_changed(cid, viewers)
+                    self._pump(s)
+                    if not viewers and owner.hub is not None:  # nobody watches: no model to keep up
+                        owner.hub.close()
+                        owner.hub = None
+
+                hub = owner_sink.hub = ShareHub(owner_be, size, owner_sink.seed(), announce)
+        peer = getattr(session.conn, "peer", "") or ""
+        info = ViewerInfo(grant.gid, "write" if grant.mode == "write" else "read", str(peer)[:64], int(time.time() * 1000))
+        log.info("viewer", extra={"event": "viewer_attached", "grant": grant.gid, "mode": str(grant.mode), "peer": info.peer})
+        return ViewBackend(sink, hub, info, sink.unsent)
+
     def _file_ended(self, op: str, result: str, n: int) -> None:
         """A file transfer ended (``done``, ``failed`` or ``cancelled``) after ``n`` bytes."""
         if self.metrics:
@@ -994,6 +1101,8 @@ class Server:
             for s in self.registry.expire(now):
                 log.info("session expired", extra={"event": "session_expired"})
                 self._pump(s)
+            if self.registry.has_touched():
+                self._after_revocations()
             if self.metrics:
                 self.metrics.sessions.set(len(self.registry))
             nxt = self.registry.next_expiry()
