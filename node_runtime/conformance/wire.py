@@ -59,10 +59,14 @@ from ...core.messages import (
     OpenOk,
     Ping,
     Pong,
+    Resize,
     ResumeRequest,
+    ShareErr,
+    ShareOk,
     Target,
     Term,
     User,
+    Viewers,
     ctl_to_dict,
 )
 from ...core.profiles import DEFAULT_MAX_FRAME, Frame, WireProfile, get_profile
@@ -451,6 +455,10 @@ class Wire:
             self.chan(m.id).closed = True
         elif isinstance(m, Flow):
             self._on_server_flow(m)
+        elif isinstance(m, (ShareOk, ShareErr, Viewers)):
+            pass  # answers to share (caps.share), the owner's viewer list
+        elif isinstance(m, Resize) and self.hello_ok is not None and self.hello_ok.caps.view is not None:
+            pass  # a viewer session hears the shared terminal's size
         else:
             raise Violation(f"server sent a client-only message {m.t!r}")
         return m

@@ -62,8 +62,10 @@ log = logging.getLogger("nimbus_websocket.server.share")
 
 #: Unparsed output the model keeps at most; past it, the oldest is dropped.
 MAX_BACKLOG = 256 * 1024
-#: Bytes parsed per slice of the event loop.
-SLICE = 8 * 1024
+#: Bytes parsed per slice of the event loop (plain runs cost the screen's size, not their length).
+SLICE = 16 * 1024
+#: Printable ASCII: a backlog of nothing else is one plain run.
+_PRINTABLE = bytes(range(0x20, 0x7F))
 #: After a slice that took ``t``, the model waits ``YIELD_FACTOR * t`` before the next one.
 YIELD_FACTOR = 9.0
 #: The owner's recent output replayed into a new model.
@@ -88,6 +90,20 @@ class _Screen(pyte.Screen):
 
     def write_process_input(self, data: str) -> None:
         return None
+
+    def draw(self, data: str) -> None:
+        """pyte's ``draw``, skipping the part of a long plain run that scrolls away unseen.
+
+        Drawing ``n`` printable ASCII characters with autowrap leaves on the
+        screen only what the last ``rows + 1`` physical rows hold; skipping a
+        multiple of ``columns`` characters first keeps every row's alignment,
+        so the screen ends identical -- at a cost bounded by the screen's size.
+        """
+        cols, rows = self.columns, self.lines
+        long_plain = len(data) > cols * (rows + 2) and data.isascii() and data.isprintable()
+        if long_plain and pyte.modes.DECAWM in self.mode and pyte.modes.IRM not in self.mode:
+            data = data[((len(data) - cols * (rows + 1)) // cols) * cols :]
+        super().draw(data)
 
 
 _NAMED = {
@@ -193,26 +209,48 @@ class ScreenModel:
         return not self._backlog
 
     def feed(self, data: bytes) -> None:
-        """Queue output for parsing (never parses here)."""
+        """Queue output for parsing (never parses here); past :data:`MAX_BACKLOG`, compact."""
         self._backlog.append(data)
         self._backlog_bytes += len(data)
-        while self._backlog_bytes > MAX_BACKLOG and len(self._backlog) > 1:
-            old = self._backlog.popleft()
-            self._backlog_bytes -= len(old)
-            self.dropped += len(old)
+        if self._backlog_bytes > MAX_BACKLOG:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Shrink the backlog so that the screen it draws stays the same where that can be known.
+
+        Plain printable ASCII that the parser meets in its ground state is
+        one long run: only its last ``rows + 1`` rows can show, and dropping
+        a multiple of ``columns`` before them keeps the alignment (exact).
+        Anything else is cut right after a line end, at least half the
+        bound back, and the model restarts from a blank screen there: exact
+        again once ``rows`` lines have followed (a full-screen program's next
+        redraw), approximate until then (colours or modes set before the cut).
+        """
+        joined = b"".join(self._backlog)
+        self._backlog.clear()
+        cols, rows = self.screen.columns, self.screen.lines
+        keep = cols * (rows + 1)
+        ground = self._stream._taking_plain_text and not self._stream.utf8_decoder.getstate()[0]
+        if ground and not joined.translate(None, _PRINTABLE):
+            cut = ((len(joined) - keep) // cols) * cols
+        else:
+            start = max(0, len(joined) - MAX_BACKLOG // 2)
+            nl = joined.find(b"\n", start)
+            cut = nl + 1 if nl >= 0 else start
             self._reset = True
-        if self._backlog_bytes > MAX_BACKLOG:  # one chunk larger than the bound: keep its tail
-            only = self._backlog.popleft()
-            self.dropped += len(only) - MAX_BACKLOG
-            self._backlog.append(only[-MAX_BACKLOG:])
-            self._backlog_bytes = MAX_BACKLOG
-            self._reset = True
+        self.dropped += cut
+        rest = joined[cut:]
+        self._backlog.append(rest)
+        self._backlog_bytes = len(rest)
 
     def parse(self, budget: int = SLICE) -> None:
-        """Parse up to ``budget`` bytes of the backlog."""
+        """Parse up to ``budget`` bytes of the backlog (in one feed: a long run is drawn at once)."""
         if self._reset:
             self.screen.reset()
+            self._stream = pyte.ByteStream(self.screen)
             self._reset = False
+            self._stream.feed(b"\r")  # the cut was after a line end: column 0
+        parts: list[bytes] = []
         while budget > 0 and self._backlog:
             chunk = self._backlog.popleft()
             if len(chunk) > budget:
@@ -220,7 +258,9 @@ class ScreenModel:
                 chunk = chunk[:budget]
             self._backlog_bytes -= len(chunk)
             budget -= len(chunk)
-            self._stream.feed(chunk)
+            parts.append(chunk)
+        if parts:
+            self._stream.feed(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def resize(self, cols: int, rows: int) -> None:
         """The owner's terminal changed size (after what was fed before)."""
@@ -352,7 +392,9 @@ class ViewBackend:
         self.info = info
         self._pending = pending
         self.needs_snapshot = True
+        #: Snapshots sent, and times this viewer fell behind and skipped ahead.
         self.snapshots = 0
+        self.skips = 0
         self._opened = False  # output before open_ok would be dropped: the snapshot waits for it
         self._closed = False
         self._paused = True
@@ -370,6 +412,7 @@ class ViewBackend:
             return
         if self._pending() > VIEW_MAX_PENDING:
             self.needs_snapshot = True  # behind: the next thing it gets is a fresh screen
+            self.skips += 1
             log.info("viewer skips", extra={"event": "viewer_skip", "grant": self.info.grant})
             assert self.hub is not None
             self.hub.kick()
