@@ -527,6 +527,16 @@ class ClientSession:
         ch.eof = True
         self._flush_input(ch)
 
+    @property
+    def server_files(self) -> bool:
+        """Whether the server announced file channels (``caps.files``) in its last ``hello_ok``."""
+        return self._server_files
+
+    @property
+    def server_share(self) -> bool:
+        """Whether the server makes share links of this session's channels (``caps.share``)."""
+        return self._server_share
+
     def input_capacity(self, cid: int) -> int:
         """Input bytes :meth:`send_input` would accept now for channel ``cid``."""
         ch = self._channels.get(cid)

@@ -28,6 +28,7 @@ import { Tabs, state as tabState } from "./tabs.mjs";
 import * as prefs from "./prefs.mjs";
 import * as keys from "./keys.mjs";
 import * as keybar from "./keybar.mjs";
+import * as transfers from "./transfers.mjs";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -216,6 +217,30 @@ const updateKeybar = keybar.install(onScreen, { prefs: prefs.current });
 prefs.install(onScreen, { onApplied: () => (updateKeybar(), fitNow()), notify });
 demo.page = { prefs: prefs.state, clipboard: keys.state, keybar: keybar.state };
 
+// File transfer (transfers.mjs): shown once the server announced it (refreshStatus).
+// A transfer shares the context of the tab on screen: its channel is the
+// `ref`, so relative paths start in that shell's working directory.
+const fileUI = transfers.install({
+  context: () => {
+    if (!conn || conn.state === "closed") return null;
+    const ch = tabs.active?.ch;
+    const ssh = config.mode === "ssh";
+    return {
+      conn,
+      ref: ch && tabs.active.phase === "ready" ? ch : null,
+      // No credentials: with `ref` the SSH backend uses that tab's SSH connection.
+      target: ssh ? parseTarget(config.target) : { host: "localhost", port: 0 },
+      user: { username: ssh ? config.user : "", auth: {} },
+    };
+  },
+  upload: nimbus.upload,
+  download: nimbus.download,
+  describe: nimbus.describeError,
+  notify: (text, level) => setMessage(text, level),
+  focus: () => tabs.focus(),
+});
+demo.transfers = transfers.state;
+
 function showTitle() {
   const t = tabs.active?.title;
   document.title = t ? `${t} — nimbus` : "nimbus terminal";
@@ -302,6 +327,7 @@ function refreshStatus() {
   const s = nimbus.stats(conn);
   demo.pauseReasons = s.pauseReasons;
   if (conn) demo.state = s.state;
+  fileUI.setAvailable(Boolean(conn) && s.state !== "closed" && s.files);
   $("st-rtt").textContent = s.rttMs == null ? "RTT –" : `RTT ${s.rttMs < 10 ? s.rttMs.toFixed(1) : Math.round(s.rttMs)} ms`;
   $("st-buf").textContent = `buf ${fmtBytes(s.bufferedAmount)}`;
   const ch = tabs.active?.ch;

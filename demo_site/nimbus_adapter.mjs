@@ -150,7 +150,22 @@ export function stats(conn) {
     rttMs: info.rttMs ?? null,
     bufferedAmount: info.bufferedAmount ?? 0,
     pauseReasons: info.pauseReasons ?? [],
+    files: info.files === true, // the server transfers files (caps.files)
   };
+}
+
+/**
+ * Upload `file` (a File) to `path` on the server; `ref`: the terminal channel
+ * whose working directory a relative path starts in.  Options as the facade's
+ * conn.upload: {ref, target, user, onProgress, signal}.  Resolves with the bytes written.
+ */
+export function upload(conn, file, path, opts) {
+  return conn.upload(file, path, opts);
+}
+
+/** Download `path` from the server; resolves with a Blob.  Options as conn.download's. */
+export function download(conn, path, opts) {
+  return conn.download(path, opts);
 }
 
 /** The new state of a statechange event. */

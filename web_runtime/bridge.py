@@ -14,7 +14,15 @@ halves is deliberately narrow and cheap to cross:
   "appCode"}}``, turned into values or a thrown ``NimbusError`` by the facade;
 * channel output goes to JavaScript as ``deliver(stream, Uint8Array)`` or,
   when it can be a view of the received message, ``deliver(stream,
-  ArrayBuffer, offset, length)``; ``stream`` is 1 (stdout) or 2 (stderr).
+  ArrayBuffer, offset, length)``; ``stream`` is 1 (stdout) or 2 (stderr);
+* file transfers (:class:`TransferHandle`, over
+  :func:`~nimbus_websocket.core.aio.files.upload` /
+  :func:`~nimbus_websocket.core.aio.files.download`) cross once per chunk
+  each way: an upload calls ``read()`` (a promise of the next
+  ``Uint8Array`` slice of the file), a download calls ``sink(...)`` like
+  ``deliver`` (a view of the received message when it can be one), and
+  progress goes out as ``progress(done, total, rate, eta)`` -- four numbers,
+  at most every :data:`PROGRESS_INTERVAL` seconds and at the end.
 
 Consumption (what earns credit).  ``deliver`` returns ``undefined`` when the
 JavaScript listeners consumed the chunk synchronously; otherwise it returns
@@ -37,22 +45,42 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from ..core.aio.connection import Channel, ChannelError, ChannelOpenError, Hold, Listener
+from ..core.aio import files
+from ..core.aio.connection import (
+    Channel,
+    ChannelError,
+    ChannelOpenError,
+    Connection,
+    Hold,
+    Listener,
+)
 from ..core.aio.options import ConnectOptions
 from ..core.errors import CloseCode, CloseError
 from ..core.events import ChannelExit, Diagnostic, PolicyEvent, StateChanged
+from ..core.messages import Target, User
 from . import _ffi
 from .connection import WebConnection, connect
 
-__all__ = ["ChannelHandle", "ConnectionHandle", "connect_kwargs", "error_dict", "js_keys"]
+__all__ = [
+    "ChannelHandle",
+    "ConnectionHandle",
+    "TransferHandle",
+    "connect_kwargs",
+    "error_dict",
+    "js_keys",
+]
 
 log = logging.getLogger("nimbus_websocket.web")
 
 STDOUT = 1
 STDERR = 2
+
+#: Seconds between two ``progress`` calls of a transfer (the last one always goes out).
+PROGRESS_INTERVAL = 0.1
 
 
 # ------------------------------------------------------------- conversions
@@ -85,6 +113,8 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
         if exc.host_key is not None:
             info["hostKey"] = exc.host_key.to_dict()  # HOST_KEY_UNKNOWN / HOST_KEY_CHANGED
         return info
+    if isinstance(exc, files.FileTransferError):
+        return {"name": "FileTransferError", "code": exc.code, "message": exc.message}
     if isinstance(exc, ChannelError):
         return {"name": "ChannelError", "code": exc.code, "message": exc.message}
     if isinstance(exc, (TypeError, ValueError, KeyError)):
@@ -428,6 +458,175 @@ class ChannelHandle:
             log.exception("channel %r listener failed", name)
 
 
+# -------------------------------------------------------------- transfers
+
+
+_UPLOAD_KEYS = frozenset({"path", "mode", "ref", "target", "user"})
+_DOWNLOAD_KEYS = frozenset({"path", "ref", "target", "user"})
+
+
+class TransferHandle:
+    """One file transfer as the facade sees it: :meth:`upload` or :meth:`download`, :meth:`cancel`.
+
+    Create it from JavaScript (``conn.new_transfer()``), which destroys its
+    proxy once the transfer settled.  The transfer runs as a task of its
+    own, so :meth:`cancel` (an ``AbortSignal`` on the JavaScript side) can
+    stop it: the channel is closed and the server removes a partial upload
+    (:func:`~nimbus_websocket.core.aio.files.upload`); the envelope is then an
+    ``AbortError`` with code ``ABORTED``.
+    """
+
+    def __init__(self, owner: ConnectionHandle) -> None:
+        self._owner = owner
+        self._task: asyncio.Task[int] | None = None
+        self._cancelled = False
+
+    # ---------------------------------------------------------- JS-facing
+
+    def cancel(self) -> None:
+        """Stop the transfer (before it started: it never starts)."""
+        self._cancelled = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def upload(self, read: Any, size: int, spec_json: str, progress: Any = None) -> str:
+        """Write ``size`` bytes to ``spec.path``; ``read()`` gives the next ``Uint8Array`` (or a
+        promise of it), ``undefined`` at the end.  JSON envelope with the bytes written.
+
+        ``spec``: ``{path, mode?, ref?, target?, user?}`` (``target`` and ``user``
+        default to those of the channel ``ref``, without its credentials).
+        """
+        try:
+            spec = self._spec(spec_json, _UPLOAD_KEYS)
+            conn, target, user, ref = self._peer(spec)
+            mode = spec.get("mode")
+            work = files.upload(
+                conn,
+                target,
+                user,
+                _js_chunks(read),
+                int(size),
+                str(spec["path"]),
+                mode=None if mode is None else int(mode),
+                progress=_progress(progress),
+                ref=ref,
+            )
+            return _ok(await self._run(work))
+        except asyncio.CancelledError:
+            return self._aborted()
+        except Exception as exc:
+            return _err(exc)
+
+    async def download(self, spec_json: str, sink: Any, progress: Any = None, on_size: Any = None) -> str:
+        """Read the file at ``spec.path`` into ``sink(Uint8Array)`` or ``sink(ArrayBuffer,
+        offset, length)``; JSON envelope with the bytes received.
+
+        A sink returning a promise holds the chunk's credit until it settles.
+        ``on_size(n)`` is called once the server opened the file.
+        """
+        try:
+            spec = self._spec(spec_json, _DOWNLOAD_KEYS)
+            conn, target, user, ref = self._peer(spec)
+            web = self._owner.conn
+
+            def put(data: bytes) -> Any:
+                where = None if web is None else web.payload_location(data)
+                result = sink(_ffi.to_js(data)) if where is None else sink(*where)
+                return result if hasattr(result, "then") else None
+
+            work = files.download(
+                conn,
+                target,
+                user,
+                str(spec["path"]),
+                put,
+                progress=_progress(progress),
+                on_size=None if on_size is None else (lambda n: on_size(n)),
+                ref=ref,
+            )
+            return _ok(await self._run(work))
+        except asyncio.CancelledError:
+            return self._aborted()
+        except Exception as exc:
+            return _err(exc)
+
+    # ------------------------------------------------------------ internals
+
+    @staticmethod
+    def _spec(spec_json: str, keys: frozenset[str]) -> dict[str, Any]:
+        spec = json.loads(spec_json)
+        unknown = set(spec) - keys
+        if unknown:
+            raise ValueError(f"unknown transfer option(s): {', '.join(sorted(unknown))}")
+        if not isinstance(spec.get("path"), str) or not spec["path"]:
+            raise ValueError("a transfer needs a 'path'")
+        return dict(spec)
+
+    def _peer(self, spec: Mapping[str, Any]) -> tuple[Connection, Any, Any, int | None]:
+        """The connection, ``target``, ``user`` and ``ref`` of a transfer."""
+        conn = self._owner.conn
+        if conn is None:
+            raise ChannelError("CLOSED", "not connected")
+        ref = spec.get("ref")
+        ref = None if ref is None else int(ref)
+        target, user = spec.get("target"), spec.get("user")
+        if (target is None or user is None) and ref is not None:
+            ch = conn.session.channel(ref)
+            msg = None if ch is None else ch.open_msg
+            if msg is not None:
+                target = target if target is not None else msg.target
+                user = user if user is not None else User(msg.user.username)
+        if target is None or user is None:
+            raise ValueError("a transfer needs 'target' and 'user' (or 'ref', a terminal channel of this connection)")
+        if isinstance(target, Mapping):
+            target = Target(str(target.get("host", "")), int(target.get("port", 0)))
+        return conn, target, user, ref
+
+    async def _run(self, work: Any) -> int:
+        if self._cancelled:
+            work.close()
+            raise asyncio.CancelledError
+        self._task = asyncio.ensure_future(work)
+        return await self._task
+
+    def _aborted(self) -> str:
+        error = {"name": "AbortError", "code": "ABORTED", "message": "the transfer was cancelled"}
+        return json.dumps({"ok": False, "error": error})
+
+
+async def _js_chunks(read: Any) -> AsyncIterator[bytes]:
+    """The chunks ``read()`` gives (``Uint8Array`` or a promise of one) until ``undefined``."""
+    while True:
+        block = read()
+        if hasattr(block, "then"):
+            block = await block
+        if block is None or block is _ffi.jsnull:
+            return
+        yield block.to_bytes()
+
+
+def _progress(js_progress: Any) -> Callable[[files.Progress], None] | None:
+    """``progress(done, total, rate, eta)`` for JavaScript, at most every :data:`PROGRESS_INTERVAL` s."""
+    if js_progress is None:
+        return None
+    last = [0.0, -1]
+
+    def report(p: files.Progress) -> None:
+        now = time.monotonic()
+        final = p.total is not None and p.done >= p.total
+        if not final and p.done != 0 and now - last[0] < PROGRESS_INTERVAL:
+            return
+        if final and last[1] == p.done:
+            return  # said already
+        last[0], last[1] = now, p.done
+        try:
+            js_progress(p.done, p.total, p.rate, p.eta)
+        except Exception:
+            log.exception("transfer progress listener failed")
+
+    return report
+
+
 # ------------------------------------------------------------ connection
 
 
@@ -490,6 +689,18 @@ class ConnectionHandle:
     def new_channel(self) -> ChannelHandle:
         """A fresh :class:`ChannelHandle` for :meth:`open_session`."""
         return ChannelHandle(owner=self)
+
+    def new_transfer(self) -> TransferHandle:
+        """A fresh :class:`TransferHandle` (one upload or download)."""
+        return TransferHandle(self)
+
+    @property
+    def files(self) -> bool:
+        """Whether the server announced file channels (``hello_ok.caps.files``)."""
+        conn = self.conn
+        if conn is None:
+            return False
+        return conn.session.server_files
 
     async def open_session(self, handle: ChannelHandle, spec_json: str) -> str:
         """Open a channel (``{target, user, term}`` JSON) into ``handle``; JSON envelope with its id."""
@@ -599,6 +810,7 @@ class ConnectionHandle:
             "profile": conn.profile,
             "transport": conn.transport,
             "resumed": [c.id for c in conn.resumed_channels],
+            "files": self.files,
         }
 
     def _emit(self, name: str, payload: Any) -> None:

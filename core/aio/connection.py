@@ -719,7 +719,14 @@ class Connection:
             ch.on(name, cb)
         self._channels[cid] = ch
         self._pump()
-        await ch.wait_opened()
+        try:
+            await ch.wait_opened()
+        except asyncio.CancelledError:  # nobody will use it: close it (a file put then leaves nothing)
+            if not ch.closed and cid in self._channels:
+                with contextlib.suppress(Exception):
+                    self._session.close_channel(cid, "cancelled")
+                    self._pump()
+            raise
         return ch
 
     # ------------------------------------------------------------- lifecycle

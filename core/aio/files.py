@@ -162,6 +162,7 @@ async def upload(
     mode: int | None = None,
     progress: ProgressCallback | None = None,
     chunk: int = CHUNK,
+    ref: int | None = None,
 ) -> int:
     """Write ``size`` bytes from ``source`` to ``path`` on the server; returns ``size``.
 
@@ -171,13 +172,15 @@ async def upload(
     when complete (written beside it, then renamed), with permission bits
     ``mode`` (default: the server's ``0o644`` less its umask).  Relative
     paths are taken from the shell's working directory where the backend
-    knows it.  ``progress`` is called after every chunk the connection took.
+    knows it (``ref``: the id of the session's terminal channel whose
+    working directory, or SSH connection, the transfer shares).
+    ``progress`` is called after every chunk the connection took.
     """
     if size < 0:
         raise ValueError("size must be >= 0")
     xfer = _Transfer(size, progress, time.monotonic)
     ch = await _open(
-        conn, target, user, FileSpec("put", path, size, mode), {"stderr": xfer.on_stderr}
+        conn, target, user, FileSpec("put", path, size, mode, ref), {"stderr": xfer.on_stderr}
     )
 
     async def work() -> None:
@@ -204,6 +207,7 @@ async def download(
     *,
     progress: ProgressCallback | None = None,
     on_size: Callable[[int], object] | None = None,
+    ref: int | None = None,
 ) -> int:
     """Read the server's file at ``path`` into ``sink``; returns the bytes received.
 
@@ -220,7 +224,7 @@ async def download(
         return result if result is not None and inspect.isawaitable(result) else None
 
     ch = await _open(
-        conn, target, user, FileSpec("get", path), {"data": on_data, "stderr": xfer.on_stderr}
+        conn, target, user, FileSpec("get", path, ref=ref), {"data": on_data, "stderr": xfer.on_stderr}
     )
     xfer.total = ch.file_size
     if on_size is not None and ch.file_size is not None:

@@ -30,6 +30,7 @@ Every transfer is logged (``file_start``, ``file_done``, ``file_failed``,
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -40,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from ...core.errors import BackendError
 from ...core.messages import FileSpec
@@ -139,6 +141,7 @@ class FileBackendBase:
         self._closed = False
         self._finished = False
         self._task: asyncio.Task[None] | None = None
+        self._release: asyncio.Task[None] | None = None
         self._t0 = time.monotonic()
 
     # ---------------------------------------------------------- reporting
@@ -183,6 +186,7 @@ class FileBackendBase:
 
     def _run(self, work: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
         assert asyncio.iscoroutine(work)
+        self._work = work
         self._task = asyncio.get_running_loop().create_task(self._guarded(work))
 
     async def _guarded(self, work: object) -> None:
@@ -248,25 +252,38 @@ class FileBackendBase:
             await self._unpaused.wait()
 
     def close(self) -> None:
-        """Stop; an unfinished ``put`` leaves nothing behind."""
+        """Stop; an unfinished ``put`` leaves nothing behind.
+
+        The transfer task may be cancelled before it ever ran (the channel
+        closed while the backend started): its own clean-up would never run,
+        so the release is a task of its own, after the transfer's (both idempotent).
+        """
         if self._closed:
             return
         self._closed = True
-        if (
-            not self._finished and self._task is not None
-        ):  # started and not done: the client gave up
+        if not self._finished and self._task is not None:  # started and not done: the client gave up
             self._log("file_cancelled", bytes=self.done)
             self._observe("cancelled")
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        elif self._task is None:
-            asyncio.get_running_loop().create_task(self._cleanup(False))
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+        self._release = asyncio.get_running_loop().create_task(self._release_after(task))
+
+    async def _release_after(self, task: asyncio.Task[None] | None) -> None:
+        if task is not None:
+            with contextlib.suppress(BaseException):
+                await task
+        work = getattr(self, "_work", None)
+        if work is not None:
+            work.close()  # never started (cancelled first): no "never awaited" warning
+        await self._cleanup(False)
 
     async def wait_closed(self) -> None:
         """Wait until the file is released."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for t in (self._task, self._release):
+            if t is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
 
 
 class LocalFileBackend(FileBackendBase):
@@ -284,6 +301,7 @@ class LocalFileBackend(FileBackendBase):
         self.cwd = cwd
         self._fd: int | None = None
         self._part: str | None = None
+        self._inflight: concurrent.futures.Future[Any] | None = None
 
     async def start(self) -> None:
         """Open the file (``get``) or the temporary beside it (``put``); ``BackendError`` on refusal."""
@@ -331,13 +349,12 @@ class LocalFileBackend(FileBackendBase):
                     raise
 
     async def _get(self) -> None:
-        loop = asyncio.get_running_loop()
         size = self.file_size or 0
         fd = self._fd
         assert fd is not None
         while self.done < size:
             n = min(await self._budget(), CHUNK, size - self.done)
-            data = await loop.run_in_executor(None, os.pread, fd, n, self.done)
+            data = await self._io(os.pread, fd, n, self.done)
             if not data:
                 self._fail(f"the file shrank to {self.done} bytes while it was read")
                 return
@@ -346,7 +363,6 @@ class LocalFileBackend(FileBackendBase):
         self._succeed()
 
     async def _put(self) -> None:
-        loop = asyncio.get_running_loop()
         size = self.spec.size or 0
         fd = self._fd
         assert fd is not None and self._part is not None
@@ -354,7 +370,7 @@ class LocalFileBackend(FileBackendBase):
             if self.done + len(data) > size:
                 self._fail(f"more than the announced {size} bytes arrived")
                 return
-            await loop.run_in_executor(None, _write_all, fd, data)
+            await self._io(_write_all, fd, data)
             self.done += len(data)
             self.sink.input_written(len(data))
         if self.done != size:
@@ -366,7 +382,7 @@ class LocalFileBackend(FileBackendBase):
                 mode = stat.S_IMODE(os.stat(self.path).st_mode)
             except FileNotFoundError:
                 mode = 0o666 & ~_UMASK
-        await loop.run_in_executor(None, self._commit, fd, self._part, mode)
+        await self._io(self._commit, fd, self._part, mode)
         self._part = None
         self._succeed()
 
@@ -375,6 +391,12 @@ class LocalFileBackend(FileBackendBase):
         os.fchmod(fd, mode)
         os.fsync(fd)
         os.replace(part, self.path)
+
+    async def _io(self, fn: Callable[..., _T], *args: object) -> _T:
+        """Run ``fn(*args)`` in the I/O pool; the clean-up waits for it (no fd is closed under a thread)."""
+        cf = _io_pool().submit(fn, *args)
+        self._inflight = cf
+        return await asyncio.wrap_future(cf)
 
     def _discard(self) -> None:
         if self._fd is not None:
@@ -386,7 +408,22 @@ class LocalFileBackend(FileBackendBase):
             self._part = None
 
     async def _cleanup(self, finished: bool) -> None:
+        cf = self._inflight
+        if cf is not None and not cf.done():  # a cancelled await does not stop the thread
+            await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, [cf])
         self._discard()
+
+
+_T = TypeVar("_T")
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _io_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for file reads and writes (shared by every local file channel)."""
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="nimbus-file-io")
+    return _pool
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -19,6 +19,7 @@ module's transfer tests (the boot is most of a page's cost).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -46,7 +47,11 @@ def sha256_of(path: Path) -> str:
 
 def leftovers(folder: Path, name: str) -> list[str]:
     """The target and any temporary part of an upload of ``name`` in ``folder``."""
-    return sorted(n for n in os.listdir(folder) if n == name or (n.startswith(f".{name}.") and n.endswith(".nimbus-part")))
+    return sorted(
+        n
+        for n in os.listdir(folder)
+        if n == name or (n.startswith(f".{name}.") and n.endswith(".nimbus-part"))
+    )
 
 
 def wait_until(pred: Any, what: str, timeout: float = 10.0) -> None:
@@ -66,7 +71,9 @@ class Files:
     def rows(self) -> list[dict[str, Any]]:
         return list(self.demo.js("() => window.nimbusDemo.transfers.list()"))
 
-    def wait_row(self, name: str, statuses: tuple[str, ...], timeout: float = TRANSFER_TIMEOUT_MS) -> dict[str, Any]:
+    def wait_row(
+        self, name: str, statuses: tuple[str, ...], timeout: float = TRANSFER_TIMEOUT_MS
+    ) -> dict[str, Any]:
         row: dict[str, Any] = self.demo.wait(
             """([name, statuses]) => window.nimbusDemo.transfers.list().reverse()
                 .find((r) => r.name === name && statuses.includes(r.status)) ?? false""",
@@ -100,7 +107,9 @@ def files_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def files_server(site_dir: Path, files_root: Path) -> Iterator[ServerThread]:
     from nimbus_websocket.node_runtime.server.files import FilePolicy
 
-    st = ServerThread(static_dir=str(site_dir), pty_command=PTY_COMMAND, files=FilePolicy(root=str(files_root))).start()
+    st = ServerThread(
+        static_dir=str(site_dir), pty_command=PTY_COMMAND, files=FilePolicy(root=str(files_root))
+    ).start()
     try:
         yield st
     finally:
@@ -118,7 +127,9 @@ def shell_dir(files_root: Path) -> Path:
 @pytest.fixture(scope="module")
 def files_page(browser: Any, files_server: ServerThread, shell_dir: Path) -> Iterator[Files]:
     """One page on the file server, its shell in ``shell_dir``."""
-    ctx = browser.new_context(viewport={"width": 1000, "height": 620}, device_scale_factor=1, accept_downloads=True)
+    ctx = browser.new_context(
+        viewport={"width": 1000, "height": 620}, device_scale_factor=1, accept_downloads=True
+    )
     try:
         demo = Demo(ctx.new_page()).open(files_server.http_url)
         demo.wait_ready()
@@ -129,10 +140,10 @@ def files_page(browser: Any, files_server: ServerThread, shell_dir: Path) -> Ite
         assert demo.page.is_visible("#btn-download")
         yield Files(demo)
     finally:
-        try:
-            ctx.pages[0].evaluate("() => Promise.race([window.nimbusDemo?.conn?.close(), new Promise((r) => setTimeout(r, 2000))])")
-        except Exception:
-            pass
+        with contextlib.suppress(Exception):
+            ctx.pages[0].evaluate(
+                "() => Promise.race([window.nimbusDemo?.conn?.close(), new Promise((r) => setTimeout(r, 2000))])"
+            )
         ctx.close()
 
 
@@ -149,7 +160,9 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------------------------- tests
 
 
-def test_upload_and_download_100mb(files_page: Files, big_file: Path, shell_dir: Path, shots: Any) -> None:
+def test_upload_and_download_100mb(
+    files_page: Files, big_file: Path, shell_dir: Path, shots: Any
+) -> None:
     page = files_page.page
     want = sha256_of(big_file)
 
@@ -178,7 +191,9 @@ def test_upload_and_download_100mb(files_page: Files, big_file: Path, shell_dir:
     row = files_page.wait_row("big-random.bin", ("done",), timeout=5_000)
     assert row["kind"] == "download" and row["total"] == BIG
     shots(page, "done")
-    print(f"100 MB in Chromium: upload {up_s:.1f} s ({BIG / up_s / 1e6:.0f} MB/s), download {down_s:.1f} s ({BIG / down_s / 1e6:.0f} MB/s)")
+    print(
+        f"100 MB in Chromium: upload {up_s:.1f} s ({BIG / up_s / 1e6:.0f} MB/s), download {down_s:.1f} s ({BIG / down_s / 1e6:.0f} MB/s)"
+    )
     # The shell is still there and took no input from the transfers.
     files_page.demo.run("echo after-$((40+2))", r"^after-42$")
 
@@ -196,13 +211,19 @@ def test_cancel_upload_leaves_nothing(files_page: Files, big_file: Path, shell_d
     )
     # A part file is there while it runs...
     assert any(n.endswith(".nimbus-part") for n in leftovers(shell_dir, "to-cancel.bin"))
-    files_page.page.click("#transfer-list .xfer[data-status=running] button[aria-label='Cancel upload of to-cancel.bin']")
+    files_page.page.click(
+        "#transfer-list .xfer[data-status=running] button[aria-label='Cancel upload of to-cancel.bin']"
+    )
     row = files_page.wait_row("to-cancel.bin", ("cancelled", "done", "failed"), timeout=10_000)
     assert row["status"] == "cancelled", row
     assert row["done"] < BIG
     assert "Cancelled" in files_page.row_text("to-cancel.bin")
     # ...and nothing once it was cancelled.
-    wait_until(lambda: leftovers(shell_dir, "to-cancel.bin") == [], "the partial upload removed", timeout=10)
+    wait_until(
+        lambda: leftovers(shell_dir, "to-cancel.bin") == [],
+        "the partial upload removed",
+        timeout=10,
+    )
 
 
 def test_refused_paths_show_the_reason(files_page: Files, shell_dir: Path) -> None:
@@ -247,3 +268,44 @@ def test_no_controls_without_file_channels(context: Any, page_server: Any) -> No
     assert demo.js("() => window.nimbusDemo.conn.files") is False
     assert demo.page.is_hidden("#btn-upload") and demo.page.is_hidden("#btn-download")
     assert demo.js("() => window.nimbusDemo.transfers.available") is False
+
+
+def test_ssh_backend_shares_the_tabs_connection(
+    context: Any, site_dir: Path, sshd: Any, tmp_path: Path
+) -> None:
+    """Over SSH the transfers run SFTP on the tab's own SSH connection: no second login
+    (the page keeps no credentials); relative paths are the SSH user's home."""
+    from urllib.parse import urlencode
+
+    from nimbus_websocket.node_runtime.server import SshOptions
+
+    st = ServerThread(
+        static_dir=str(site_dir),
+        backend="ssh",
+        ssh=SshOptions(known_hosts=str(sshd.known_hosts_path)),
+        allow_targets=(f"{sshd.host}:{sshd.port}",),
+    ).start()
+    name = f"nimbus-e2e-ssh-{os.getpid()}-{time.monotonic_ns()}.bin"
+    src = tmp_path / name
+    src.write_bytes(os.urandom(3 * 1000 * 1000 + 7))
+    landed = Path.home() / name  # the test sshd logs in as this user
+    try:
+        q = urlencode({"target": f"{sshd.host}:{sshd.port}", "user": sshd.username})
+        demo = Demo(context.new_page()).open(f"{st.http_url}?{q}")
+        demo.wait("() => window.nimbusDemo.phase === 'form'", timeout=60_000, what="the login form")
+        demo.page.check("input[name=auth][value=key]")
+        demo.page.fill("textarea[name=key]", sshd.client_key_text or "")
+        demo.page.click("#connect-form button[type=submit]")
+        demo.wait_ready()
+        demo.page.wait_for_selector("#btn-upload", state="visible", timeout=5_000)
+        files = Files(demo)
+        files.upload(src)
+        row = files.wait_row(name, ("done", "failed"), timeout=20_000)
+        assert row["status"] == "done", row
+        assert sha256_of(landed) == sha256_of(src)
+        with demo.page.expect_download(timeout=20_000) as info:
+            files.ask_download(name)
+        assert sha256_of(Path(info.value.path())) == sha256_of(src)
+    finally:
+        landed.unlink(missing_ok=True)
+        st.stop()

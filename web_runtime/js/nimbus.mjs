@@ -14,6 +14,10 @@
 //   ch.on("data", (bytes, done) => term.write(bytes, done));   // xterm.js flow control
 //   term.onData(s => ch.send(s));
 //   ch.resize(cols, rows); await ch.signal("INT"); await ch.close();
+//   if (conn.files) {                                          // the server announced caps.files
+//     await conn.upload(file, file.name, {ref: ch, onProgress, signal});   // a File/Blob, in slices
+//     const blob = await conn.download("notes.txt", {ref: ch, onProgress, signal});
+//   }
 //
 // Flow control -- what a data listener must know.  The server may only send
 // what the client granted (credit), and the client grants again only for
@@ -46,6 +50,10 @@ const BRIDGE = "nimbus_websocket.web_runtime.bridge";
 
 const CONNECTION_EVENTS = ["statechange", "diagnostic", "policy", "error", "close", "channel"];
 const CHANNEL_EVENTS = ["data", "stderr", "exit", "error", "close", "resumed"];
+/** Bytes of a File/Blob read (and sent) at a time by upload(): one data frame's worth. */
+export const UPLOAD_CHUNK = 256 * 1024;
+// download(): received chunks are folded into a Blob part every this many bytes.
+const BLOB_PART_BYTES = 4 * 1024 * 1024;
 
 /** A failed call or a terminal error: `code` is stable ("AUTH_FAILED", "RESUME_FAILED", ...). */
 export class NimbusError extends Error {
@@ -80,6 +88,44 @@ function asInput(data) {
     return data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   }
   throw new TypeError("send() takes a string, a typed array or an ArrayBuffer");
+}
+
+function abortError(signal) {
+  const why = signal?.reason;
+  const message = why instanceof Error && why.name !== "AbortError" ? why.message : "the transfer was cancelled";
+  return new NimbusError({ name: "AbortError", code: "ABORTED", message });
+}
+
+// progress(done, total, rate, eta) from Python -> onProgress({done, total, rate, eta}).
+function progressFn(onProgress, report) {
+  if (typeof onProgress !== "function") return undefined;
+  return (done, total, rate, eta) => {
+    try {
+      onProgress({ done, total: total ?? null, rate: rate ?? 0, eta: eta ?? null });
+    } catch (e) {
+      report(e, "transfer onProgress");
+    }
+  };
+}
+
+// Run one transfer of `py` (a TransferHandle) with `signal` wired to cancel().
+async function runTransfer(py, signal, call) {
+  const onAbort = () => py.cancel();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    if (signal?.aborted) py.cancel();
+    return unwrap(await call());
+  } catch (e) {
+    if (e instanceof NimbusError && e.code === "ABORTED") throw abortError(signal);
+    throw e;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    try {
+      py.destroy();
+    } catch {
+      // already destroyed
+    }
+  }
 }
 
 function defaultReport(err, where) {
@@ -429,7 +475,7 @@ export class Connection {
     return this._final ? "closed" : this._py ? this._py.state : "idle";
   }
 
-  /** Snapshot {state, rttMs, bufferedAmount, pauseReasons, protocol, profile, transport, resumed}. */
+  /** Snapshot {state, rttMs, bufferedAmount, pauseReasons, protocol, profile, transport, resumed, files}. */
   get info() {
     if (this._final) return { ...this._final, state: "closed" };
     return this._py ? JSON.parse(this._py.info) : { state: "idle" };
@@ -502,6 +548,110 @@ export class Connection {
     }
     ch.id = value.id;
     return ch;
+  }
+
+  /** Whether the server transfers files (it announced `caps.files`): upload() and download() work. */
+  get files() {
+    return this.info.files === true;
+  }
+
+  /**
+   * Upload `file` (a File or Blob) to `path` on the server; resolves with the
+   * bytes written once the server has the whole file in place.  The file is
+   * read in slices of UPLOAD_CHUNK bytes (one read ahead), never whole.
+   * Options: `ref` (a terminal channel, or its id: a relative `path` is taken
+   * from that shell's working directory), `mode` (permission bits, e.g.
+   * 0o600), `target`/`user` (default: those of `ref`'s channel, without
+   * credentials), `onProgress({done, total, rate, eta})` (bytes, bytes/s,
+   * seconds), `signal` (an AbortSignal: the channel closes, the server
+   * deletes what it wrote, the promise rejects with an AbortError).
+   * Rejects with a NimbusError: `FileTransferError` (`message` is the
+   * server's reason), `FileReadError` (the file could not be read), ...
+   */
+  async upload(file, path, { ref, mode, target, user, onProgress, signal } = {}) {
+    this._alive();
+    if (!file || typeof file.slice !== "function" || typeof file.size !== "number") {
+      throw new NimbusError({ name: "TypeError", code: "BAD_ARGUMENT", message: "upload() takes a File or a Blob" });
+    }
+    if (signal?.aborted) throw abortError(signal);
+    const size = file.size;
+    let pos = 0;
+    let ahead = null;
+    let readError = null;
+    const readAt = (at) =>
+      file
+        .slice(at, Math.min(size, at + UPLOAD_CHUNK))
+        .arrayBuffer()
+        .then(
+          (buf) => new Uint8Array(buf),
+          (e) => {
+            readError ??= e;
+            return undefined; // ends the source early: the transfer fails, nothing is left behind
+          },
+        );
+    // Python calls read() for each chunk; the next slice is already being read.
+    const read = () => {
+      if (pos >= size && !ahead) return undefined;
+      const current = ahead ?? readAt(pos);
+      pos = Math.min(size, pos + UPLOAD_CHUNK);
+      ahead = pos < size ? readAt(pos) : null;
+      return current;
+    };
+    const spec = { path: String(path), ...transferPeer(ref, target, user) };
+    if (mode != null) spec.mode = mode | 0;
+    const py = this._py.new_transfer();
+    try {
+      return await runTransfer(py, signal, () => py.upload(read, size, JSON.stringify(spec), progressFn(onProgress, this._report)));
+    } catch (e) {
+      if (readError && e?.code !== "ABORTED") {
+        throw new NimbusError({ name: "FileReadError", code: "READ_FAILED", message: `the file could not be read: ${readError.message ?? readError}` });
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Download the server's file at `path`; resolves with a Blob of it.  The
+   * chunks are gathered into Blob parts as they arrive (credit follows).
+   * Options: `ref`, `target`, `user` (as for upload), `onSize(bytes)` once
+   * the server opened the file, `onProgress({done, total, rate, eta})`,
+   * `signal` (AbortSignal), `type` (the Blob's type, default
+   * application/octet-stream).
+   */
+  async download(path, { ref, target, user, onProgress, onSize, signal, type = "application/octet-stream" } = {}) {
+    this._alive();
+    if (signal?.aborted) throw abortError(signal);
+    const parts = [];
+    let batch = [];
+    let batchBytes = 0;
+    const fold = () => {
+      if (!batch.length) return;
+      parts.push(new Blob(batch)); // a copy: the received messages' buffers are let go
+      batch = [];
+      batchBytes = 0;
+    };
+    // sink(Uint8Array) or sink(ArrayBuffer, offset, length): a view of the received message.
+    const sink = (data, offset, length) => {
+      const bytes = offset === undefined ? data : new Uint8Array(data, offset, length);
+      batch.push(bytes);
+      batchBytes += bytes.byteLength;
+      if (batchBytes >= BLOB_PART_BYTES) fold();
+    };
+    const sized =
+      typeof onSize === "function"
+        ? (n) => {
+            try {
+              onSize(n);
+            } catch (e) {
+              this._report(e, "transfer onSize");
+            }
+          }
+        : undefined;
+    const spec = { path: String(path), ...transferPeer(ref, target, user) };
+    const py = this._py.new_transfer();
+    await runTransfer(py, signal, () => py.download(JSON.stringify(spec), sink, progressFn(onProgress, this._report), sized));
+    fold();
+    return new Blob(parts, { type });
   }
 
   /** Send a heartbeat now (the RTT updates when the pong arrives). */
@@ -580,6 +730,15 @@ export class Connection {
       }
     });
   }
+}
+
+// {ref, target, user} of a transfer's spec (ref: a Channel or its id).
+function transferPeer(ref, target, user) {
+  const out = {};
+  if (ref != null) out.ref = typeof ref === "object" ? ref.id : Number(ref);
+  if (target != null) out.target = target;
+  if (user != null) out.user = user;
+  return out;
 }
 
 // -------------------------------------------------------------------- nimbus
