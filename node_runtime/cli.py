@@ -48,12 +48,13 @@ _SUBCOMMANDS = {
     "serve": "nimbus_websocket.node_runtime.server.cli",
     "connect": "nimbus_websocket.node_runtime.client.cli",
     "cp": "nimbus_websocket.node_runtime.client.cp",
+    "share": "nimbus_websocket.node_runtime.client.share_cli",
     "conformance": "nimbus_websocket.node_runtime.conformance.cli",
     "record": "nimbus_websocket.node_runtime.record_cli",
 }
 
 #: The pip extra that brings each subcommand's dependencies (pyproject.toml).
-_EXTRAS = {"serve": "server", "connect": "client", "cp": "client", "conformance": "client", "record": "server"}
+_EXTRAS = {"serve": "server", "connect": "client", "cp": "client", "share": "client", "conformance": "client", "record": "server"}
 
 
 def version() -> str:

@@ -47,7 +47,15 @@ from ...core.errors import CloseError, NimbusError
 from ...core.events import StateChanged, describe_state_change
 from . import messages
 
-__all__ = ["EXIT_FAILURE", "Session", "add_connection_arguments", "add_parser", "run_connect", "split_url_token"]
+__all__ = [
+    "EXIT_FAILURE",
+    "Session",
+    "add_connection_arguments",
+    "add_parser",
+    "run_connect",
+    "share_endpoint",
+    "split_url_token",
+]
 
 EXIT_FAILURE = 255
 STDIN_CHUNK = 64 * 1024
@@ -71,6 +79,12 @@ def add_parser(sub: Any) -> None:
     tty = p.add_mutually_exclusive_group()
     tty.add_argument("-t", dest="tty", action="store_true", default=None, help="force a remote PTY")
     tty.add_argument("-T", dest="tty", action="store_false", help="never ask for a remote PTY")
+    p.add_argument(
+        "--share",
+        action="store_true",
+        help="URL is a share link (…?share=TOKEN, the page's or the endpoint's): watch that terminal, "
+        "typing into it only if the link is read-write",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="print diagnostics on stderr")
     p.set_defaults(func=run_connect)
 
@@ -111,6 +125,23 @@ def split_url_token(url: str) -> tuple[str, str | None]:
         raise ValueError("the URL must carry at most one non-empty ?token= parameter")
     rest = urlencode([(k, v) for k, v in pairs if k != "token"])
     return urlunsplit(parts._replace(query=rest)), tokens[0]
+
+
+def share_endpoint(link: str) -> tuple[str, str]:
+    """``(endpoint URL, share token)`` for a share link: the page's ``http(s)://host/base/?share=T``
+    (the endpoint is ``ws(s)://host/base/ws/ssh``) or the endpoint's own ``ws(s)://…?share=T``."""
+    parts = urlsplit(link)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    tokens = [v for k, v in pairs if k == "share"]
+    if len(tokens) != 1 or not tokens[0]:
+        raise ValueError("a share link carries one ?share=TOKEN")
+    rest = urlencode([(k, v) for k, v in pairs if k not in ("share", "token")])
+    if parts.scheme in ("http", "https"):
+        path = parts.path if parts.path.endswith("/") else parts.path.rsplit("/", 1)[0] + "/"
+        parts = parts._replace(scheme="wss" if parts.scheme == "https" else "ws", path=path + "ws/ssh")
+    elif parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"{link}: a share link is an http(s):// page link or a ws(s):// endpoint")
+    return urlunsplit(parts._replace(query=rest, fragment="")), tokens[0]
 
 
 def _parse_target(text: str) -> dict[str, Any]:
@@ -189,8 +220,12 @@ class Session:
         if token_env and token_env not in os.environ:  # not echoed: it may be the token itself
             self.note("the environment variable named by --token-env is not set")
             return 2
+        url_token: str | None
         try:
-            url, url_token = split_url_token(args.url)
+            if getattr(args, "share", False):
+                url, url_token = share_endpoint(args.url)
+            else:
+                url, url_token = split_url_token(args.url)
         except ValueError as exc:
             self.note(str(exc))
             return 2
@@ -243,6 +278,7 @@ class Session:
             self.note(f"cannot open a session: {_explain_open(exc)}")
             return EXIT_FAILURE
         self.channel = ch
+        await self.after_open(conn, ch)
         loop = asyncio.get_running_loop()
         restore = self.enter_raw() if interactive and os.isatty(0) else None
         if interactive and os.isatty(0):
@@ -251,7 +287,17 @@ class Session:
         else:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGINT, self.on_sigint)
-        pump_in = asyncio.create_task(self.pump_stdin(ch))
+        view = conn.session.view_mode
+        if view is not None:
+            self.note(f"watching a shared terminal ({'read-write' if view == 'write' else 'read-only: typing is not sent'})")
+            size = ch.term_size
+            ch.on("resize", lambda s: self.note(f"the shared terminal is {s[0]}x{s[1]}"))
+            if size is not None:
+                self.note(f"the shared terminal is {size[0]}x{size[1]}")
+        if view == "read":
+            pump_in = asyncio.create_task(asyncio.sleep(0))
+        else:
+            pump_in = asyncio.create_task(self.pump_stdin(ch))
         try:
             await self.pump_output(ch)
         except CloseError as exc:
@@ -276,6 +322,9 @@ class Session:
             num = _signal_number(ch.exit_signal)
             return 128 + num if num is not None else EXIT_FAILURE
         return EXIT_FAILURE
+
+    async def after_open(self, conn: Connection, ch: Channel) -> None:
+        """Called once the channel is open, before the terminal goes raw (``share`` prints its link)."""
 
     # --------------------------------------------------------------- output
     async def pump_output(self, ch: Channel) -> None:

@@ -152,6 +152,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--pty-command", default=None, help="command for PTY channels (default: the user's login shell)")
     p.add_argument(
+        "--no-share",
+        dest="share",
+        action="store_false",
+        help="no share links: owners cannot hand out read-only or read-write views of their terminals "
+        "(default: they can; a link expires, 1 h by default, and is revocable)",
+    )
+    p.add_argument(
         "--record",
         metavar="DIR",
         default=None,
@@ -380,6 +387,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     except ValueError as exc:
         raise SystemExit(f"nimbus-ws serve: --terminal-option {exc}") from None
     return ServerOptions(
+        share=args.share,
         record=_record_policy(args),
         files=_file_policy(args),
         base_path=base_path,

@@ -311,3 +311,76 @@ async def test_a_share_token_opens_only_its_terminal(make_server: MakeServer) ->
         await c2.share("read")
     assert ei.value.code == "UNSUPPORTED"
     await o2.close()
+
+
+async def test_nimbus_ws_share_and_connect_share(make_server: MakeServer) -> None:
+    """The CLI pair: `nimbus-ws share` prints a link; `nimbus-ws connect --share LINK` watches."""
+    import os
+    import re
+    import sys
+
+    srv = await make_server(pty_command=SHELL)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nimbus_websocket",
+        "share",
+        srv.url,
+        "--ttl",
+        "600",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    viewer = None
+    try:
+        assert owner.stdin is not None and owner.stderr is not None and owner.stdout is not None
+        lines: list[str] = []
+        while not any("connect --share" in ln for ln in lines):
+            line = await asyncio.wait_for(owner.stderr.readline(), 20)
+            assert line, f"share ended early: {lines}"
+            lines.append(line.decode())
+        page = next(ln for ln in lines if "share link (read-only" in ln)
+        assert re.search(r"http://127\.0\.0\.1:\d+/\?share=nshare\.", page), page
+        link = re.search(r"--share '([^']+)'", "".join(lines))
+        assert link is not None
+        owner.stdin.write(b"echo owner-says-$((6*7))\n")
+        await owner.stdin.drain()
+        viewer = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "nimbus_websocket",
+            "connect",
+            "--share",
+            link.group(1),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        assert viewer.stdout is not None and viewer.stdin is not None and viewer.stderr is not None
+        seen = bytearray()
+        while b"owner-says-42" not in seen:
+            chunk = await asyncio.wait_for(viewer.stdout.read(4096), 20)
+            assert chunk, f"viewer ended early: {bytes(seen)!r}"
+            seen += chunk
+        note = await asyncio.wait_for(viewer.stderr.readline(), 10)
+        assert b"read-only" in note, note
+        joined = await asyncio.wait_for(owner.stderr.readline(), 10)
+        assert b"viewer joined" in joined, joined
+        viewer.stdin.write(b"echo viewer-typed-$((1+1))\n")  # read-only: not sent
+        owner.stdin.write(b"echo after-$((7*7))\n")
+        await viewer.stdin.drain()
+        await owner.stdin.drain()
+        while b"after-49" not in seen:
+            chunk = await asyncio.wait_for(viewer.stdout.read(4096), 20)
+            assert chunk
+            seen += chunk
+        assert b"viewer-typed-2" not in seen
+    finally:
+        for p in (viewer, owner):
+            if p is not None and p.returncode is None:
+                p.kill()
+                await p.wait()
