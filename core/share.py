@@ -13,8 +13,9 @@ in is then closed with 4016 (``SHARE_REVOKED``).
 Bounds: :data:`MAX_GRANTS_PER_CHANNEL` grants per channel,
 :data:`MAX_VIEWERS_PER_GRANT` viewer sessions per grant.
 
-Tokens are ``nshare.<grant id>.<secret>``: 64 bits of id, 256 bits of
-secret, compared in constant time.  Time is injected.
+Tokens are ``nshare.<session id>.<grant id>.<secret>``: the owner's
+(public) session id, 64 bits of grant id, 256 bits of secret, compared in
+constant time.  Time is injected.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "ShareMode",
     "ShareRefused",
     "is_share_token",
+    "share_token_session",
 ]
 
 #: Seconds a grant lives unless the owner asks for less (or more, up to :data:`MAX_TTL`).
@@ -78,13 +80,20 @@ class ShareGrant:
 
     @property
     def token(self) -> str:
-        """What the viewer presents as its bearer token."""
-        return f"{SHARE_PREFIX}.{self.gid}.{self.secret}"
+        """What the viewer presents as its bearer token: ``nshare.<session id>.<grant id>.<secret>``
+        (the session id, not secret, lets any instance of a cluster find the owner)."""
+        return f"{SHARE_PREFIX}.{self.sid}.{self.gid}.{self.secret}"
 
 
 def is_share_token(token: str | None) -> bool:
     """True for a string shaped like a share token (checked by :meth:`ShareBook.verify`)."""
     return token is not None and token.startswith(SHARE_PREFIX + ".")
+
+
+def share_token_session(token: str) -> str | None:
+    """The session id a share token names (``None`` if it is not shaped like one); not a check."""
+    parts = token.split(".")
+    return parts[1] if len(parts) == 4 and parts[0] == SHARE_PREFIX and parts[1] else None
 
 
 class ShareBook:
@@ -117,13 +126,13 @@ class ShareBook:
     def verify(self, token: str, now: float) -> ShareGrant | None:
         """The live grant ``token`` names, else ``None`` (unknown, expired, wrong secret alike)."""
         parts = token.split(".")
-        if len(parts) != 3 or parts[0] != SHARE_PREFIX:
+        if len(parts) != 4 or parts[0] != SHARE_PREFIX:
             return None
-        g = self._grants.get(parts[1])
-        if g is None:
-            secrets_equal(parts[2], "x" * 43)  # the same work for an unknown id
+        g = self._grants.get(parts[2])
+        if g is None or g.sid != parts[1]:
+            secrets_equal(parts[3], "x" * 43)  # the same work for an unknown id
             return None
-        if not secrets_equal(parts[2], g.secret) or now >= g.expires_at:
+        if not secrets_equal(parts[3], g.secret) or now >= g.expires_at:
             return None
         return g
 

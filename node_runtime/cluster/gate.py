@@ -8,6 +8,9 @@ core's profile for the connection's subprotocol, and decides:
 * a ``hello`` asking to resume a session this instance does not hold, whose
   token carries this cluster's MAC, whose owner the directory names and
   which answers: **relayed** to the owner (:mod:`.relay`);
+* a ``hello`` with a share link (``nshare.<session id>.…``) whose session
+  another instance owns: relayed the same way -- the owner checks the link
+  (4003 if it is not valid), and the viewer's session lives there;
 * while draining, a ``hello`` without ``resume``: refused with 4010 (no new
   sessions; resumes go on);
 * Redis unreachable for a foreign resume: 1013 (try again later, retryable:
@@ -33,6 +36,7 @@ from ...core.errors import CloseCode, ProtocolError
 from ...core.messages import Hello
 from ...core.profiles import DEFAULT_PROFILE, get_profile, profile_for_subprotocol
 from ...core.resume import parse_token
+from ...core.share import is_share_token, share_token_session
 from .directory import Directory, Lookup, Owner
 from .relay import relay, relay_headers
 from .secret import RELAY_HEADER, ClusterSecret
@@ -95,6 +99,14 @@ class Gate:
         hello = self._hello(ws, first)
         if hello is None:
             return False, first
+        token = hello.auth.token if hello.auth is not None else None
+        if hello.resume is None and is_share_token(token):
+            # A share link: the viewer's session lives where the shared terminal does.
+            sid = share_token_session(token or "")
+            has = getattr(server.registry, "has", None)
+            if sid is None or has is None or has(sid) or self.directory is None:
+                return False, first  # ours, or malformed: the session machine answers (4003)
+            return await self._relay_to(ws, first, sid)
         if hello.resume is None:
             if self.draining:
                 log.info("new session refused: draining", extra={"event": "drain_refused"})
@@ -125,6 +137,14 @@ class Gate:
         sid = secret.token_valid(token)
         if sid is None:
             return False, first  # not this cluster's token: refused here (4011), never relayed
+        return await self._relay_to(ws, first, sid)
+
+    async def _relay_to(self, ws: WsConnection, first: str | bytes, sid: str) -> tuple[bool, str | bytes | None]:
+        """Relay the connection to the instance owning session ``sid`` (the core answers if none)."""
+        server, secret = self.server, self.secret
+        if secret is None:
+            return False, first
+        ip, _ = server.client_address(ws)
         started = time.monotonic()
         found = await self._find(sid)
         if found.state is Owner.DOWN:
