@@ -42,7 +42,12 @@ from ...core.messages import (
     Resize,
     ResumeChannel,
     ResumeRequest,
+    Share,
+    ShareErr,
+    ShareOk,
     Signal,
+    Unshare,
+    Viewers,
 )
 from ...core.profiles import Frame
 from .context import Ctx
@@ -556,6 +561,72 @@ async def files_short_put_fails(ctx: Ctx) -> str:
     await _remove(ctx, w, name)
     _check(done.code not in (0, None), f"a short put ended with exit {done.code}")
     return f"exit {done.code}"
+
+
+# =================================================================== share (caps.share [ext], PROTOCOL.md 6.2)
+
+
+async def _share_ready(ctx: Ctx, mode: str) -> tuple[Wire, ShareOk, bytes]:
+    """An owner with a shell on channel 1 that printed a marker, and a share link to it."""
+    w, ok = await ctx.ready()
+    if not ok.caps.share:
+        raise Skip("the server does not announce caps.share")
+    await ctx.open_shell(w, 1)
+    command, mark = ctx.marker("shared")
+    await ctx.line(w, 1, command)
+    await w.until_output(1, mark, "the owner's marker")
+    await w.send(Share(1, "read" if mode == "read" else "write", 42, 600))
+    m = await w.expect(lambda m: isinstance(m, (ShareOk, ShareErr)) and m.id == 1, "share_ok")
+    _check(isinstance(m, ShareOk), f"share refused: {m!r}")
+    assert isinstance(m, ShareOk)
+    _check(m.ref == 42 and m.mode == mode, f"share_ok {m!r} does not answer ref 42 / mode {mode}")
+    return w, m, mark
+
+
+async def _viewer(ctx: Ctx, token: str) -> tuple[Wire, HelloOk]:
+    v = await ctx.connect()
+    ok = await v.hello(ctx.hello_msg(auth=Auth("bearer", token)))
+    return v, ok
+
+
+@case("share.view_read_only")
+async def share_view_read_only(ctx: Ctx) -> str:
+    """A read-only link: the viewer gets caps.view, the screen with the owner's marker, live output; its input is refused without a disconnect."""
+    w, link, mark = await _share_ready(ctx, "read")
+    v, ok = await _viewer(ctx, link.token)
+    _check(ok.caps.view == "read" and not ok.caps.share and not ok.caps.files, f"viewer caps {ok.caps!r}")
+    await ctx.open_shell(v, 1)
+    await v.until_output(1, mark, "the owner's screen on the viewer")
+    typed, typed_mark = ctx.marker("viewer")
+    await ctx.line(v, 1, typed)
+    live, live_mark = ctx.marker("live")
+    await ctx.line(w, 1, live)
+    await v.until_output(1, live_mark, "the owner's live output on the viewer")
+    await w.until_output(1, live_mark, "the owner's own output")
+    _check(typed_mark not in w.chan(1).data(), "a read-only viewer's input reached the owner's shell")
+    await v.roundtrip("the viewer after refused input")
+    views = [m for m in w.ctl_seen if isinstance(m, Viewers) and m.id == 1]
+    _check(bool(views) and any(len(m.viewers) == 1 for m in views), "the owner was not told of its viewer")
+    return "screen, live output, refused input, viewers list"
+
+
+@case("share.revoke")
+async def share_revoke(ctx: Ctx) -> str:
+    """unshare closes the viewer with 4016 and the link stops working (4003 at hello)."""
+    w, link, _ = await _share_ready(ctx, "read")
+    v, _ = await _viewer(ctx, link.token)
+    await ctx.open_shell(v, 1)
+    await w.send(Unshare(1, link.grant))
+    code = await v.expect_close({4016}, "the viewer's close after unshare")
+    again = await ctx.connect()
+    try:
+        await again.hello(ctx.hello_msg(auth=Auth("bearer", link.token)))
+    except ServerClosed as exc:
+        _check(exc.code == 4003, f"a revoked link closed {code_label(exc.code)}, expected 4003")
+    else:
+        raise KitFailure("a revoked link was accepted")
+    await w.roundtrip("the owner after the revoke")
+    return f"viewer closed {code_label(code)}, link refused 4003"
 
 
 # =================================================================== close

@@ -27,8 +27,8 @@ async def test_example_passes_its_profile(example_process: StartExample, profile
     skipped = {r.case for r in report.results if r.status == "SKIP"}
     resume_cases = {r.case for r in report.results if r.case.startswith(("resume.", "ack."))}
     assert resume_cases and resume_cases <= skipped
-    # The examples implement no extension: the file cases skip for want of caps.files.
-    file_cases = {r.case for r in report.results if r.case.startswith("files.")}
+    # The examples implement no extension: the file and share cases skip (no caps.files, no caps.share).
+    file_cases = {r.case for r in report.results if r.case.startswith(("files.", "share."))}
     assert file_cases and file_cases <= skipped
     assert skipped - resume_cases - file_cases == {"handshake.bad_token", "handshake.no_token"}
     for r in report.results:
