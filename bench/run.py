@@ -25,7 +25,10 @@ Sections (their own scripts print tables too):
 * memory (``bench/memory.py``): server RSS per idle / streaming connection,
   client heap during a stream;
 * peers (``bench/peers/``, ``--no-peers`` to skip): terminado, webssh, wetty
-  and the bare bridge against nimbus, same command, one wire client each.
+  and the bare bridge against nimbus, same command, one wire client each;
+* file channels (``bench/files.py``, issue 19): upload/download MB/s through
+  the PTY backend against a bare WebSocket push, and through the SSH backend
+  (SFTP to a private sshd) against OpenSSH ``scp`` to the same sshd.
 
 For a CPython figure that misses its target, one extra run under cProfile
 goes into the document (its top functions), with notes on what limits it.
@@ -83,7 +86,7 @@ def params(quick: bool, runs: int | None) -> dict[str, Any]:
             "runs": 2, "codec_runs": 2, "browser_runs": 2, "codec_seconds": 0.05, "pty_mb": 20,
             "synthetic_mb": 20, "echo": 100, "browser_echo": 100, "interrupt_samples": 3, "mem_runs": 1,
             "mem_idle": 50, "mem_streams": 4, "mem_stream_seconds": 1.5, "mem_mb": 20, "browser_mb": 10,
-            "browser_launches": 2, "render_mb": 5,
+            "browser_launches": 2, "render_mb": 5, "files_runs": 3, "files_mb": 20,
         }
     else:
         p = {
@@ -92,10 +95,10 @@ def params(quick: bool, runs: int | None) -> dict[str, Any]:
             "runs": 7, "codec_runs": 5, "browser_runs": 5, "codec_seconds": 0.2, "pty_mb": 200,
             "synthetic_mb": 200, "echo": 1000, "browser_echo": 300, "interrupt_samples": 10, "mem_runs": 5,
             "mem_idle": 200, "mem_streams": 10, "mem_stream_seconds": 3.0, "mem_mb": 100, "browser_mb": 200,
-            "browser_launches": 5, "render_mb": 20,
+            "browser_launches": 5, "render_mb": 20, "files_runs": 5, "files_mb": 100,
         }
     if runs is not None:
-        p["runs"] = p["mem_runs"] = p["codec_runs"] = p["browser_runs"] = runs
+        p["runs"] = p["mem_runs"] = p["codec_runs"] = p["browser_runs"] = p["files_runs"] = runs
         p["browser_launches"] = max(2, runs)
     p["quick"] = quick
     return p
@@ -722,6 +725,23 @@ def profile_misses(f: Figures, p: dict[str, Any], path: str) -> None:
                 f.profiles[fid] = f"cProfile of {what}, top functions by own time:\n\n" + profile_text(job)
             except Exception as exc:  # a profile is an extra; never lose the run for it
                 f.profiles[fid] = f"(profile failed: {exc!r})"
+    # File channels (bench/files.py): one transfer with the server in this process, where cProfile
+    # sees it, once per kind (a missed own-process row shares the profile of its one-process twin).
+    done: set[str] = set()
+    for fid in sorted(i for i in missed if i.startswith("files.") and not i.endswith(".cpu")):
+        import files
+
+        kind = fid.removeprefix("files.").replace("proc.", ".")
+        if kind not in files.PROFILABLE or kind in done:
+            continue
+        done.add(kind)
+        print(f"  cProfile: {fid}", flush=True)
+        try:
+            f.profiles[fid] = ("cProfile of one transfer, server and client in this process (the executor's "
+                               "file reads/writes and sshd are other threads/processes, not in it), top "
+                               "functions by own time:\n\n" + files.profile(kind, p["files_mb"]))
+        except Exception as exc:
+            f.profiles[fid] = f"(profile failed: {exc!r})"
 
 
 # ------------------------------------------------------------------- notes
@@ -748,8 +768,61 @@ vs 90–99 MB/s raw). A bigger `max_read` cannot help (the PTY never holds more 
 break the "same message sizes" rule of the comparison.
 """
 
+_FILES_GET_NOTE = """
+**What limits it: one 64 KiB read at a time, each a thread hop.** The server core caps every read budget
+at `max_read` (64 KiB, `core/server_config.py`), so `LocalFileBackend._get` never reaches its own `CHUNK`
+(256 KiB, `node_runtime/server/files.py`): 100 MB is ~1 500 reads, each `run_in_executor(os.pread)` --
+submit, worker wake-up, `call_soon_threadsafe` back -- then one 64 KiB data frame, and the next read starts
+only after that. The event loop waits in `epoll` for about a third of the transfer (py-spy: ~530 idle
+samples vs ~50 for the bare push over the same 8 × 100 MB); the bare push sends 256 KiB messages and reads
+on the loop. Larger credit windows change nothing (2 MiB / 8 MiB: 0.57×). The hop's cost depends on where
+the worker thread runs: alone, the same 100 MB download comes in at either ~200 or ~400 MB/s from run to run,
+the slow runs with ~40 % more voluntary context switches.
+
+**What was tried** (development runs, 100 MB, one process, monkeypatched, ratio to the bare push in the
+same batch): `ServerConfig(max_read=256 KiB)` 0.60× → 0.79×; one `pread` kept in flight while the previous
+chunk goes out (read-ahead of one chunk) 0.90×; `os.pread` on the loop 0.71×, with 256 KiB reads 0.85×.
+Suggested (core/node_runtime, not changed here): let a file channel read up to its own chunk (a per-channel
+read budget above `max_read`, still inside credit and `max_retained_output`) and keep one read ahead.
+"""
+
+_FILES_PUT_NOTE = """
+**What limits it: the event loop's thread, and a thread hop per 256 KiB written.** With server and client in
+one process the loop thread is busy the whole transfer (py-spy); `LocalFileBackend._put` awaits each chunk's
+`run_in_executor(os.write)` before acknowledging it, and every hop makes the loop thread wait for the GIL
+again (py-spy: the loop sits on the `sock.send` line of `_SelectorSocketTransport.write` ~4× as often as the
+bare push does for the same bytes). The client's input window is not the limit: `input_buffer_limit` 4 MiB
+0.61×, a 2 MiB / 8 MiB credit window 0.62×, default 0.62×. **Tried** (development runs, 100 MB, one
+process): the write on the loop instead of the executor 0.62× → 0.80×. Suggested (not changed here): write
+every queued input chunk in one executor job (`os.writev` of the queue) so the hops fall with the load, or a
+writer thread per transfer.
+"""
+
+_FILES_SSH_NOTE = """
+**What limits it: SFTP one request at a time (download), and asyncssh's ciphers in Python.**
+`SftpFileBackend._get` reads `min(budget, CHUNK)` -- at most 64 KiB (`max_read`) -- so asyncssh sends one
+64 KiB `FXP_READ` and waits a full round trip to sshd for each (its `max_requests=16` pipelining never starts).
+The rest is CPU: asyncssh encrypts and authenticates every 32 KiB SSH packet through `cryptography`
+(chacha20 + poly1305, separate calls, Python framing per packet), ~7–9 CPU s per GB in the server process,
+where `scp` and sshd are C. Ceilings measured with asyncssh alone (`sftp.get/put`, 16 × 64 KiB requests,
+same sshd, 100 MB): chacha20-poly1305 get ~245 / put ~173 MB/s, aes128-gcm get ~360 / put ~318 MB/s.
+**Tried** (development runs, 100 MB, one process): `max_read` 256 KiB 0.50× → 0.67×; 1 MiB SFTP reads
+(16 requests in flight) 0.69×; a 1 MiB read kept ahead 0.75×; 8 SFTP writes in flight for uploads: no change
+(0.61×, CPU-bound). Suggested: read ahead in large SFTP reads under the retained-output bound, and prefer
+AES-GCM (`encryption_algs`) where the CPU has AES instructions. Quick runs (20 MB) flatter these rows: one
+asyncssh login (~80 ms) against scp's fork/exec and OpenSSH's post-quantum key exchange (~270 ms).
+"""
+
 NOTES: dict[str, str] = {
     **peers_runner.NOTES,
+    "files.pty.down": _FILES_GET_NOTE,
+    "files.ptyproc.down": _FILES_GET_NOTE,
+    "files.pty.up": _FILES_PUT_NOTE,
+    "files.ptyproc.up": _FILES_PUT_NOTE,
+    "files.ssh.up": _FILES_SSH_NOTE,
+    "files.ssh.down": _FILES_SSH_NOTE,
+    "files.sshproc.up": _FILES_SSH_NOTE,
+    "files.sshproc.down": _FILES_SSH_NOTE,
     "pty.cpython": _PTY_NOTE,
     "pty.cpython2": _PTY_NOTE,
     "s64.cpython": """
@@ -922,6 +995,24 @@ SECTIONS = [
      "(docs/scale.md); stream = `head -c` MB/s, echo = one byte through `cat`, resume = socket dropped to "
      "`ready` again (no retry delay). Workers: N sessions streaming at once against `nimbus-ws serve` vs "
      "`--workers 2`; client and servers share the 2 cores."),
+    ("files", "File channels: upload / download MB/s (issue 19)",
+     "`bench/files.py`: one {files_mb} MB random file in /dev/shm, each transfer timed from connect to the "
+     "far side's verdict (connect, open, every byte, done) and checked by sha256; {files_runs} runs, baseline "
+     "and nimbus interleaved. PTY rows: `core.aio.upload()`/`download()` (default options, a fresh CPython "
+     "client connection per transfer) through the reference server's local-filesystem backend, against a bare "
+     "`websockets` push (a server writing each 256 KiB binary message to a file / streaming the file in 256 KiB "
+     "messages, a plain `websockets` client). SSH rows: the same calls through `backend=\"ssh\"` (SFTP from "
+     "the server, one key login per transfer) to a private OpenSSH sshd (`tests/support/sshd.py`), against "
+     "OpenSSH `scp` (its default SFTP protocol, same key and sshd, `BatchMode`, one login per transfer; both "
+     "negotiate chacha20-poly1305). \"One process\": server and client share this process and event loop; "
+     "\"own process\": `nimbus-ws serve` (and the bare push server) in a process of its own. CPU rows: "
+     "`time.process_time()` of this process, `/proc` of the server process."),
+    ("share", "Sharing: the owner's stream with viewers (issue 18)",
+     "`bench/share.py`: the reference server in its own process (PTY backend, `/bin/sh`); the owner (CPython "
+     "client) streams `head -c N /dev/zero | tr '\\0' x` through its PTY, timed from the command to its end "
+     "marker; alone, then with one share viewer reading at 64 KiB/s (its consumption earns its credit), then "
+     "with one viewer reading at full speed; interleaved run by run. The viewers' screen model (pyte) and "
+     "fan-out run in the server; its CPU seconds per run are the last rows."),
     ("memory", "Memory",
      "`bench/memory.py`: server in a subprocess, its `VmRSS` read from /proc; idle: one warm-up connection, then "
      "(RSS after N connections − RSS before) / N; streaming: peak RSS over {mem_stream_seconds} s with N "
@@ -1173,7 +1264,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, 2 runs (writes build/bench-quick.*)")
     ap.add_argument("--runs", type=int, help="runs per figure (default 5; --quick 2)")
     ap.add_argument("--out", help="markdown path (default docs/benchmarks.md; --quick: build/bench-quick.md)")
-    ap.add_argument("--only", help="comma-separated sections: codec,pty,stream64,echo,interrupt,memory,browser,pageload,sessions,cluster,peers")
+    ap.add_argument("--only", help="comma-separated sections: codec,pty,stream64,echo,interrupt,memory,browser,pageload,sessions,cluster,files,share,peers")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile runs of missed targets")
     ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
                     help="the peers section (terminado, webssh, wetty, bridge; bench/peers/); on by default")
@@ -1255,6 +1346,28 @@ def main(argv: list[str]) -> int:
                 except Exception as exc:
                     traceback.print_exc()
                     f.errors["cluster"] = f"{type(exc).__name__}: {exc}"[:300]
+        if not only or "files" in only:  # bench/files.py (issue 19)
+            print("== files", flush=True)
+            with section_load("files"):
+                try:
+                    import files
+
+                    meta["files"] = files.run(files.params(p["quick"], p["files_runs"], p["files_mb"]))
+                    files.add_rows(f, meta["files"])
+                except Exception as exc:
+                    traceback.print_exc()
+                    f.errors["files"] = f"{type(exc).__name__}: {exc}"[:300]
+        if not only or "share" in only:  # bench/share.py (issue 18)
+            print("== share", flush=True)
+            with section_load("share"):
+                try:
+                    import share
+
+                    meta["share"] = asyncio.run(share.run(share.params(p["quick"])))
+                    share.add_figures(f, meta["share"])
+                except Exception as exc:
+                    traceback.print_exc()
+                    f.errors["share"] = f"{type(exc).__name__}: {exc}"[:300]
         if args.peers and (not only or "peers" in only):
             print("== peers", flush=True)
             with section_load("peers"):

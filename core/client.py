@@ -111,7 +111,15 @@ from .state import (
     transition,
 )
 
+#: Under ``caps.ack``: output received and not yet acknowledged past which an ack goes out
+#: on its own (``flow {credit: 0, ack}``) when no grant is due.  The reference server keeps at
+#: most 4 MiB unacknowledged (``max_retained_output``) and stops reading there; a grant is due
+#: only once half the window is spent, so with a window above 8 MiB the acks riding on grants
+#: would come too late and the channel would stall for good.
+ACK_EVERY = 1 << 20
+
 __all__ = [
+    "ACK_EVERY",
     "ClientChannel",
     "ClientOptions",
     "ClientSession",
@@ -945,11 +953,16 @@ class ClientSession:
         if not self._ready() or not ch.can(ChanEvent.READ) or self._pause.reasons:
             return
         grant = ch.credit.take_grant(now, self.rtt)
+        ack = ch.credit.received if self._ack else None
+        if not grant and (ack is None or ack - ch.acked < ACK_EVERY):
+            return
+        # A grant carries the ack; with no grant due (a window wider than twice what the
+        # server retains unacknowledged), an ack alone every ACK_EVERY bytes keeps it reading.
+        if ack is not None:
+            self._save_resume(None, now)  # the stored rx never falls below an ack sent
+            ch.acked = ack
+        self._send_ctl(Flow(ch.id, grant, ack))
         if grant:
-            ack = ch.credit.received if self._ack else None
-            if ack is not None:
-                self._save_resume(None, now)  # the stored rx never falls below an ack sent
-            self._send_ctl(Flow(ch.id, grant, ack))
             self._policy(PolicyKind.CREDIT_GRANT, ch.id, value=grant)
 
     def _on_pause_change(self, reason: str, paused: bool, now: float) -> None:

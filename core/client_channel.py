@@ -33,6 +33,8 @@ class ClientChannel:
     #: Input not yet acknowledged (with ``caps.ack``) or not yet sent (without).
     tx: ByteLog = field(default_factory=ByteLog)
     tx_sent: int = 0
+    #: The last output position acknowledged to the server (``flow.ack``, under ``caps.ack``).
+    acked: int = 0
     size: tuple[int, int] | None = None
     size_sent: tuple[int, int] | None = None
     resize_at: float = float("-inf")
@@ -46,7 +48,7 @@ class ClientChannel:
         """The channel as a stored resume state left it: opened, ``stored.rx`` bytes received."""
         rx = stored.rx
         credit = CreditWindow(window, max_window, rx, rx, rx)
-        return cls(stored.id, open_sent=True, resume_key=stored.resume_key, credit=credit)
+        return cls(stored.id, open_sent=True, resume_key=stored.resume_key, credit=credit, acked=rx)
 
     def can(self, event: ChanEvent) -> bool:
         """Whether the channel table has ``event`` in this channel's state."""

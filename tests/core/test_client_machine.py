@@ -900,3 +900,19 @@ def test_reconnect_counts_failed_tries_only() -> None:
     assert r.lost(1.0, lambda: 0.5) == 2.0 and r.attempt == 1  # that try failed
     assert r.lost(3.0, lambda: 0.5) == 4.0 and r.attempt == 2
     assert r.lost(7.0, lambda: 0.5) is None and r.at is None  # exhausted
+
+
+def test_a_window_wider_than_the_servers_retained_bound_still_acks() -> None:
+    """A 16 MiB window grants only when 8 MiB are spent, but the reference server stops at 4 MiB
+    unacknowledged: the client acks on its own every ACK_EVERY bytes, or the channel stalls for good."""
+    from nimbus_websocket.core.client import ACK_EVERY
+
+    h, cid = _ready_with_channel(options=ClientOptions(window=16 << 20, max_window=16 << 20))
+    first = [m for m in h.feed(OpenOk(cid, "k")) if isinstance(m, Flow)]
+    assert first and first[0].credit == 16 << 20
+    acks: list[Flow] = []
+    for _ in range(5):  # 4 MiB in 1 MiB frames, each consumed at once
+        h.feed(DataFrame("stdout", cid, b"x" * (1 << 20)))
+        h.client.consumed(cid, 1 << 20, h.clock())
+        acks += [m for m in h.drain() if isinstance(m, Flow)]
+    assert [(f.credit, f.ack) for f in acks[:4]] == [(0, (i + 1) * ACK_EVERY) for i in range(4)]
