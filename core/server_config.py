@@ -72,6 +72,10 @@ class ServerConfig:
     input_ack_delay: float = 0.05
     #: Largest backend read, hence the largest data frame payload (coalescing size).
     max_read: int = 64 * 1024
+    #: Largest read of a file channel (``open.file`` get): a file is not an interactive
+    #: stream, fewer bigger reads cost less per byte; still within credit and
+    #: ``max_retained_output``, so it adds nothing to the memory bounds.
+    file_max_read: int = 256 * 1024
     #: The connection's unsent bytes (``bufferedAmount``) above which every
     #: backend of the session stops reading, and below which it reads again:
     #: a client that grants credit but does not read its socket holds at

@@ -567,7 +567,8 @@ class ServerSession:
         if conn is None or conn.write_paused or not ch.allows(ChanEvent.READ):
             return 0
         retained_room = self.config.max_retained_output - ch.log.size
-        return max(0, min(self.config.max_read, ch.credit - ch.pending, retained_room))
+        max_read = self.config.file_max_read if ch.file_channel else self.config.max_read
+        return max(0, min(max_read, ch.credit - ch.pending, retained_room))
 
     def flush(self, ch: ServerChannel) -> None:
         """Send what ``ch``'s credit allows, then ``exit`` when all output is out; pause or

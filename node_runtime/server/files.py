@@ -60,6 +60,8 @@ log = logging.getLogger("nimbus_websocket.server.files")
 
 #: Bytes a ``get`` reads at a time (never more than the channel's credit).
 CHUNK = 256 * 1024
+#: Queued upload bytes written in one ``writev`` at most.
+WRITE_BATCH = 1 << 20
 #: ``FilePolicy.max_size`` default: 2 GiB.
 DEFAULT_MAX_FILE_SIZE = 2 << 30
 _PART = ".nimbus-part"
@@ -349,17 +351,25 @@ class LocalFileBackend(FileBackendBase):
                     raise
 
     async def _get(self) -> None:
+        """Read ahead one chunk while the last one goes out (at most one chunk held beyond it)."""
         size = self.file_size or 0
         fd = self._fd
         assert fd is not None
+        nxt = self._io(os.pread, fd, min(CHUNK, size), 0) if size else None
         while self.done < size:
-            n = min(await self._budget(), CHUNK, size - self.done)
-            data = await self._io(os.pread, fd, n, self.done)
+            assert nxt is not None
+            data = await nxt
             if not data:
                 self._fail(f"the file shrank to {self.done} bytes while it was read")
                 return
-            self.done += len(data)
-            self.sink.output("stdout", data)
+            after = self.done + len(data)
+            nxt = self._io(os.pread, fd, min(CHUNK, size - after), after) if after < size else None
+            view = memoryview(data)
+            while view:  # as credit allows (normally the whole chunk at once)
+                n = await self._budget()
+                part, view = view[:n], view[n:]
+                self.sink.output("stdout", data if len(part) == len(data) else bytes(part))
+                self.done += len(part)
         self._succeed()
 
     async def _put(self) -> None:
@@ -367,12 +377,18 @@ class LocalFileBackend(FileBackendBase):
         fd = self._fd
         assert fd is not None and self._part is not None
         while (data := await self._next_input()) is not None:
-            if self.done + len(data) > size:
+            batch = [data]  # everything queued, in one write (one thread hop per batch)
+            n = len(data)
+            while self._input and n < WRITE_BATCH and len(batch) < 512:  # under IOV_MAX
+                more = self._input.popleft()
+                batch.append(more)
+                n += len(more)
+            if self.done + n > size:
                 self._fail(f"more than the announced {size} bytes arrived")
                 return
-            await self._io(_write_all, fd, data)
-            self.done += len(data)
-            self.sink.input_written(len(data))
+            await self._io(_writev_all, fd, batch)
+            self.done += n
+            self.sink.input_written(n)
         if self.done != size:
             self._fail(f"the upload ended after {self.done} of {size} bytes")
             return
@@ -392,11 +408,11 @@ class LocalFileBackend(FileBackendBase):
         os.fsync(fd)
         os.replace(part, self.path)
 
-    async def _io(self, fn: Callable[..., _T], *args: object) -> _T:
-        """Run ``fn(*args)`` in the I/O pool; the clean-up waits for it (no fd is closed under a thread)."""
+    def _io(self, fn: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
+        """Start ``fn(*args)`` in the I/O pool; the clean-up waits for it (no fd is closed under a thread)."""
         cf = _io_pool().submit(fn, *args)
         self._inflight = cf
-        return await asyncio.wrap_future(cf)
+        return asyncio.wrap_future(cf)
 
     def _discard(self) -> None:
         if self._fd is not None:
@@ -426,7 +442,12 @@ def _io_pool() -> concurrent.futures.ThreadPoolExecutor:
     return _pool
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _writev_all(fd: int, bufs: list[bytes]) -> None:
+    views = [memoryview(b) for b in bufs]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
