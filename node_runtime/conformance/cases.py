@@ -617,12 +617,12 @@ async def share_revoke(ctx: Ctx) -> str:
     v, _ = await _viewer(ctx, link.token)
     await ctx.open_shell(v, 1)
     await w.send(Unshare(1, link.grant))
-    code = await v.expect_close({4016}, "the viewer's close after unshare")
+    code = await v.expect_close({CloseCode.SHARE_REVOKED}, "the viewer's close after unshare")
     again = await ctx.connect()
     try:
         await again.hello(ctx.hello_msg(auth=Auth("bearer", link.token)))
     except ServerClosed as exc:
-        _check(exc.code == 4003, f"a revoked link closed {code_label(exc.code)}, expected 4003")
+        _check(exc.code == CloseCode.AUTH_FAILED, f"a revoked link closed {code_label(exc.code)}, expected 4003")
     else:
         raise KitFailure("a revoked link was accepted")
     await w.roundtrip("the owner after the revoke")

@@ -184,7 +184,9 @@ def add_parser(sub: Any) -> None:
         help="file transfer (upload/download) in the session's context: SFTP on the SSH backend, the server "
         "user's filesystem on the PTY backend (default: on, except with --pty-command)",
     )
-    files.add_argument("--no-files", dest="files", action="store_false", help="no file transfer")
+    files.add_argument(
+        "--no-files", dest="files", action="store_false", help="no file transfer (default: on, see --files)"
+    )
     p.add_argument(
         "--files-root",
         metavar="DIR",

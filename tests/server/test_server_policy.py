@@ -239,7 +239,9 @@ def test_options_are_not_mutated_and_the_core_config_is_derived_once() -> None:
     assert srv.config.allow_command is False  # the operator chose what runs
     assert srv.config.resume_failure_limit == 3 and srv.registry.config is srv.config
     assert Server(ServerOptions(pty_command="cat", allow_client_command=True)).config.allow_command
-    assert ServerOptions().effective_config == ServerConfig()
+    # The defaults' only refinements: file transfer and share links on (the core's own default is off).
+    assert ServerOptions().effective_config == ServerConfig(allow_files=True, allow_share=True)
+    assert ServerOptions(pty_command="cat", share=False).effective_config.allow_files is False
 
 
 async def test_max_sessions_from_the_command_line_refuses_the_next_with_4010() -> None:
