@@ -133,6 +133,10 @@ class ServerChannel:
     file_size: int | None = None
     #: Opened with ``open.file``: carries a file, not a terminal (never shared).
     file_channel: bool = False
+    #: The last ``viewers`` list (an owner's channel) and ``resize`` (a viewer's), sent again
+    #: after a resume: the ones sent while detached are lost with the connection.
+    viewers: tuple[ViewerInfo, ...] | None = None
+    view_size: tuple[int, int] | None = None
     #: Input and controls that arrived while the backend started (state
     #: ``OPENING``), delivered in order right after ``open_ok``.
     early: list[EarlyInput] = field(default_factory=list, repr=False)
@@ -336,6 +340,10 @@ class ServerSession:
         yet; the client may be blocked on a full input buffer.
         """
         for ch in list(self.channels.values()):
+            if ch.view_size is not None:  # before any output: the screen that follows is drawn at it
+                self._send(Resize(ch.id, *ch.view_size))
+            if ch.viewers is not None:
+                self._send(Viewers(ch.id, ch.viewers))
             self.flush(ch)
             if self.ack:
                 ch.acked = 0
@@ -551,14 +559,23 @@ class ServerSession:
     # ------------------------------------------------------------ sharing
 
     def viewers_changed(self, cid: int, viewers: tuple[ViewerInfo, ...]) -> None:
-        """Tell the owner who watches channel ``cid`` now (``viewers``); dropped while detached."""
-        if cid in self.channels and self.conn is not None and self.conn.ready:
-            self._send(Viewers(cid, viewers[:MAX_VIEWERS_LISTED]))
+        """Tell the owner who watches channel ``cid`` now (``viewers``; sent again after a resume)."""
+        ch = self.channels.get(cid)
+        if ch is None:
+            return
+        ch.viewers = viewers[:MAX_VIEWERS_LISTED]
+        if self.conn is not None and self.conn.ready:
+            self._send(Viewers(cid, ch.viewers))
             self._wake()
 
     def view_resized(self, cid: int, cols: int, rows: int) -> None:
-        """A viewer session: the shared terminal is now ``cols`` x ``rows`` (``resize`` s->c)."""
-        if self.view is not None and cid in self.channels and self.conn is not None and self.conn.ready:
+        """A viewer session: the shared terminal is now ``cols`` x ``rows`` (``resize`` s->c;
+        sent again after a resume)."""
+        ch = self.channels.get(cid)
+        if self.view is None or ch is None:
+            return
+        ch.view_size = (cols, rows)
+        if self.conn is not None and self.conn.ready:
             self._send(Resize(cid, cols, rows))
             self._wake()
 

@@ -7,6 +7,10 @@
 //                                    the password or key is asked in the form
 //   token=...                     -> bearer token for the nimbus server; removed
 //                                    from the address bar as soon as it is read
+//   share=...                     -> a share link's token: watch (or type into) the
+//                                    terminal someone shared (share.mjs); removed from
+//                                    the address bar like token=, kept for a reload
+//                                    the same way
 //   ws=/path or ws://host:port/.. -> the WebSocket endpoint; only this page's
 //                                    own origin (default: ws/ssh next to the page)
 //   connect=0                     -> show the form instead of connecting
@@ -29,14 +33,16 @@ import * as prefs from "./prefs.mjs";
 import * as keys from "./keys.mjs";
 import * as keybar from "./keybar.mjs";
 import * as transfers from "./transfers.mjs";
+import * as share from "./share.mjs";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-// First thing: the bearer token leaves the address bar and this history
-// entry, before the page fetches anything else (site.json, Pyodide, the
-// wheel).  Every request carries no Referer at all (Referrer-Policy from the
-// server, <meta name="referrer"> for other servers).
-const urlToken = takeUrlToken();
+// First thing: the bearer token (and a share link's token) leave the address
+// bar and this history entry, before the page fetches anything else
+// (site.json, Pyodide, the wheel).  Every request carries no Referer at all
+// (Referrer-Policy from the server, <meta name="referrer"> for other servers).
+const urlShare = takeUrlParam("share");
+const urlToken = takeUrlParam("token");
 const CONFIG_KEY = "nimbus-demo.config";
 const MAX_EVENTS = 200;
 
@@ -69,6 +75,13 @@ const demo = (window.nimbusDemo = {
   refused: null, // {url, reason} of the last WebSocket URL the page refused to connect to
   refusals: 0, // how many times it refused one
   tokenStorage: "none", // where the bearer token is kept: none | memory | wrapped (token_store.mjs)
+  // A viewer's page (?share=): {mode: "read"|"write"|null (the server's word), size: the shared
+  // terminal's {cols, rows}, banner}; null on an owner's page.
+  get view() {
+    if (!viewing()) return null;
+    return { mode: viewMode(), size: tabs?.fixedSize ?? null, banner: $("view-banner").textContent, ended: demo.viewEnded };
+  },
+  viewEnded: null, // why a viewer's link stopped working (the sentence shown), once it did
   events: [], // last MAX_EVENTS {t, type, ...} state/policy/diagnostic events
   tap: window.__nimbusTap ?? null, // optional (bytes, channelId) => void, called for every output chunk
   get term() {
@@ -140,14 +153,14 @@ function cursorLine(term) {
   return (buf.getLine(buf.baseY + buf.cursorY)?.translateToString(true) ?? "").trimEnd();
 }
 
-function takeUrlToken() {
-  if (!params.has("token")) return null;
-  const token = params.get("token");
-  params.delete("token");
+function takeUrlParam(name) {
+  if (!params.has(name)) return null;
+  const value = params.get(name);
+  params.delete(name);
   const clean = new URL(location.href);
-  clean.searchParams.delete("token");
+  clean.searchParams.delete(name);
   history.replaceState(history.state, "", clean.href);
-  return token;
+  return value;
 }
 
 function record(type, data) {
@@ -175,17 +188,23 @@ tabs = new Tabs({
   hooks: {
     onInput: (tab, typed) => {
       const d = keybar.modify(typed); // the key bar's sticky Ctrl/Alt
+      if (viewing()) return void viewerInput(tab, d);
       if (d === "\r" && tab.phase === "exited") return void restart(tab);
       if (d === "\r" && demo.phase === "error" && !$("btn-reconnect").hidden) return void $("btn-reconnect").click();
       if (tab.ch && tab.phase === "ready") nimbus.send(tab.ch, d).catch?.(reportInputError);
     },
     onBinary: (tab, d) => {
+      if (viewing() && viewMode() !== "write") return; // a read-only viewer sends nothing
       if (tab.ch && tab.phase === "ready") nimbus.send(tab.ch, Uint8Array.from(d, (c) => c.charCodeAt(0))).catch?.(reportInputError);
     },
     onResize: (tab, cols, rows) => {
+      if (viewing()) return; // the owner's size rules: a viewer's terminal follows it
       if (tab.ch && tab.phase === "ready") nimbus.resize(tab.ch, cols, rows);
     },
-    onActivate: () => showActiveTab(),
+    onActivate: () => {
+      showActiveTab();
+      shareUI.refresh();
+    },
     onTitle: (tab) => {
       if (tab === tabs.active) showTitle();
     },
@@ -240,6 +259,73 @@ const fileUI = transfers.install({
   focus: () => tabs.focus(),
 });
 demo.transfers = transfers.state;
+
+// Share links (share.mjs): "Share…" and the viewer count, shown once the server
+// announced caps.share (refreshStatus), for the terminal on screen.
+const shareUI = share.install({
+  channel: () => (conn && conn.state !== "closed" && tabs.active?.phase === "ready" ? tabs.active.ch : null),
+  notify: (text, level) => setMessage(text, level),
+  focus: () => tabs.focus(),
+});
+demo.share = share.state;
+
+// ------------------------------------------------------------ viewer page
+
+// A page opened with ?share=TOKEN watches someone's terminal: one tab at the
+// owner's size, no tabs, files or sharing of its own; a read-only viewer sends
+// no input.  What the viewer may do is the server's to enforce.
+function viewing() {
+  return Boolean(config?.view);
+}
+
+/** "read" / "write": the server's word (conn.viewMode); read-only until it said. */
+function viewMode() {
+  return conn?.viewMode ?? "read";
+}
+
+function viewerInput(tab, data) {
+  if (data === "\r" && demo.phase === "error" && !$("btn-reconnect").hidden) return void $("btn-reconnect").click();
+  if (viewMode() !== "write" || !tab.ch || tab.phase !== "ready") return;
+  nimbus.send(tab.ch, data).catch?.(reportInputError);
+}
+
+function showViewer() {
+  const mode = viewMode();
+  $("app").dataset.view = mode;
+  const banner = $("view-banner");
+  banner.dataset.mode = mode;
+  delete banner.dataset.ended;
+  banner.textContent = share.bannerText(mode);
+  banner.hidden = false;
+  for (const t of tabs.list) t.term.options.disableStdin = mode !== "write";
+}
+
+/** Keep the viewer's terminal at the shared terminal's size: now, and on every "resize". */
+function followViewSize(tab, ch, resumed) {
+  const apply = (size) => {
+    if (!size || tab.ch !== ch) return;
+    share.saveViewSize(size);
+    tabs.setFixedSize(size);
+  };
+  // After a reload the size comes back with the screen (the server does not repeat it).
+  apply(ch.termSize ?? (resumed ? share.loadViewSize() ?? { cols: tab.term.cols, rows: tab.term.rows } : null));
+  // In stream order: after the output before it is parsed, before the output after it.
+  return nimbus.on(ch, "resize", (size) => tab.term.write("", () => apply(size)));
+}
+
+/** The viewer's link stopped working (4016, or 4003 for a dead link): say so; reconnecting cannot help. */
+function showViewEnded(sentence, detail, title = "Sharing ended") {
+  demo.viewEnded = sentence;
+  const banner = $("view-banner");
+  banner.dataset.ended = "";
+  banner.textContent = sentence;
+  banner.hidden = false;
+  $("btn-reconnect").hidden = true;
+  setMessage(sentence, "error", detail);
+  showNotice(title, sentence, detail);
+  $("notice-reconnect").hidden = true;
+  $("notice-settings").hidden = true;
+}
 
 function showTitle() {
   const t = tabs.active?.title;
@@ -327,7 +413,9 @@ function refreshStatus() {
   const s = nimbus.stats(conn);
   demo.pauseReasons = s.pauseReasons;
   if (conn) demo.state = s.state;
-  fileUI.setAvailable(Boolean(conn) && s.state !== "closed" && s.files);
+  fileUI.setAvailable(Boolean(conn) && s.state !== "closed" && s.files && !viewing());
+  const canShare = Boolean(conn) && s.state !== "closed" && s.share && !viewing();
+  if (canShare !== share.state.available) shareUI.setAvailable(canShare);
   $("st-rtt").textContent = s.rttMs == null ? "RTT –" : `RTT ${s.rttMs < 10 ? s.rttMs.toFixed(1) : Math.round(s.rttMs)} ms`;
   $("st-buf").textContent = `buf ${fmtBytes(s.bufferedAmount)}`;
   const ch = tabs.active?.ch;
@@ -391,12 +479,15 @@ function loadConfig() {
     mode: saved.mode ?? "local",
     target: saved.target ?? "",
     user: saved.user ?? "",
-    token: urlToken ?? "",
+    token: urlShare ?? urlToken ?? "",
     ws: saved.ws ?? "",
-    hadToken: urlToken == null && saved.hasToken === true, // to be restored by restoreToken()
+    // A viewer (?share=, or this tab's last load was one): the token is the share link's.
+    view: urlShare != null || (urlToken == null && saved.view === true),
+    hadToken: urlShare == null && urlToken == null && saved.hasToken === true, // to be restored by restoreToken()
   };
   if (params.has("target") || params.has("user")) cfg.mode = "ssh";
   for (const k of ["target", "user", "ws"]) if (params.has(k)) cfg[k] = params.get(k);
+  if (cfg.view) cfg.mode = "local"; // a viewer opens the shared terminal, whatever the backend
   return cfg;
 }
 
@@ -417,7 +508,7 @@ async function restoreToken(cfg) {
 async function saveConfig(cfg) {
   const { mode, target, user, ws } = cfg;
   try {
-    sessionStorage.setItem(CONFIG_KEY, JSON.stringify({ mode, target, user, ws, hasToken: Boolean(cfg.token) }));
+    sessionStorage.setItem(CONFIG_KEY, JSON.stringify({ mode, target, user, ws, hasToken: Boolean(cfg.token), view: Boolean(cfg.view) }));
   } catch {
     /* storage disabled: no reload memory */
   }
@@ -597,14 +688,19 @@ async function start(cfg, credentials, intent = {}) {
   $("notice").hidden = true;
   askingToken = false;
   setMessage("");
-  const key = `${wsURL(cfg)}|${cfg.token}`;
+  const key = `${wsURL(cfg)}|${cfg.token}|${cfg.view ? "view" : ""}`;
   if (!conn || conn.state === "closed" || conn.__key !== key) {
     await dropConnection();
     setPhase("connecting");
     setPill("connecting");
     showLoader(`Connecting to ${wsURL(cfg)}…`);
     const gen = ++connGen;
-    const c = await nimbus.connect({ url: wsURL(cfg), token: cfg.token, listeners: connectionListeners(gen) });
+    const c = await nimbus.connect({
+      url: wsURL(cfg),
+      token: cfg.view ? "" : cfg.token,
+      share: cfg.view ? cfg.token : null,
+      listeners: connectionListeners(gen),
+    });
     if (gen !== connGen) return void nimbus.closeConnection(c).catch(() => {}); // superseded meanwhile
     conn = c;
     conn.__key = key;
@@ -612,6 +708,7 @@ async function start(cfg, credentials, intent = {}) {
     demo.state = conn.state;
     // A new connection: the tabs of the old one are gone with it.
     tabs.clear();
+    if (cfg.view) showViewer();
     const resumed = nimbus.resumedChannels(conn);
     if (resumed.length) return void (await restoreTabs(resumed));
     forgetScreens(); // nothing resumed: saved screens are of sessions that are gone
@@ -692,6 +789,8 @@ async function openNew(cfg, credentials, tab) {
 }
 
 function openChannel(cfg, credentials, size) {
+  // A viewer's one channel shows the shared terminal (any target the server allows will do).
+  if (cfg.view) return nimbus.openSession(conn, { target: { host: "localhost", port: 22 }, user: { username: "", auth: {} }, cols: size.cols, rows: size.rows });
   const target = cfg.mode === "ssh" ? parseTarget(cfg.target) : { host: "localhost", port: 0 };
   const user = cfg.mode === "ssh" ? { username: cfg.user, auth: credentials } : { username: "", auth: {} };
   return nimbus.openSession(conn, { target, user, cols: size.cols, rows: size.rows });
@@ -705,6 +804,7 @@ function openChannel(cfg, credentials, size) {
  * credentials first (they are never kept).
  */
 async function newTab() {
+  if (viewing()) return; // a viewer watches one terminal
   if (!conn || conn.state === "closed" || !["ready", "exited"].includes(demo.phase)) return;
   if (config.mode === "ssh") {
     formIntent = { newTab: true };
@@ -749,7 +849,7 @@ function flashNewButton() {
  * Enter starts a new session in it.
  */
 async function closeTab(tab) {
-  if (!tab) return;
+  if (!tab || viewing()) return;
   const ch = tab.ch;
   if (tabs.count > 1) {
     tab.ch = null;
@@ -824,7 +924,10 @@ function attach(tab, ch, { resumed }) {
   tab.exit = null;
   tab.phase = "ready";
   demo.sessions += 1;
-  const offs = [nimbus.pipeOutput(ch, output(tab))];
+  const offs = [];
+  if (viewing()) offs.push(followViewSize(tab, ch, resumed)); // before the output is piped: the size comes first
+  else offs.push(nimbus.on(ch, "viewers", () => tab === tabs.active && shareUI.refresh()));
+  offs.push(nimbus.pipeOutput(ch, output(tab)));
   offs.push(
     nimbus.on(ch, "exit", (ev) => {
       const code = ev?.code ?? null;
@@ -832,6 +935,13 @@ function attach(tab, ch, { resumed }) {
       tab.exit = { code, sig };
       record("exit", { id: ch.id ?? null, ...tab.exit });
       const what = sig ? `killed by SIG${sig}` : `exited with code ${code ?? "?"}`;
+      if (viewing()) {
+        tab.term.write(`\r\n\x1b[2m[the shared terminal's process ${what}]\x1b[0m\r\n`);
+        tab.phase = "exited";
+        setPhase("exited");
+        setPill("exited");
+        return void setMessage(`The shared terminal's process ${what}`, "warn");
+      }
       const more = tabs.count > 1 ? ", Alt+Shift+W closes the tab" : "";
       tab.term.write(`\r\n\x1b[2m[process ${what} — press Enter for a new session${more}]\x1b[0m\r\n`);
       tab.phase = "exited";
@@ -845,6 +955,11 @@ function attach(tab, ch, { resumed }) {
   offs.push(
     nimbus.on(ch, "close", () => {
       record("channel_close", { id: ch.id ?? null });
+      if (viewing()) {
+        if (tab.ch === ch && tab.phase === "ready") tab.phase = "exited";
+        if (!demo.viewEnded && demo.phase !== "error") setMessage("The view ended", "warn");
+        return;
+      }
       if (tab.ch === ch && tab.phase === "ready") {
         tab.phase = "exited";
         tabs.render();
@@ -864,14 +979,16 @@ function attach(tab, ch, { resumed }) {
   );
   tab.offs = offs;
   tabs.render();
-  $("st-target").textContent = config.mode === "ssh" ? `${config.user}@${config.target}` : "local shell";
+  $("st-target").textContent = viewing() ? `shared terminal (${share.modeWords(viewMode())})` : config.mode === "ssh" ? `${config.user}@${config.target}` : "local shell";
   hideLoader();
   $("connect").hidden = true;
+  if (viewing()) showViewer();
+  else shareUI.refresh();
   if (tab !== tabs.active) return;
   setPhase("ready");
   setPill(conn.state);
   fitNow();
-  if (resumed) nimbus.resize(ch, tab.term.cols, tab.term.rows); // the window may differ from before the reload
+  if (resumed && !viewing()) nimbus.resize(ch, tab.term.cols, tab.term.rows); // the window may differ from before the reload
   nimbus.ping(conn);
   tabs.focus();
   refreshStatus();
@@ -930,10 +1047,13 @@ function onTerminalError(e) {
   record("error", err);
   setPhase("error");
   setPill("closed");
-  $("btn-reconnect").hidden = false;
-  $("btn-reconnect").textContent = asksToken ? "Enter token…" : "Reconnect";
   hideLoader();
   $("connect").hidden = true;
+  if (viewing() && messages.shareEnded(err.name, reason)) {
+    return void showViewEnded(sentence, detail, err.name === "SHARE_REVOKED" ? "Sharing ended" : "Share link not valid");
+  }
+  $("btn-reconnect").hidden = false;
+  $("btn-reconnect").textContent = asksToken ? "Enter token…" : "Reconnect";
   showError(sentence, detail, tabs.list.some((t) => t.ch) && !asksToken);
   if (asksToken) askForToken();
   if (err.name === "CONNECT_FAILED" && err.code === 1006) probeAfterConnectFailed(demo.error, host, detail);
@@ -995,6 +1115,8 @@ $("notice-token-form").addEventListener("submit", (ev) => {
 
 function showNotice(title, text, detail = "") {
   $("notice-token-form").hidden = true;
+  $("notice-reconnect").hidden = false;
+  $("notice-settings").hidden = false;
   $("notice-token").value = "";
   $("notice-reconnect").textContent = "Reconnect";
   $("notice-title").textContent = title;
@@ -1100,6 +1222,11 @@ async function boot() {
   record("booted", { ms: demo.bootMs });
   await restoring;
   await serverPrefs; // before the first session: its size follows the font
+  if (config.tokenLost && config.view) {
+    setPhase("error");
+    hideLoader();
+    return showViewEnded("This tab's share link could not be kept for the reload: open the link again", "");
+  }
   if (config.tokenLost && !resolveWs(config.ws).error) {
     return showForm(config, "This tab had a bearer token for this server: enter it again to resume (it is not stored here).");
   }

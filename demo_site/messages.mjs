@@ -60,6 +60,28 @@ export const AUTH_REASONS = Object.freeze({
 });
 
 /**
+ * Share links (issue 18), by the server's close reason: 4016 SHARE_REVOKED ends
+ * a viewer's connection (its link was revoked, expired, or the terminal it
+ * watched ended); a link that is no longer valid is refused at connect with
+ * 4003.  Kept apart from MESSAGES and AUTH_REASONS, which the CLI's table
+ * (node_runtime/client/messages.py) mirrors entry for entry.
+ */
+export const SHARE_REASONS = Object.freeze({
+  "share link revoked by its owner": "The owner stopped sharing",
+  "share link expired": "The share link expired",
+  "the shared terminal ended": "The shared terminal ended",
+  "share link not valid (revoked, expired or unknown)": "This share link is not valid (it was revoked, it expired, or it is unknown)",
+});
+
+/** 4016 SHARE_REVOKED with a reason the table above does not know. */
+export const SHARE_REVOKED_MESSAGE = "The share link no longer works (revoked, expired, or its terminal ended)";
+
+/** Whether error `name` with `reason` ends a viewer's share link: reconnecting cannot help. */
+export function shareEnded(name, reason = "") {
+  return name === "SHARE_REVOKED" || Object.hasOwn(SHARE_REASONS, reason);
+}
+
+/**
  * Whether error `name` with the server's close `reason` means "bring (another)
  * bearer token": retrying with the same one would fail the same way, so the
  * page asks for it (issue 15.7).
@@ -90,6 +112,8 @@ export const CONNECT_CLOSE_NAMES = Object.freeze({
  */
 export function userMessage(name, reason = "", host = "the server", code = null) {
   if (name === "CONNECT_FAILED" && Object.hasOwn(CONNECT_CLOSE_NAMES, code)) name = CONNECT_CLOSE_NAMES[code];
+  if (Object.hasOwn(SHARE_REASONS, reason) && ["SHARE_REVOKED", "AUTH_FAILED", "CONNECT_FAILED"].includes(name)) return SHARE_REASONS[reason];
+  if (name === "SHARE_REVOKED") return SHARE_REVOKED_MESSAGE;
   if (name === "AUTH_FAILED" && Object.hasOwn(AUTH_REASONS, reason)) return AUTH_REASONS[reason];
   const text = Object.hasOwn(MESSAGES, name) ? MESSAGES[name] : null;
   return text == null ? null : text.replaceAll("{host}", host);

@@ -81,14 +81,15 @@ function trackDownloads(onBytes) {
 
 const fmtMB = (n) => `${(n / 1048576).toFixed(1)} MB`;
 
-/** Connect; resolves when ready.  `token` empty -> auth scheme "none". */
-export async function connect({ url, token, listeners }) {
-  return runtime.connect({
-    url,
-    auth: token ? { scheme: "bearer", token } : { scheme: "none" },
-    clientInfo: { app: "nimbus-demo" },
-    on: listeners,
-  });
+/**
+ * Connect; resolves when ready.  `token` empty -> auth scheme "none".  `share`:
+ * a share link's token -- connect as its viewer (the runtime sends it as the
+ * bearer token), with a resume state of its own, apart from this tab's own sessions.
+ */
+export async function connect({ url, token, share, listeners }) {
+  const common = { url, clientInfo: { app: "nimbus-demo" }, on: listeners };
+  if (share) return runtime.connect({ ...common, share, resume: { key: `nimbus-websocket:resume:view:${url}` } });
+  return runtime.connect({ ...common, auth: token ? { scheme: "bearer", token } : { scheme: "none" } });
 }
 
 /** Subscribe; returns an unsubscribe function. */
@@ -151,6 +152,8 @@ export function stats(conn) {
     bufferedAmount: info.bufferedAmount ?? 0,
     pauseReasons: info.pauseReasons ?? [],
     files: info.files === true, // the server transfers files (caps.files)
+    share: info.share === true, // the server makes share links (caps.share)
+    viewMode: info.viewMode ?? null, // "read" | "write": this connection watches a shared terminal
   };
 }
 

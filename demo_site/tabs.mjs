@@ -71,6 +71,8 @@ export class Tabs {
     this.hooks = hooks;
     this.list = []; // in strip order
     this.active = null;
+    /** {cols, rows} every terminal keeps instead of being fitted to its pane (a viewer's page), or null. */
+    this.fixedSize = null;
     this._keys = 0;
     newButton?.addEventListener("click", () => hooks.onNew());
     newButton?.addEventListener("mousedown", (ev) => ev.preventDefault()); // the focus stays in the terminal
@@ -197,7 +199,18 @@ export class Tabs {
     this.active?.term.focus();
   }
 
+  /** Keep every terminal at `size` ({cols, rows}) instead of fitting it (null: fit again). */
+  setFixedSize(size) {
+    this.fixedSize = size ? { cols: size.cols, rows: size.rows } : null;
+    this.fitActive();
+  }
+
   _fit(tab) {
+    const fixed = this.fixedSize;
+    if (fixed) {
+      if (tab.term.cols !== fixed.cols || tab.term.rows !== fixed.rows) tab.term.resize(fixed.cols, fixed.rows);
+      return;
+    }
     try {
       tab.fit.fit();
     } catch {

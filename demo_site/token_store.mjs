@@ -75,9 +75,10 @@ const unb64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
  * Keep `token` (given for the WebSocket URL `boundTo`) for a reload of this tab.
  * Returns where it went: "wrapped" (ciphertext in sessionStorage), "memory"
  * (nothing stored: no WebCrypto/IndexedDB here) or "none" (no token).
+ * `item`: the sessionStorage key (another page of the site keeps its own).
  */
-export async function saveToken(token, boundTo) {
-  forgetToken();
+export async function saveToken(token, boundTo, { item = ITEM } = {}) {
+  forgetToken({ item });
   if (!token) return "none";
   if (!canWrap()) return "memory";
   try {
@@ -88,20 +89,20 @@ export async function saveToken(token, boundTo) {
       key,
       enc.encode(token),
     );
-    sessionStorage.setItem(ITEM, JSON.stringify({ v: 1, iv: b64(iv), ct: b64(ct) }));
+    sessionStorage.setItem(item, JSON.stringify({ v: 1, iv: b64(iv), ct: b64(ct) }));
     return "wrapped";
   } catch (e) {
     console.warn("the bearer token cannot be kept for a reload:", e?.name ?? e);
-    forgetToken();
+    forgetToken({ item });
     return "memory";
   }
 }
 
 /** The token saved for `boundTo`, or null (none saved, another server, or undecryptable). */
-export async function loadToken(boundTo) {
+export async function loadToken(boundTo, { item = ITEM } = {}) {
   let saved;
   try {
-    saved = JSON.parse(sessionStorage.getItem(ITEM) || "null");
+    saved = JSON.parse(sessionStorage.getItem(item) || "null");
   } catch {
     saved = null;
   }
@@ -121,9 +122,9 @@ export async function loadToken(boundTo) {
 }
 
 /** Drop the saved token of this tab. */
-export function forgetToken() {
+export function forgetToken({ item = ITEM } = {}) {
   try {
-    sessionStorage.removeItem(ITEM);
+    sessionStorage.removeItem(item);
   } catch {
     /* storage disabled */
   }

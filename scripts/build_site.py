@@ -7,8 +7,13 @@ Layout of the output folder (default ``build/site/``; issue 14, item 4)::
                                        rewritten to the hashed folders below, plus
                                        <meta name="nimbus-site"> (= site.json)
     site.json                       <- the hashed paths, versions, boot bytes
+    recordings.html                 <- demo_site/recordings.html (the recordings
+                                       player, served at <base>/recordings/ by
+                                       ``serve --record``), its refs rewritten to
+                                       ``../assets/<hA>/``
     assets/<hA>/                    <- the page: demo_site/*.mjs|css|svg...,
                                        vendor/xterm/ (xterm.js + addons, pinned),
+                                       vendor/asciinema-player/ (the player, pinned),
                                        nimbus/ (web_runtime/js, the facade)
     assets/<hR>/                    <- the Pyodide runtime the page loads
                                        (PAGE_PYODIDE_FILES; python_stdlib.zip
@@ -67,6 +72,17 @@ SITE_SUFFIXES = (".html", ".mjs", ".js", ".css", ".svg", ".png", ".ico")
 PAGE_PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip")
 #: The xterm.js addons the page loads (``node_modules/@xterm/<name>/lib/<name>.js``).
 XTERM_ADDONS = ("addon-fit", "addon-serialize", "addon-web-links", "addon-clipboard", "addon-unicode11")
+#: The recordings player (npm ``asciinema-player``, pinned): its standalone bundle and stylesheet.
+PLAYER_FILES = {
+    "vendor/asciinema-player/asciinema-player.min.js": ("dist", "bundle", "asciinema-player.min.js"),
+    "vendor/asciinema-player/asciinema-player.css": ("dist", "bundle", "asciinema-player.css"),
+}
+#: Pages written at the top of the site besides ``index.html`` (refs rewritten with this
+#: prefix before the page folder: ``recordings.html`` is served at ``<base>/recordings/``).
+EXTRA_PAGES = {"recordings.html": "../"}
+#: Entry modules of the pages: never preloaded by ``index.html`` (app.mjs is its own entry;
+#: recordings.mjs belongs to the recordings page only).
+ENTRY_MODULES = ("app.mjs", "recordings.mjs")
 #: Files worth precompressed twins (wheels are deflated already; the page's stdlib zip is stored).
 GZIP_SUFFIXES = (".html", ".mjs", ".js", ".css", ".svg", ".json", ".wasm", ".zip", ".whl")
 GZIP_MIN_BYTES = 1024
@@ -176,6 +192,9 @@ def plan(
     # xterm.js's own addons (UMD bundles, pinned in package-lock.json): window.<Name>Addon.
     for addon in XTERM_ADDONS:
         vendor[f"vendor/xterm/{addon}.js"] = root / "node_modules" / "@xterm" / addon / "lib" / f"{addon}.js"
+    player = root / "node_modules" / "asciinema-player"
+    for rel, parts in PLAYER_FILES.items():
+        vendor[rel] = player.joinpath(*parts)
     for rel, src in vendor.items():
         if not src.is_file():
             raise BuildError(f"{src} missing; run `make setup` (npm ci)")
@@ -209,6 +228,7 @@ def plan(
         "pyodide": lock.get("info", {}).get("version") or _npm_version(root / "node_modules" / "pyodide"),
         "python": lock.get("info", {}).get("python"),
         "xterm": _npm_version(xterm),
+        "asciinemaPlayer": _npm_version(player),
         "facade": "nimbus/nimbus.mjs" if "nimbus/nimbus.mjs" in files else None,
         # What the page downloads with fetch() while booting (for its progress bar).
         "bootBytes": sum(
@@ -372,12 +392,21 @@ def preload_tags(app_files: set[str], app_dir: str, meta: dict[str, object]) -> 
     first load on loopback).  ``crossorigin`` (anonymous, same-origin credentials) matches the
     plain ``fetch(url)`` of Pyodide and the facade, so the preloaded responses are used."""
     runtime, wheel = str(meta["runtime"]), str(meta["wheel"])
-    modules = [f"{app_dir}{m}" for m in sorted(app_files) if m.endswith(".mjs") and m != "app.mjs"]
+    modules = [f"{app_dir}{m}" for m in sorted(app_files) if m.endswith(".mjs") and m not in ENTRY_MODULES]
     modules += [f"{runtime}pyodide.mjs", f"{runtime}pyodide.asm.mjs"]
     fetches = [f"{runtime}pyodide.asm.wasm", f"{runtime}python_stdlib.zip", f"{runtime}pyodide-lock.json", wheel]
     return [f'<link rel="modulepreload" href="{html.escape(m)}">' for m in modules] + [
         f'<link rel="preload" as="fetch" crossorigin href="{html.escape(f)}">' for f in fetches
     ]
+
+
+def rewrite_refs(text: str, app_files: set[str], prefix: str) -> str:
+    """``text`` (a page's HTML) with each relative ``src``/``href`` naming a page file moved under ``prefix``."""
+    def move(m: re.Match[str]) -> str:
+        ref = m.group(2)
+        return f"{m.group(1)}{prefix}{ref}{m.group(3)}" if ref in app_files else m.group(0)
+
+    return _REF.sub(move, text)
 
 
 def rewrite_index(text: str, app_files: set[str], app_dir: str, meta: dict[str, object]) -> str:
@@ -387,11 +416,7 @@ def rewrite_index(text: str, app_files: set[str], app_dir: str, meta: dict[str, 
     trip less) and the :func:`preload_tags` after it. The preloads come after the referrer
     policy so that no request of the page, the preloads included, carries a ``?token=``
     from the address in a Referer."""
-    def move(m: re.Match[str]) -> str:
-        ref = m.group(2)
-        return f"{m.group(1)}{app_dir}{ref}{m.group(3)}" if ref in app_files else m.group(0)
-
-    out = _REF.sub(move, text)
+    out = rewrite_refs(text, app_files, app_dir)
     tag = f'<meta name="nimbus-site" content="{html.escape(json.dumps(meta, sort_keys=True), quote=True)}">'
     policy = re.search(r'<meta name="referrer" content="no-referrer">', out, re.I)
     if policy is None:
@@ -428,7 +453,8 @@ def build(
     runtime["python_stdlib.zip"] = stdlib_path
     runtime["pyodide-lock.json"] = derived / "pyodide-lock.json"
     wheel = {wheel_name: derived / wheel_name}
-    app = {rel: src for rel, src in files.items() if not rel.startswith("pyodide/") and rel != "index.html"}
+    pages = {"index.html", *EXTRA_PAGES}
+    app = {rel: src for rel, src in files.items() if not rel.startswith("pyodide/") and rel not in pages}
     runtime_dir = f"assets/{folder_hash(runtime)}/"
     wheel_dir = f"assets/{folder_hash(wheel)}/"
     app_dir = f"assets/{folder_hash(app)}/"
@@ -451,8 +477,12 @@ def build(
     changed += sum(_place(src, out / rel, link) for rel, (src, link) in placed.items())
     index = rewrite_index(files["index.html"].read_text(encoding="utf-8"), set(app), app_dir, meta)
     changed += _write_if_changed(out / "index.html", index)
+    extra = [name for name in EXTRA_PAGES if name in files]
+    for name in extra:
+        page = rewrite_refs(files[name].read_text(encoding="utf-8"), set(app), EXTRA_PAGES[name] + app_dir)
+        changed += _write_if_changed(out / name, page)
     changed += _write_if_changed(out / "site.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    keep = set(placed) | {"site.json", "index.html"}
+    keep = set(placed) | {"site.json", "index.html", *extra}
     # Twins by content, shared by every build of this checkout (tests build their own sites):
     # a folder whose hash changed reuses the wasm's brotli instead of spending 45 s on it again.
     cache = root / "build" / ".site-twins"

@@ -33,6 +33,13 @@ it is withheld, so a terminal that cannot keep up stops the server within
 one window.  This rides on the connection layer's rule that a data callback
 returning an awaitable is consumed when the awaitable completes.
 
+Share links (issue 18): :meth:`ChannelHandle.share` / :meth:`ChannelHandle.unshare`
+over :meth:`~nimbus_websocket.core.aio.Channel.share`; the channel events
+``viewers`` (who watches: ``[{grant, mode, peer, since}]``) and ``resize`` (a
+viewer session's shared terminal size: ``{cols, rows}``) are dispatched like
+the others.  The viewer link for a page is the facade's to build (from the
+page's own location): this side returns the grant, token, mode and expiry.
+
 Handles (:class:`ConnectionHandle`, :class:`ChannelHandle`) are created by
 JavaScript (which owns their proxies and destroys them once closed), except
 for channels restored by a resume, which are handed over in the ``channel``
@@ -61,7 +68,7 @@ from ..core.aio.connection import (
 from ..core.aio.options import ConnectOptions
 from ..core.errors import CloseCode, CloseError
 from ..core.events import ChannelExit, Diagnostic, PolicyEvent, StateChanged
-from ..core.messages import Target, User
+from ..core.messages import Target, User, ViewerInfo
 from . import _ffi
 from .connection import WebConnection, connect
 
@@ -205,6 +212,15 @@ def _exit_dict(ev: ChannelExit) -> dict[str, Any]:
     return {"id": ev.id, "code": ev.code, "sig": ev.sig}
 
 
+def _viewers_list(viewers: tuple[ViewerInfo, ...]) -> list[dict[str, Any]]:
+    """``[{grant, mode, peer, since}]`` (``since``: ms since the epoch) of a ``viewers`` event."""
+    return [{"grant": v.grant, "mode": v.mode, "peer": v.peer, "since": v.since} for v in viewers]
+
+
+def _size_dict(size: tuple[int, int] | None) -> dict[str, int] | None:
+    return None if size is None else {"cols": size[0], "rows": size[1]}
+
+
 # --------------------------------------------------------------- channel
 
 
@@ -295,7 +311,13 @@ class ChannelHandle:
 
     @property
     def info(self) -> str:
-        """JSON ``{id, state, resumed, exitStatus, exitSignal, received, resumedFrom}``."""
+        """JSON ``{id, state, resumed, exitStatus, exitSignal, received, resumedFrom, viewers, termSize}``.
+
+        ``viewers``: who watches this channel through share links, as the server
+        last said (``[{grant, mode, peer, since}]``); ``termSize``: on a viewer
+        session, the shared terminal's ``{cols, rows}`` as the server last said
+        (``null`` before it did, and on an owner's channel).
+        """
         ch = self.channel
         if ch is None:
             return _json(
@@ -307,6 +329,8 @@ class ChannelHandle:
                     "exitSignal": None,
                     "received": 0,
                     "resumedFrom": None,
+                    "viewers": [],
+                    "termSize": None,
                 }
             )
         return _json(
@@ -318,6 +342,8 @@ class ChannelHandle:
                 "exitSignal": ch.exit_signal,
                 "received": self.received,
                 "resumedFrom": self._resumed_from,
+                "viewers": _viewers_list(ch.viewers),
+                "termSize": _size_dict(ch.term_size),
             }
         )
 
@@ -360,6 +386,38 @@ class ChannelHandle:
             return _err(exc)
         return _ok()
 
+    async def share(self, mode: str = "read", ttl: Any = 3600) -> str:
+        """A share link to this terminal (``mode`` ``"read"`` or ``"write"``, valid ``ttl``
+        seconds; ``None``: the server's longest).  JSON envelope ``{grant, token, mode,
+        expires, url}``: ``expires`` in ms since the epoch, ``url`` the endpoint's
+        ``?share=`` URL (for ``nimbus-ws connect --share``); a refusal is a ``ChannelError``
+        (``POLICY_DENIED``, ``CHANNEL_LIMIT``, ``UNSUPPORTED``)."""
+        try:
+            if self.channel is None:
+                raise ChannelError("CLOSED", "channel not open")
+            link = await self.channel.share(str(mode), None if ttl is None else int(ttl))
+        except Exception as exc:
+            return _err(exc)
+        return _ok(
+            {
+                "grant": link.grant,
+                "token": link.token,
+                "mode": link.mode,
+                "expires": round(link.expires * 1000),
+                "url": link.url,
+            }
+        )
+
+    def unshare(self, grant: str | None = None) -> str:
+        """Revoke share link ``grant`` (``None``: every link of this channel); its viewers are closed."""
+        try:
+            if self.channel is None:
+                raise ChannelError("CLOSED", "channel not open")
+            self.channel.unshare(None if grant is None else str(grant))
+        except Exception as exc:
+            return _err(exc)
+        return _ok()
+
     async def close(self, reason: str | None = None) -> str:
         """Close the channel and wait for the server's confirmation."""
         try:
@@ -380,6 +438,8 @@ class ChannelHandle:
             "error": lambda err: self._emit("error", error_dict(err)),
             "close": self._on_close,
             "resumed": lambda ch: self._emit("resumed", {"id": ch.id}),
+            "viewers": lambda vs: self._emit("viewers", _viewers_list(vs)),
+            "resize": lambda size: self._emit("resize", _size_dict(size)),
         }
 
     def bind(self, channel: Channel) -> None:
@@ -702,6 +762,18 @@ class ConnectionHandle:
             return False
         return conn.session.server_files
 
+    @property
+    def share(self) -> bool:
+        """Whether the server makes share links of this session's terminals (``hello_ok.caps.share``)."""
+        conn = self.conn
+        return False if conn is None else conn.session.server_share
+
+    @property
+    def view_mode(self) -> str | None:
+        """``"read"`` / ``"write"`` when this connection is a viewer (``hello_ok.caps.view``), else ``None``."""
+        conn = self.conn
+        return None if conn is None else conn.session.view_mode
+
     async def open_session(self, handle: ChannelHandle, spec_json: str) -> str:
         """Open a channel (``{target, user, term}`` JSON) into ``handle``; JSON envelope with its id."""
         try:
@@ -811,6 +883,8 @@ class ConnectionHandle:
             "transport": conn.transport,
             "resumed": [c.id for c in conn.resumed_channels],
             "files": self.files,
+            "share": self.share,
+            "viewMode": self.view_mode,
         }
 
     def _emit(self, name: str, payload: Any) -> None:

@@ -67,7 +67,7 @@ from ...core.server import (
 )
 from ...core.share import ShareGrant, is_share_token
 from ..ws_push import PushMessages
-from . import page_config, peercred
+from . import page_config, peercred, recordings_http
 from .backend import Backend, BackendError, LocalProcessBackend, filter_term_env
 from .files import FilePolicy, LocalFileBackend
 from .limits import Counter
@@ -86,7 +86,7 @@ from .recording import ChannelRecorder, RecordPolicy
 from .sftp_files import SftpFileBackend
 from .share_hub import SEED_BYTES, ShareHub, ViewBackend
 from .ssh_backend import SshBackend, SshOptions
-from .static import StaticFiles, response, send_file
+from .static import FileBody, StaticFiles, response, send_file
 from .tls import server_ssl_context
 
 __all__ = ["ConnectionGate", "Server", "ServerOptions"]
@@ -982,7 +982,7 @@ class Server:
             "open",
             extra={"event": "open", "channel": cid, "target": f"{ev.target.host}:{ev.target.port}", "user": ev.user.username},
         )
-        if not self.targets.allows(ev.target):
+        if session.view is None and not self.targets.allows(ev.target):  # a viewer opens no target
             self._open_failed(session, sink, "POLICY_DENIED", f"target {ev.target.host}:{ev.target.port} not allowed")
             return
         opts = self.options
@@ -1184,53 +1184,76 @@ class Server:
                 return ws.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
             return None
         if path == "/metrics" and self.metrics is not None:
-            # Issue 13.12: the upgrade's Origin/Host rule (DNS rebinding), then the hello's
-            # credentials rule -- bearer token, hook, or anonymous for the server's own UID.
-            host = headers.get("Host")
-            if not self.origins.check(headers.get("Origin"), host):
-                log.info("metrics refused", extra={"event": "metrics_refused", "reason": "origin"})
-                return response(HTTPStatus.FORBIDDEN, b"Origin not allowed\n", "text/plain; charset=utf-8")
-            try:
-                host_name = urlsplit("//" + (host or "")).hostname or ""
-            except ValueError:  # "[::1", a bad port...
-                host_name = ""
-            if is_loopback(self.options.host) and not is_loopback(host_name):
-                log.info("metrics refused", extra={"event": "metrics_refused", "reason": "host", "host": (host or "")[:100]})
-                return response(HTTPStatus.MISDIRECTED_REQUEST, b"Misdirected request\n", "text/plain; charset=utf-8")
-            peer_uid: int | None = None
-            if self.auth.anonymous_possible and not _proxied(request):
-                transport = ws.transport
-                try:
-                    peer_uid = await asyncio.to_thread(
-                        peercred.peer_uid, transport.get_extra_info("sockname"), transport.get_extra_info("peername")
-                    )
-                except Exception:  # cannot tell: not trusted
-                    log.exception("peer lookup failed")
-            if not await self.auth.check_bearer(headers.get("Authorization"), peer_uid=peer_uid):
-                log.info("metrics refused", extra={"event": "metrics_refused", "reason": "auth"})
-                return response(
-                    HTTPStatus.UNAUTHORIZED, b"Unauthorized\n", "text/plain; charset=utf-8",
-                    (("WWW-Authenticate", 'Bearer realm="nimbus-ws"'),),
-                )
+            refused = await self._operator_refusal(ws, request, "metrics")
+            if refused is not None:
+                return refused
             return response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        if self.options.record is not None and recordings_http.handles(path):
+            # --record: the recordings page, its list and the casts (the operator's credentials).
+            rec = await recordings_http.respond(
+                path, request, directory=self.options.record.directory, base_path=self.base_path,
+                static=self._static, check=lambda: self._operator_refusal(ws, request, "recordings"),
+            )
+            return rec if isinstance(rec, Response) else await self._send_file(ws, request, rec)
         if path == page_config.PAGE_CONFIG_PATH and request.headers.get("Upgrade") is None:
             return page_config.page_config_response(self.options.terminal_options)
         if self._static is not None and request.headers.get("Upgrade") is None:
             answer = await self._static.respond(path, request_headers=request.headers)
             if isinstance(answer, Response):
                 return answer
-            # Streamed from the file (never read whole); the connection is closed after it,
-            # so websockets answers nothing more.  Its open timeout stops here: a slow link
-            # gets the page at its own pace, cut only if it stalls (static_stall_timeout).
-            head = answer.head
-            head.headers["Server"] = SERVER_HEADER
-            self._process_response(ws, request, head)
-            deadline = getattr(ws, "open_deadline", None)
-            if deadline is not None:
-                deadline.reschedule(None)
-            await send_file(ws, answer, stall=self.options.static_stall_timeout)
-            return head
+            return await self._send_file(ws, request, answer)
         return self._not_found(ws, request)
+
+    async def _send_file(self, ws: WsConnection, request: Request, answer: FileBody) -> Response:
+        """Stream ``answer`` (a static file, a recording) and return its head."""
+        # Streamed from the file (never read whole); the connection is closed after it,
+        # so websockets answers nothing more.  Its open timeout stops here: a slow link
+        # gets the page at its own pace, cut only if it stalls (static_stall_timeout).
+        head = answer.head
+        head.headers["Server"] = SERVER_HEADER
+        self._process_response(ws, request, head)
+        deadline = getattr(ws, "open_deadline", None)
+        if deadline is not None:
+            deadline.reschedule(None)
+        await send_file(ws, answer, stall=self.options.static_stall_timeout)
+        return head
+
+    async def _operator_refusal(self, ws: WsConnection, request: Request, what: str) -> Response | None:
+        """``None`` if ``request`` may read the operator's pages (``/metrics``, the recordings),
+        else the answer refusing it; ``what`` names the page in the log (``<what>_refused``).
+
+        Issue 13.12: the upgrade's Origin/Host rule (DNS rebinding), then the hello's
+        credentials rule -- bearer token, hook, or anonymous for the server's own UID.
+        """
+        headers = request.headers
+        event = f"{what}_refused"
+        host = headers.get("Host")
+        if not self.origins.check(headers.get("Origin"), host):
+            log.info("%s refused", what, extra={"event": event, "reason": "origin"})
+            return response(HTTPStatus.FORBIDDEN, b"Origin not allowed\n", "text/plain; charset=utf-8")
+        try:
+            host_name = urlsplit("//" + (host or "")).hostname or ""
+        except ValueError:  # "[::1", a bad port...
+            host_name = ""
+        if is_loopback(self.options.host) and not is_loopback(host_name):
+            log.info("%s refused", what, extra={"event": event, "reason": "host", "host": (host or "")[:100]})
+            return response(HTTPStatus.MISDIRECTED_REQUEST, b"Misdirected request\n", "text/plain; charset=utf-8")
+        peer_uid: int | None = None
+        if self.auth.anonymous_possible and not _proxied(request):
+            transport = ws.transport
+            try:
+                peer_uid = await asyncio.to_thread(
+                    peercred.peer_uid, transport.get_extra_info("sockname"), transport.get_extra_info("peername")
+                )
+            except Exception:  # cannot tell: not trusted
+                log.exception("peer lookup failed")
+        if not await self.auth.check_bearer(headers.get("Authorization"), peer_uid=peer_uid):
+            log.info("%s refused", what, extra={"event": event, "reason": "auth"})
+            return response(
+                HTTPStatus.UNAUTHORIZED, b"Unauthorized\n", "text/plain; charset=utf-8",
+                (("WWW-Authenticate", 'Bearer realm="nimbus-ws"'),),
+            )
+        return None
 
     def _not_found(self, ws: WsConnection, request: Request) -> Response:
         """404; an upgrade to a path the server does not serve is told the one it does

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -64,6 +65,8 @@ log = logging.getLogger("nimbus_websocket.server.share")
 MAX_BACKLOG = 256 * 1024
 #: Bytes parsed per slice of the event loop (plain runs cost the screen's size, not their length).
 SLICE = 16 * 1024
+#: The start of a DCS, SOS, PM or APC string.
+_STRING_START = re.compile(rb"\x1b[PX^_]")
 #: Printable ASCII: a backlog of nothing else is one plain run.
 _PRINTABLE = bytes(range(0x20, 0x7F))
 #: After a slice that took ``t``, the model waits ``YIELD_FACTOR * t`` before the next one.
@@ -200,6 +203,8 @@ class ScreenModel:
         self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
         self._reset = False
+        self._in_string = False  # inside a DCS/SOS/PM/APC string (not drawn)
+        self._pending_esc = False  # the last chunk of such a string ended with ESC
         #: Bytes dropped under floods (the model restarted from the rest).
         self.dropped = 0
 
@@ -230,7 +235,9 @@ class ScreenModel:
         self._backlog.clear()
         cols, rows = self.screen.columns, self.screen.lines
         keep = cols * (rows + 1)
-        ground = self._stream._taking_plain_text and not self._stream.utf8_decoder.getstate()[0]
+        ground = (
+            self._stream._taking_plain_text and not self._stream.utf8_decoder.getstate()[0] and not self._in_string
+        )
         if ground and not joined.translate(None, _PRINTABLE):
             cut = ((len(joined) - keep) // cols) * cols
         else:
@@ -243,12 +250,38 @@ class ScreenModel:
         self._backlog.append(rest)
         self._backlog_bytes = len(rest)
 
+    def _strip_strings(self, data: bytes) -> bytes:
+        """Drop DCS, SOS, PM and APC strings (``ESC P`` / ``X`` / ``^`` / ``_`` … ``ESC \\``):
+        pyte does not know them and would draw their bodies (vim's terminal queries)."""
+        out: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            if self._in_string:
+                end = data.find(b"\x1b\\", pos)
+                if end < 0:
+                    if data.endswith(b"\x1b"):  # a terminator may straddle the chunks
+                        self._pending_esc = True
+                    return b"".join(out)
+                pos = end + 2
+                self._in_string = False
+                continue
+            if self._pending_esc:
+                self._pending_esc = False
+            m = _STRING_START.search(data, pos)
+            if m is None:
+                out.append(data[pos:])
+                break
+            out.append(data[pos : m.start()])
+            pos = m.end()
+            self._in_string = True
+        return b"".join(out)
+
     def parse(self, budget: int = SLICE) -> None:
         """Parse up to ``budget`` bytes of the backlog (in one feed: a long run is drawn at once)."""
         if self._reset:
             self.screen.reset()
             self._stream = pyte.ByteStream(self.screen)
-            self._reset = False
+            self._reset = self._in_string = self._pending_esc = False
             self._stream.feed(b"\r")  # the cut was after a line end: column 0
         parts: list[bytes] = []
         while budget > 0 and self._backlog:
@@ -260,7 +293,13 @@ class ScreenModel:
             budget -= len(chunk)
             parts.append(chunk)
         if parts:
-            self._stream.feed(parts[0] if len(parts) == 1 else b"".join(parts))
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if self._in_string or b"\x1b" in data:
+                if self._pending_esc and data.startswith(b"\\"):
+                    self._in_string = self._pending_esc = False
+                    data = data[1:]
+                data = self._strip_strings(data)
+            self._stream.feed(data)
 
     def resize(self, cols: int, rows: int) -> None:
         """The owner's terminal changed size (after what was fed before)."""

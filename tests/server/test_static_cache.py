@@ -231,7 +231,7 @@ async def test_stale_or_escaping_twins_are_not_sent(make_server: Any, site: Path
 
 
 def test_build_site_hashed_layout_twins_and_only_what_the_page_loads(tmp_path: Path) -> None:
-    """build_site.py: index.html and site.json at the top, everything else in ``assets/<hash>/``
+    """build_site.py: index.html, recordings.html and site.json at the top, everything else in ``assets/<hash>/``
     folders named by their content; only the page's Pyodide files (no test-only wheels), a
     lock listing no package, a stored stdlib without the dropped parts; ``.gz``/``.br`` twins
     that decompress to their source; a rebuild is a no-op, and a changed page file renames
@@ -248,7 +248,11 @@ def test_build_site_hashed_layout_twins_and_only_what_the_page_loads(tmp_path: P
     out = tmp_path / "site"
     build_site.build(out, REPO_ROOT, dist)
     top = {p.name for p in out.iterdir()}
-    assert {n for n in top if not n.endswith((".gz", ".br"))} == {"index.html", "site.json", "assets"}, top
+    assert {n for n in top if not n.endswith((".gz", ".br"))} == {"index.html", "recordings.html", "site.json", "assets"}, top
+    # The recordings page (served at <base>/recordings/) names the page folder one level up.
+    player = (out / "recordings.html").read_text()
+    prefs = re.findall(r'(?:src|href)="([^"#:]+)"', player)
+    assert prefs and all(r.startswith("../assets/") and (out / r[3:]).is_file() for r in prefs), prefs
     meta = json.loads((out / "site.json").read_text())
     runtime, app = out / meta["runtime"], out / meta["app"]
     for folder in (meta["runtime"], meta["app"], str(Path(meta["wheel"]).parent) + "/"):

@@ -14,6 +14,12 @@
 //   ch.on("data", (bytes, done) => term.write(bytes, done));   // xterm.js flow control
 //   term.onData(s => ch.send(s));
 //   ch.resize(cols, rows); await ch.signal("INT"); await ch.close();
+//   if (conn.share) {                                          // the server announced caps.share
+//     const { link, grant } = await ch.share({ mode: "read", ttl: 3600 });  // link: this page ?share=TOKEN
+//     ch.on("viewers", (list) => ...); ch.unshare(grant);
+//   }
+//   // a viewer: nimbus.connect({url, share: TOKEN}); conn.viewMode === "read" | "write";
+//   // its one channel's "resize" ({cols, rows}) is the shared terminal's size.
 //   if (conn.files) {                                          // the server announced caps.files
 //     await conn.upload(file, file.name, {ref: ch, onProgress, signal});   // a File/Blob, in slices
 //     const blob = await conn.download("notes.txt", {ref: ch, onProgress, signal});
@@ -49,7 +55,7 @@ export const PACKAGE = "nimbus-websocket";
 const BRIDGE = "nimbus_websocket.web_runtime.bridge";
 
 const CONNECTION_EVENTS = ["statechange", "diagnostic", "policy", "error", "close", "channel"];
-const CHANNEL_EVENTS = ["data", "stderr", "exit", "error", "close", "resumed"];
+const CHANNEL_EVENTS = ["data", "stderr", "exit", "error", "close", "resumed", "viewers", "resize"];
 /** Bytes of a File/Blob read (and sent) at a time by upload(): one data frame's worth. */
 export const UPLOAD_CHUNK = 256 * 1024;
 // download(): received chunks are folded into a Blob part every this many bytes.
@@ -203,6 +209,8 @@ export class Channel {
     /** Why the channel ended abnormally (a NimbusError), if it did. */
     this.error = null;
     this._closedInfo = null;
+    this._viewers = null; // from the last "viewers" event
+    this._termSize = null; // from the last "resize" event
     /** Resolves with {id, reason, exitStatus, exitSignal, error} once the channel is closed. */
     this.closed = new Promise((resolve) => (this._resolveClosed = resolve));
     // deliver(stream, Uint8Array) or deliver(stream, ArrayBuffer, offset, length): a view, no copy
@@ -234,10 +242,54 @@ export class Channel {
   }
 
   /**
+   * Who watches this channel through share links, as the server last said:
+   * [{grant, mode: "read"|"write", peer, since (ms since the epoch)}].
+   */
+  get viewers() {
+    if (this._viewers) return this._viewers.slice();
+    return this._dead ? [] : JSON.parse(this._py.info).viewers ?? [];
+  }
+
+  /**
+   * On a viewer's connection (conn.viewMode set): the shared terminal's size
+   * {cols, rows} as the server last said (the "resize" event), else null.
+   */
+  get termSize() {
+    if (this._termSize) return { ...this._termSize };
+    if (this._dead) return null;
+    const size = JSON.parse(this._py.info).termSize;
+    return size ? { cols: size.cols, rows: size.rows } : null;
+  }
+
+  /**
+   * A share link to this terminal (the connection's `share` must be true):
+   * `mode` "read" (watch) or "write" (also type into it), valid `ttl` seconds
+   * (default 3600).  Resolves with {grant, token, mode, expires (ms since the
+   * epoch), link, url}: `link` is the page a viewer opens -- `page` (default:
+   * this page's own location, without its ?token=/?share= and fragment) with
+   * ?share=TOKEN, null where there is no location (Node) and no `page`;
+   * `url` the endpoint's own ?share= URL (`nimbus-ws connect --share URL`).
+   * Anyone holding the token may watch until it expires or is revoked
+   * (unshare).  Rejects with a NimbusError (POLICY_DENIED, CHANNEL_LIMIT, UNSUPPORTED).
+   */
+  async share({ mode = "read", ttl = 3600, page } = {}) {
+    if (this._dead) throw this.error ?? new NimbusError({ name: "ChannelError", code: "CLOSED", message: `channel ${this.id} is closed` });
+    const value = unwrap(await this._py.share(String(mode), ttl == null ? undefined : Number(ttl)));
+    return { ...value, link: shareLink(page, value.token) };
+  }
+
+  /** Revoke the share link `grant` (no grant: every link of this channel); its viewers are disconnected. */
+  unshare(grant) {
+    if (!this._dead) unwrap(this._py.unshare(grant == null ? undefined : String(grant)));
+  }
+
+  /**
    * Listen: "data" / "stderr" (bytes: Uint8Array, done?: () => void -- see the
    * flow-control note at the top), "exit" ({id, code, sig}), "error"
    * (NimbusError), "close" ({id, reason, exitStatus, exitSignal, error}),
-   * "resumed" (this channel, after a reconnect brought it back).
+   * "resumed" (this channel, after a reconnect brought it back), "viewers"
+   * (the list `viewers` gives, whenever it changes), "resize" ({cols, rows}:
+   * on a viewer's connection, the shared terminal's new size).
    * Returns a function that unsubscribes.
    */
   on(name, cb) {
@@ -411,6 +463,16 @@ export class Channel {
       case "resumed":
         this._events.emit("resumed", this);
         break;
+      case "viewers":
+        this._viewers = Array.isArray(p) ? p : [];
+        this._events.emit("viewers", this._viewers.slice());
+        break;
+      case "resize":
+        if (p) {
+          this._termSize = { cols: p.cols, rows: p.rows };
+          this._events.emit("resize", { ...this._termSize });
+        }
+        break;
       default:
         break;
     }
@@ -553,6 +615,16 @@ export class Connection {
   /** Whether the server transfers files (it announced `caps.files`): upload() and download() work. */
   get files() {
     return this.info.files === true;
+  }
+
+  /** Whether the server makes share links of this connection's terminals (`caps.share`): ch.share() works. */
+  get share() {
+    return this.info.share === true;
+  }
+
+  /** "read" or "write" when this connection watches a shared terminal (it connected with a share token), else null. */
+  get viewMode() {
+    return this.info.viewMode ?? null;
   }
 
   /**
@@ -732,6 +804,20 @@ export class Connection {
   }
 }
 
+// The page a viewer opens for share token `token`: `page` (default: this page's
+// location) without a ?token=, ?share= or fragment, with ?share=TOKEN.  null
+// where there is neither (Node).
+function shareLink(page, token) {
+  const base = page ?? globalThis.location?.href;
+  if (!base) return null;
+  const url = new URL(String(base), globalThis.location?.href);
+  url.hash = "";
+  url.searchParams.delete("token");
+  url.searchParams.delete("share");
+  url.searchParams.set("share", token);
+  return url.href;
+}
+
 // {ref, target, user} of a transfer's spec (ref: a Channel or its id).
 function transferPeer(ref, target, user) {
   const out = {};
@@ -779,6 +865,8 @@ export function createNimbus(pyodide, { WebSocket, defaults = {}, onListenerErro
     /**
      * Connect and resolve when ready.  Options (all optional but url):
      * url, auth (token string | {scheme, token} | () => token/object/Promise),
+     * share (a share link's token: connect as its viewer -- sent as the bearer
+     * token, instead of auth),
      * profile, resume {storage: "session"|"memory"|"none", ttlMs, key},
      * retry {baseMs, jitter, maxRetries, factor, maxDelayMs}, highWaterMark,
      * lowWaterMark, clientInfo, heartbeatIntervalMs, heartbeatMisses,
@@ -789,8 +877,13 @@ export function createNimbus(pyodide, { WebSocket, defaults = {}, onListenerErro
      * Rejects with a NimbusError (code "CONNECT_FAILED", "AUTH_FAILED", ...).
      */
     async connect(options = {}) {
-      const { on, auth, WebSocket: ws, ...rest } = mergeOptions(defaults, options);
+      const { on, auth: given, share, WebSocket: ws, ...rest } = mergeOptions(defaults, options);
       if (!rest.url) throw new NimbusError({ name: "TypeError", code: "BAD_ARGUMENT", message: "connect() needs a url" });
+      if (share != null && options.auth != null) {
+        throw new NimbusError({ name: "TypeError", code: "BAD_ARGUMENT", message: "connect() takes `share` or `auth`, not both" });
+      }
+      // A viewer: the share link's token is its bearer token (PROTOCOL.md, share links).
+      const auth = share != null ? { scheme: "bearer", token: String(share) } : given;
       const conn = new Connection(nimbus, rest.url);
       for (const [name, cb] of Object.entries(on ?? {})) conn.on(name, cb);
       const json = { ...rest };
