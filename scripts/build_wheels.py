@@ -50,7 +50,7 @@ import build_site  # noqa: E402
 SITE_DIST = "nimbus-websocket-site"
 SITE_PACKAGE = "nimbus_websocket_site"
 #: Third-party distributions of the ``server`` extra pinned in requirements-dev.txt.
-SERVER_DEPS = ("websockets", "asyncssh", "bcrypt", "prometheus-client")
+SERVER_DEPS = ("websockets", "asyncssh", "bcrypt", "prometheus-client", "pyte")
 #: Suffixes stored in the zip as they are (compressing them again gains nothing).
 STORED_SUFFIXES = (".gz", ".whl", ".zip", ".png", ".br")
 STAMP = ".build.json"
