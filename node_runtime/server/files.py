@@ -179,6 +179,34 @@ class FileBackendBase:
         self._observe("done")
         self.sink.exited(0, None)
 
+    async def _send_file(self, read_at: Callable[[int, int], asyncio.Future[bytes]]) -> None:
+        """A ``get``: ``file_size`` bytes as output, one chunk read ahead while the last goes out.
+
+        ``read_at(offset, n)`` starts a read and returns its future. At most one chunk is held
+        beyond the one being sent; output goes only as credit allows.
+        """
+        size = self.file_size or 0
+        nxt = read_at(0, min(CHUNK, size)) if size else None
+        try:
+            while self.done < size:
+                assert nxt is not None
+                data = await nxt
+                if not data:
+                    self._fail(f"the file shrank to {self.done} bytes while it was read")
+                    return
+                after = self.done + len(data)
+                nxt = read_at(after, min(CHUNK, size - after)) if after < size else None
+                view = memoryview(data)
+                while view:  # as credit allows (normally the whole chunk at once)
+                    n = await self._budget()
+                    part, view = view[:n], view[n:]
+                    self.sink.output("stdout", data if len(part) == len(data) else bytes(part))
+                    self.done += len(part)
+        finally:
+            if nxt is not None and not nxt.done():
+                nxt.cancel()
+        self._succeed()
+
     def _check_size(self, size: int) -> None:
         if size > self.policy.max_size:
             raise BackendError(
@@ -351,26 +379,9 @@ class LocalFileBackend(FileBackendBase):
                     raise
 
     async def _get(self) -> None:
-        """Read ahead one chunk while the last one goes out (at most one chunk held beyond it)."""
-        size = self.file_size or 0
         fd = self._fd
         assert fd is not None
-        nxt = self._io(os.pread, fd, min(CHUNK, size), 0) if size else None
-        while self.done < size:
-            assert nxt is not None
-            data = await nxt
-            if not data:
-                self._fail(f"the file shrank to {self.done} bytes while it was read")
-                return
-            after = self.done + len(data)
-            nxt = self._io(os.pread, fd, min(CHUNK, size - after), after) if after < size else None
-            view = memoryview(data)
-            while view:  # as credit allows (normally the whole chunk at once)
-                n = await self._budget()
-                part, view = view[:n], view[n:]
-                self.sink.output("stdout", data if len(part) == len(data) else bytes(part))
-                self.done += len(part)
-        self._succeed()
+        await self._send_file(lambda off, n: self._io(os.pread, fd, n, off))
 
     async def _put(self) -> None:
         size = self.spec.size or 0

@@ -24,7 +24,7 @@ import asyncssh
 from ...core.errors import BackendError
 from ...core.messages import FileSpec
 from .backend import BackendSink
-from .files import _PART, CHUNK, FileBackendBase, FilePolicy
+from .files import _PART, FileBackendBase, FilePolicy
 from .ssh_backend import SshBackend
 
 __all__ = ["SftpFileBackend"]
@@ -129,36 +129,10 @@ class SftpFileBackend(FileBackendBase):
             self._fail(str(exc.reason or "SFTP error"))
 
     async def _get(self) -> None:
-        """Keep one read in flight while the last chunk goes out (SFTP round trips overlap)."""
-        size = self.file_size or 0
         f = self._file
         assert f is not None
         loop = asyncio.get_running_loop()
-
-        def start(off: int) -> asyncio.Task[bytes] | None:
-            if off >= size:
-                return None
-            return loop.create_task(_read(f, min(CHUNK, size - off), off))
-
-        nxt = start(0)
-        try:
-            while self.done < size:
-                assert nxt is not None
-                data = await nxt
-                if not data:
-                    self._fail(f"the file shrank to {self.done} bytes while it was read")
-                    return
-                nxt = start(self.done + len(data))
-                view = memoryview(data)
-                while view:  # as credit allows (normally the whole chunk at once)
-                    n = await self._budget()
-                    part, view = view[:n], view[n:]
-                    self.sink.output("stdout", data if len(part) == len(data) else bytes(part))
-                    self.done += len(part)
-        finally:
-            if nxt is not None and not nxt.done():
-                nxt.cancel()
-        self._succeed()
+        await self._send_file(lambda off, n: loop.create_task(_read(f, n, off)))  # SFTP round trips overlap
 
     async def _put(self) -> None:
         size = self.spec.size or 0
