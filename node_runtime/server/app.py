@@ -24,7 +24,6 @@ import socket
 import ssl
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
@@ -84,7 +83,7 @@ from .policy import (
 from .proxy import TrustedProxies, normalize_base_path
 from .recording import ChannelRecorder, RecordPolicy
 from .sftp_files import SftpFileBackend
-from .share_hub import SEED_BYTES, ShareHub, ViewBackend
+from .share_hub import SeedRing, ShareHub, ViewBackend
 from .ssh_backend import SshBackend, SshOptions
 from .static import FileBody, StaticFiles, response, send_file
 from .tls import server_ssl_context
@@ -287,7 +286,7 @@ class _PushWsConnection(PushMessages, WsConnection):
 class _Sink:
     """Connects one backend to its session channel."""
 
-    __slots__ = ("cid", "dead", "hub", "paused_at", "recent", "recent_bytes", "recorder", "server", "session")
+    __slots__ = ("cid", "dead", "hub", "paused_at", "recent", "recorder", "server", "session")
 
     def __init__(self, server: Server, session: ServerSession, cid: int) -> None:
         self.server = server
@@ -301,9 +300,8 @@ class _Sink:
         self.recorder: ChannelRecorder | None = None
         #: The channel's share hub while viewers watch it (:mod:`.share_hub`).
         self.hub: ShareHub | None = None
-        #: The last ``SEED_BYTES`` of output (a new viewer's screen), kept when sharing is on.
-        self.recent: deque[bytes] | None = None
-        self.recent_bytes = 0
+        #: The last output (a new viewer's screen), kept when sharing is on (:class:`SeedRing`).
+        self.recent: SeedRing | None = None
 
     def read_budget(self) -> int:
         return 0 if self.dead else self.session.read_budget(self.cid)
@@ -313,12 +311,8 @@ class _Sink:
             return
         if self.recorder is not None:
             self.recorder.output(data)
-        recent = self.recent
-        if recent is not None:
-            recent.append(data)
-            self.recent_bytes += len(data)
-            while self.recent_bytes - len(recent[0]) >= SEED_BYTES:
-                self.recent_bytes -= len(recent.popleft())
+        if self.recent is not None:
+            self.recent.append(data)
         if self.hub is not None:
             self.hub.output(data)
         self.session.backend_output(self.cid, stream, data)
@@ -335,9 +329,9 @@ class _Sink:
             self.session.view_resized(self.cid, cols, rows)
             self.server._pump(self.session)
 
-    def seed(self) -> bytes:
+    def seed(self, cols: int) -> bytes:
         """The recent output a new viewer's screen model starts from."""
-        return b"".join(self.recent) if self.recent is not None else b""
+        return self.recent.seed(cols) if self.recent is not None else b""
 
     def input_written(self, n: int) -> None:
         if self.dead:
@@ -1033,7 +1027,7 @@ class Server:
             return
         self._backends[key] = be
         if self.options.share and session.view is None and ev.file is None:
-            sink.recent = deque()  # a future viewer's first screen
+            sink.recent = SeedRing()  # a future viewer's first screen
             if term is not None:
                 self._sizes[key] = (term.cols, term.rows)
         if self.metrics:
@@ -1083,7 +1077,7 @@ class Server:
                         owner.hub.close()
                         owner.hub = None
 
-                hub = owner_sink.hub = ShareHub(owner_be, size, owner_sink.seed(), announce)
+                hub = owner_sink.hub = ShareHub(owner_be, size, owner_sink.seed(size[0]), announce)
         peer = getattr(session.conn, "peer", "") or ""
         info = ViewerInfo(grant.gid, "write" if grant.mode == "write" else "read", str(peer)[:64], int(time.time() * 1000))
         log.info("viewer", extra={"event": "viewer_attached", "grant": grant.gid, "mode": str(grant.mode), "peer": info.peer})

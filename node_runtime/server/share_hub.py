@@ -54,6 +54,7 @@ __all__ = [
     "SEED_BYTES",
     "VIEW_MAX_PENDING",
     "ScreenModel",
+    "SeedRing",
     "ShareHub",
     "ViewBackend",
     "render_screen",
@@ -69,6 +70,8 @@ SLICE = 16 * 1024
 _STRING_START = re.compile(rb"\x1b[PX^_]")
 #: Printable ASCII: a backlog of nothing else is one plain run.
 _PRINTABLE = bytes(range(0x20, 0x7F))
+#: ... and line feeds, which move down without changing the column.
+_PLAIN = _PRINTABLE + b"\n"
 #: After a slice that took ``t``, the model waits ``YIELD_FACTOR * t`` before the next one.
 YIELD_FACTOR = 9.0
 #: The owner's recent output replayed into a new model.
@@ -220,6 +223,24 @@ class ScreenModel:
         if self._backlog_bytes > MAX_BACKLOG:
             self._compact()
 
+    def _restart_cut(self, joined: bytes, start: int) -> int:
+        """Where to restart a model over ``joined`` (cut) so that what follows is drawn right.
+
+        The long plain run after the last line end (a flood) starts at column 0 there: cut
+        into it by whole rows (exact). Otherwise the first line end at or after ``start``
+        (else the last one before it): exact once a screenful of lines has followed.
+        """
+        cols, rows = self.screen.columns, self.screen.lines
+        keep = cols * (rows + 1)
+        q = max(joined.rfind(b"\r"), joined.rfind(b"\n"))
+        tail_start = q + 1
+        if len(joined) - tail_start > keep and not joined[tail_start:].translate(None, _PRINTABLE):
+            return tail_start + ((len(joined) - tail_start - keep) // cols) * cols
+        nl = joined.find(b"\n", start)
+        if nl < 0:
+            nl = joined.rfind(b"\n", 0, start)
+        return nl + 1 if nl >= 0 else start
+
     def _compact(self) -> None:
         """Shrink the backlog so that the screen it draws stays the same where that can be known.
 
@@ -241,9 +262,8 @@ class ScreenModel:
         if ground and not joined.translate(None, _PRINTABLE):
             cut = ((len(joined) - keep) // cols) * cols
         else:
-            start = max(0, len(joined) - MAX_BACKLOG // 2)
-            nl = joined.find(b"\n", start)
-            cut = nl + 1 if nl >= 0 else start
+            cut = self._restart_cut(joined, max(0, len(joined) - MAX_BACKLOG // 2))
+            cut = max(cut, len(joined) - MAX_BACKLOG)  # the bound holds whatever the content
             self._reset = True
         self.dropped += cut
         rest = joined[cut:]
@@ -310,6 +330,50 @@ class ScreenModel:
     def snapshot(self) -> bytes:
         """The current screen, rendered (:func:`render_screen`)."""
         return render_screen(self.screen)
+
+
+class SeedRing:
+    """The owner's last :data:`SEED_BYTES` of output, and the column it began at when that is known.
+
+    A new viewer's model starts from it. Output that began mid-line would be drawn
+    misaligned from column 0, so the ring also tracks, cheaply (C-speed scans per chunk),
+    how many plain characters follow the last carriage return: when a chunk starts on
+    a line of nothing but printable ASCII, its starting column is known and the seed is
+    prefixed to put the model's cursor there; else the seed starts at its first line end.
+    """
+
+    __slots__ = ("_chunks", "_col", "_size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[tuple[bytes, int | None]] = deque()
+        self._size = 0
+        self._col: int | None = 0  # plain characters since the last CR (None: unknown)
+
+    def append(self, data: bytes) -> None:
+        """Output the owner's program wrote (called on the owner's path)."""
+        self._chunks.append((data, self._col))
+        self._size += len(data)
+        while self._size - len(self._chunks[0][0]) >= SEED_BYTES:
+            self._size -= len(self._chunks.popleft()[0])
+        cr = data.rfind(b"\r")
+        part = data[cr + 1 :] if cr >= 0 else data
+        if cr < 0 and self._col is None:
+            return
+        if part.translate(None, _PLAIN):
+            self._col = None  # an escape or a control after the last CR: the column is unknown
+        else:
+            self._col = (0 if cr >= 0 else (self._col or 0)) + len(part) - part.count(b"\n")
+
+    def seed(self, cols: int) -> bytes:
+        """The bytes a new model starts from (see the class docstring)."""
+        if not self._chunks:
+            return b""
+        joined = b"".join(c for c, _ in self._chunks)
+        col = self._chunks[0][1]
+        if col is not None:  # blanks up to the column (a pending wrap too): the same cells, the same cursor
+            return b"\r" + b" " * (((col - 1) % cols) + 1 if col else 0) + joined
+        nl = joined.find(b"\n")
+        return b"\r" + joined[nl + 1 :] if nl >= 0 else joined
 
 
 class _Owner(Protocol):

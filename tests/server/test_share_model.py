@@ -80,3 +80,32 @@ def test_the_snapshot_redraws_the_screen_with_its_attributes() -> None:
             a, b = fresh.buffer[y][x], m.screen.buffer[y][x]
             assert (a.data, a.fg, a.bg, a.bold) == (b.data, b.fg, b.bg, b.bold), (y, x)
     assert (fresh.cursor.x, fresh.cursor.y) == (m.screen.cursor.x, m.screen.cursor.y)
+
+
+def test_a_seed_that_starts_mid_line_is_aligned() -> None:
+    """A viewer joining after a flood: the owner's last 64 KiB begin in the middle of a wrapped line."""
+    from nimbus_websocket.node_runtime.server.share_hub import SeedRing
+
+    cols, rows = 115, 32
+    out = b"$ cmd\r\n" + b"x" * 1_200_000 + b"\r\ndone\r\n$ "
+    ring = SeedRing()
+    for i in range(0, len(out), 16384):
+        ring.append(out[i : i + 16384])
+    m = model_of([ring.seed(cols)], cols, rows)
+    assert m.screen.display == truth(out, cols, rows)
+    # Output with escapes after the last line start: the seed starts at a line end instead (no misalignment).
+    ring = SeedRing()
+    colored = b"".join(f"\x1b[32mrow {i}\x1b[0m\r\n".encode() for i in range(5000))
+    for i in range(0, len(colored), 4096):
+        ring.append(colored[i : i + 4096])
+    assert model_of([ring.seed(cols)], cols, rows).screen.display == truth(colored, cols, rows)
+
+
+def test_compaction_with_no_line_end_in_its_second_half_stays_aligned() -> None:
+    cols, rows = 115, 32
+    pre = b"x" * 40_000 + b"\r\ndone-1\r\n$ head ...\r\n\x1b[?2004l\r"
+    flood = [b"x" * 16384] * 20
+    tail = b"\r\ndone-2\r\n$ "
+    m = model_of([pre, *flood, tail], cols, rows)
+    assert m.dropped > 0
+    assert m.screen.display == truth(pre + b"".join(flood) + tail, cols, rows)
