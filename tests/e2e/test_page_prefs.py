@@ -60,6 +60,11 @@ def rendered(demo: Demo) -> dict[str, Any]:
 def red_text(demo: Demo) -> str:
     """The colour of ANSI red output as rendered."""
     demo.run("printf '\\e[31mred-%s\\e[0m\\n' $((40+2))", r"^red-42$")
+    # In the buffer is not yet on screen: the DOM renderer draws rows on its next animation frame.
+    demo.wait(
+        "() => [...document.querySelectorAll('#terminal .xterm-rows span')].some((s) => s.textContent === 'red-42')",
+        what="the red line rendered",
+    )
     return str(
         demo.js(
             """() => {
