@@ -117,9 +117,14 @@ from .state import (
 #: only once half the window is spent, so with a window above 8 MiB the acks riding on grants
 #: would come too late and the channel would stall for good.
 ACK_EVERY = 1 << 20
+#: Input a file upload (``open.file`` put) keeps unacknowledged at most: the contract's own
+#: bound on input a server holds unwritten (4 MiB, PROTOCOL.md 6), so that more of the file is
+#: in flight while the server writes (a terminal channel keeps ``input_buffer_limit``, 1 MiB).
+FILE_INPUT_LIMIT = 4 << 20
 
 __all__ = [
     "ACK_EVERY",
+    "FILE_INPUT_LIMIT",
     "ClientChannel",
     "ClientOptions",
     "ClientSession",
@@ -552,7 +557,10 @@ class ClientSession:
             return 0
         if self._pause.reasons & {"transport"}:
             return 0
-        return max(0, self.options.input_buffer_limit - ch.tx.size)
+        limit = self.options.input_buffer_limit
+        if ch.open_msg is not None and ch.open_msg.file is not None and ch.open_msg.file.op == "put":
+            limit = max(limit, FILE_INPUT_LIMIT)
+        return max(0, limit - ch.tx.size)
 
     def send_input(self, cid: int, data: bytes, now: float = 0.0) -> int:
         """Queue input for channel ``cid``; returns how many bytes were accepted.

@@ -3,8 +3,8 @@
 A file channel is an ordinary channel whose bytes are a file's: the same
 credit window bounds a download (the server reads no further ahead than the
 credit the client granted, at most ``max_window``), the same input buffer
-bounds an upload (at most ``input_buffer_limit`` bytes sent and not yet
-acknowledged as written to disk), and the same exactly-once resume carries a
+bounds an upload (at most ``FILE_INPUT_LIMIT``, 4 MiB -- the contract's bound
+on unwritten input -- sent and not yet acknowledged as written to disk), and the same exactly-once resume carries a
 transfer across a dropped connection.  Memory per transfer is therefore one
 window plus one chunk on either side; a file is never held whole.
 
