@@ -21,7 +21,6 @@ PTY backend (bash without rc files), one server for the module.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 
 import pytest
 from demo_page import Demo
+from share_pages import owner_and_viewer_contexts
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -112,19 +112,8 @@ def wait_same_screen(viewer: Demo, owner: Demo, what: str) -> None:
 @pytest.fixture
 def contexts(browser: Any) -> Iterator[tuple[Any, Any]]:
     """The owner's browser context and the viewers' (a smaller window: the owner's terminal is letterboxed)."""
-    owner = browser.new_context(viewport={"width": 1000, "height": 620}, device_scale_factor=1)
-    owner.grant_permissions(["clipboard-read", "clipboard-write"])
-    viewers = browser.new_context(viewport={"width": 760, "height": 480}, device_scale_factor=1)
-    try:
-        yield owner, viewers
-    finally:
-        for ctx in (viewers, owner):
-            for page in ctx.pages:
-                with contextlib.suppress(Exception):
-                    page.evaluate(
-                        "() => Promise.race([window.nimbusDemo?.conn?.close(), new Promise((r) => setTimeout(r, 2000))])"
-                    )
-            ctx.close()
+    with owner_and_viewer_contexts(browser, clipboard=True) as pair:
+        yield pair
 
 
 def test_the_owner_shares_two_viewers_watch_type_reload_and_one_is_revoked(

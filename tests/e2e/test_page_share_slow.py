@@ -30,7 +30,6 @@ both misplacing a long wrapped line's last row on a viewer's screen:
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 import pytest
 from demo_page import Demo
 from nimbus_websocket.node_runtime.server.share_hub import VIEW_MAX_PENDING
+from share_pages import owner_and_viewer_contexts
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,18 +159,8 @@ def viewer_states(viewer: Demo) -> list[str]:
 @pytest.fixture
 def contexts(browser: Any) -> Iterator[tuple[Any, Any]]:
     """The owner's browser context and the viewer's (a smaller window: letterboxed)."""
-    owner = browser.new_context(viewport={"width": 1000, "height": 620}, device_scale_factor=1)
-    viewer = browser.new_context(viewport={"width": 760, "height": 480}, device_scale_factor=1)
-    try:
-        yield owner, viewer
-    finally:
-        for ctx in (viewer, owner):
-            for page in ctx.pages:
-                with contextlib.suppress(Exception):
-                    page.evaluate(
-                        "() => Promise.race([window.nimbusDemo?.conn?.close(), new Promise((r) => setTimeout(r, 2000))])"
-                    )
-            ctx.close()
+    with owner_and_viewer_contexts(browser) as pair:
+        yield pair
 
 
 def test_a_slow_viewer_never_slows_the_owners_page_and_ends_on_its_screen(
