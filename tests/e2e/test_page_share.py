@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,18 +96,26 @@ def size(demo: Demo) -> list[int]:
     return list(demo.js("() => [window.nimbusDemo.term.cols, window.nimbusDemo.term.rows]"))
 
 
-def wait_same_screen(viewer: Demo, owner: Demo, what: str) -> None:
-    try:
-        viewer.wait(
-            """(want) => { const got = window.nimbusDemo.screenText().split('\\n').map((l) => l.trimEnd());
-                while (got.length && !got[got.length - 1]) got.pop();
-                return JSON.stringify(got) === JSON.stringify(want); }""",
-            lines(owner.screen()),
-            what=what,
-        )
-    except AssertionError:
-        assert lines(viewer.screen()) == lines(owner.screen()), what
-        raise
+def wait_same_screen(viewer: Demo, owner: Demo, what: str, timeout: float = 15.0) -> None:
+    """Until the viewer's screen equals the owner's *current* one (the owner's may still change:
+    vim clears "-- INSERT --" after Escape), re-read every second, for at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        want = lines(owner.screen())
+        try:
+            viewer.wait(
+                """(want) => { const got = window.nimbusDemo.screenText().split('\\n').map((l) => l.trimEnd());
+                    while (got.length && !got[got.length - 1]) got.pop();
+                    return JSON.stringify(got) === JSON.stringify(want); }""",
+                want,
+                timeout=1000,
+                what=what,
+            )
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                assert lines(viewer.screen()) == lines(owner.screen()), what
+                raise
 
 
 @pytest.fixture
