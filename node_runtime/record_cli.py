@@ -108,6 +108,13 @@ def _open(path: str) -> Iterator[str]:
         yield from f
 
 
+def _refused(command: str, path: str, exc: OSError | CastError) -> int:
+    """One line on stderr for an unreadable or invalid file; exit status 1."""
+    why = exc.strerror or exc if isinstance(exc, OSError) else exc
+    sys.stderr.write(f"nimbus-ws record {command}: {path}: {why}\n")
+    return 1
+
+
 def _play(args: argparse.Namespace) -> int:
     if args.speed < 0:
         sys.stderr.write("nimbus-ws record play: --speed must be 0 or more\n")
@@ -134,12 +141,8 @@ def _play(args: argparse.Namespace) -> int:
             elif code == "r":
                 sys.stderr.write(f"\r\n[nimbus-ws: the terminal was resized to {data}]\r\n")
         out.flush()
-    except OSError as exc:
-        sys.stderr.write(f"nimbus-ws record play: {args.file}: {exc.strerror or exc}\n")
-        return 1
-    except CastError as exc:
-        sys.stderr.write(f"nimbus-ws record play: {args.file}: {exc}\n")
-        return 1
+    except (OSError, CastError) as exc:
+        return _refused("play", args.file, exc)
     del header
     return 0
 
@@ -148,12 +151,8 @@ def _check(args: argparse.Namespace) -> int:
     try:
         header, events = read_cast(_open(args.file))
         n = sum(1 for _ in events)
-    except OSError as exc:
-        sys.stderr.write(f"nimbus-ws record check: {args.file}: {exc.strerror or exc}\n")
-        return 1
-    except CastError as exc:
-        sys.stderr.write(f"nimbus-ws record check: {args.file}: {exc}\n")
-        return 1
+    except (OSError, CastError) as exc:
+        return _refused("check", args.file, exc)
     sys.stdout.write(
         f"{args.file}: asciicast v2, {header['width']}x{header['height']}, {n} events\n"
     )

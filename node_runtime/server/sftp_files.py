@@ -24,7 +24,7 @@ import asyncssh
 from ...core.errors import BackendError
 from ...core.messages import FileSpec
 from .backend import BackendSink
-from .files import _PART, FileBackendBase, FilePolicy
+from .files import _PART, FileBackendBase, FilePolicy, _inside
 from .ssh_backend import SshBackend
 
 __all__ = ["SftpFileBackend"]
@@ -39,10 +39,6 @@ async def _read(f: asyncssh.SFTPClientFile, n: int, off: int) -> bytes:
     data = await f.read(n, off)
     assert isinstance(data, bytes)
     return data
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 class SftpFileBackend(FileBackendBase):

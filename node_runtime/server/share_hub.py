@@ -142,20 +142,12 @@ def _color(value: str, base: int) -> str:
     return str(base + 9)
 
 
+#: pyte's cell flags and their SGR parameters.
+_FLAGS = (("bold", "1"), ("italics", "3"), ("underscore", "4"), ("blink", "5"), ("reverse", "7"), ("strikethrough", "9"))
+
+
 def _sgr(ch: Any) -> str:
-    parts = ["0"]
-    if ch.bold:
-        parts.append("1")
-    if ch.italics:
-        parts.append("3")
-    if ch.underscore:
-        parts.append("4")
-    if ch.blink:
-        parts.append("5")
-    if ch.reverse:
-        parts.append("7")
-    if ch.strikethrough:
-        parts.append("9")
+    parts = ["0", *(code for attr, code in _FLAGS if getattr(ch, attr))]
     if ch.fg != "default":
         parts.append(_color(ch.fg, 30))
     if ch.bg != "default":

@@ -24,18 +24,11 @@ from nimbus_websocket.node_runtime.conformance.wire import WireClient
 from nimbus_websocket.node_runtime.record_cli import read_cast
 from nimbus_websocket.node_runtime.server import Server
 from nimbus_websocket.node_runtime.server.recording import RecordPolicy
+from nimbus_websocket.node_runtime.server.share_hub import _Screen
 
 pytestmark = pytest.mark.timeout(60)
 
 VIM = "exec vim -N -u NONE -i NONE --noplugin -n"
-
-
-class _Screen(pyte.Screen):  # type: ignore[misc]
-    """pyte 0.8.2 passes ``private`` for ``CSI > … m`` (xterm's modifyOtherKeys, which vim sends)."""
-
-    def select_graphic_rendition(self, *attrs: int, private: bool = False) -> None:
-        if not private:
-            super().select_graphic_rendition(*attrs)
 
 
 def _screen(events: list[tuple[float, str, str]], width: int, height: int) -> list[str]:
