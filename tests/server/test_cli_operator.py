@@ -122,6 +122,39 @@ def test_static_missing_or_not_a_directory(tmp_path: Path) -> None:
     one_line_error(cli("serve", "--static", str(afile)), f"nimbus-ws serve: --static {afile} is not a directory")
 
 
+def test_file_and_recording_options_refuse_bad_values_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-root"
+    one_line_error(
+        cli("serve", "--files-root", str(missing)),
+        f"nimbus-ws serve: --files-root {missing} does not exist",
+    )
+    one_line_error(
+        cli("serve", "--max-file-size", "lots"),
+        "nimbus-ws serve: --max-file-size: 'lots' is not a size (bytes, or a number with K, M, G or T)",
+    )
+    one_line_error(
+        cli("serve", "--no-files", "--files-root", str(tmp_path)),
+        "nimbus-ws serve: --files-root and --max-file-size need file transfer (drop --no-files)",
+    )
+    one_line_error(
+        cli("serve", "--record-input"),
+        "nimbus-ws serve: --record-input and --record-max-size need --record DIR",
+    )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = cli("serve", "--record", str(blocker / "rec"))
+    assert (
+        r.returncode == 2
+        and "Traceback" not in r.stderr
+        and r.stderr.startswith(f"nimbus-ws serve: --record {blocker}/rec:")
+    ), r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    one_line_error(
+        cli("serve", "--record", str(tmp_path / "rec"), "--record-max-size", "1K"),
+        "nimbus-ws serve: --record-max-size must be at least 4K",
+    )
+
+
 @pytest.fixture
 def tls(tmp_path: Path) -> TlsFiles:
     return make_tls(tmp_path / "tls")
