@@ -3,6 +3,7 @@
     .venv/bin/python bench/files.py [--quick] [--runs N] [--mb N] [--json OUT]
     .venv/bin/python bench/files.py --profile pty.up [--mb N]   # one transfer under cProfile
     .venv/bin/python bench/files.py --serve-bare                # the bare push server alone
+    .venv/bin/python bench/files.py --only scp,sshproc          # some paths only (development)
 
 One random file (``--mb`` MB: 100, ``--quick`` 20), in ``/dev/shm`` when
 writable (``common.scratch_dir``), sent up and fetched down by four paths,
@@ -135,7 +136,7 @@ PROFILABLE = ("pty.up", "pty.down", "ssh.up", "ssh.down")
 
 def params(quick: bool, runs: int | None = None, mb: int | None = None) -> dict[str, Any]:
     """Sizes and run counts; ``quick`` for a smoke run."""
-    return {"quick": quick, "runs": runs or (3 if quick else 5), "mb": mb or (20 if quick else 100)}
+    return {"quick": quick, "runs": runs or (3 if quick else 5), "mb": mb or (20 if quick else 100), "only": None}
 
 
 def _timeout(size: int) -> float:
@@ -558,7 +559,7 @@ async def run_async(p: dict[str, Any]) -> dict[str, Any]:
         for i in range(p["runs"]):  # interleaved: baseline, nimbus, baseline, nimbus, ...
             line = []
             for kind in KINDS:
-                if not b.available(kind):
+                if not b.available(kind) or (p.get("only") and kind.split(".")[0] not in p["only"]):
                     continue
                 r = await b.one(kind)
                 res["samples"][kind].append(r)
@@ -715,12 +716,16 @@ def main(argv: list[str]) -> int:
         "--profile", choices=PROFILABLE, help="one transfer of this kind under cProfile instead"
     )
     ap.add_argument("--top", type=int, default=25, help="--profile: functions shown")
+    ap.add_argument(
+        "--only", help="comma-separated paths to run (e.g. scp,sshproc), for development runs"
+    )
     ap.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve_bare:
         asyncio.run(serve_bare())
         return 0
     p = params(args.quick, args.runs, args.mb)
+    p["only"] = set(args.only.split(",")) if args.only else None
     if args.profile:
         print(profile(args.profile, p["mb"], args.top))
         return 0

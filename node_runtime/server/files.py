@@ -18,10 +18,11 @@ what runs (``--pty-command``), because there the shell is not the user's.
 Memory per transfer: a ``get`` reads one chunk (:data:`CHUNK`) at a time and
 only while the channel has credit; a ``put`` holds the input the core lets
 through (``max_input_buffer``) until it is written.  A ``put`` writes to a
-temporary ``.NAME.RANDOM.nimbus-part`` beside the target (mode 0600), with
-the whole size reserved up front (``posix_fallocate``, so a full disk fails
-at once), and renames it into place only when every byte arrived and was
-flushed; a failure, a cancel or a lost session removes it.
+temporary ``.NAME.RANDOM.nimbus-part`` beside the target (mode 0600), after
+checking the filesystem has room for the announced size (so a full disk
+fails at once; one that fills during the transfer fails at that write), and
+renames it into place only when every byte arrived and was flushed; a
+failure, a cancel or a lost session removes it.
 
 Every transfer is logged (``file_start``, ``file_done``, ``file_failed``,
 ``file_cancelled``: op, path, size, user, never content).
@@ -179,14 +180,14 @@ class FileBackendBase:
         self._observe("done")
         self.sink.exited(0, None)
 
-    async def _send_file(self, read_at: Callable[[int, int], asyncio.Future[bytes]]) -> None:
+    async def _send_file(self, read_at: Callable[[int, int], asyncio.Future[bytes]], chunk: int = CHUNK) -> None:
         """A ``get``: ``file_size`` bytes as output, one chunk read ahead while the last goes out.
 
-        ``read_at(offset, n)`` starts a read and returns its future. At most one chunk is held
-        beyond the one being sent; output goes only as credit allows.
+        ``read_at(offset, n)`` starts a read of at most ``chunk`` bytes and returns its future.
+        At most one chunk is held beyond the one being sent; output goes only as credit allows.
         """
         size = self.file_size or 0
-        nxt = read_at(0, min(CHUNK, size)) if size else None
+        nxt = read_at(0, min(chunk, size)) if size else None
         try:
             while self.done < size:
                 assert nxt is not None
@@ -195,7 +196,7 @@ class FileBackendBase:
                     self._fail(f"the file shrank to {self.done} bytes while it was read")
                     return
                 after = self.done + len(data)
-                nxt = read_at(after, min(CHUNK, size - after)) if after < size else None
+                nxt = read_at(after, min(chunk, size - after)) if after < size else None
                 view = memoryview(data)
                 while view:  # as credit allows (normally the whole chunk at once)
                     n = await self._budget()
@@ -370,13 +371,13 @@ class LocalFileBackend(FileBackendBase):
         part = os.path.join(parent, f".{name[:200]}.{secrets.token_hex(4)}{_PART}")
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self._fd, self._part = fd, part
-        if size:
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    self._discard()
-                    raise
+        if size and size > _free_space(fd):
+            # Told at once, before a byte moves.  Not reserved (posix_fallocate): reserving
+            # 100 MB took 11 ms on tmpfs before the first byte could flow, and the writes
+            # that follow fill the pages anyway; a disk that fills meanwhile is ENOSPC
+            # from a write, reported the same way.
+            self._discard()
+            raise OSError(errno.ENOSPC, "no space")
 
     async def _get(self) -> None:
         fd = self._fd
@@ -451,6 +452,12 @@ def _io_pool() -> concurrent.futures.ThreadPoolExecutor:
     if _pool is None:
         _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="nimbus-file-io")
     return _pool
+
+
+def _free_space(fd: int) -> int:
+    """Bytes the server's user may still write on ``fd``'s filesystem (root: the reserve too)."""
+    fs = os.fstatvfs(fd)
+    return (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize
 
 
 def _writev_all(fd: int, bufs: list[bytes]) -> None:

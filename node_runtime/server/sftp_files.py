@@ -30,9 +30,13 @@ from .ssh_backend import SshBackend
 __all__ = ["SftpFileBackend"]
 
 #: Bytes per SFTP request and requests at once (asyncssh splits a big read or write into
-#: parallel requests; a 256 KiB read is 4 of them, and one read is kept ahead).
+#: parallel requests).
 _BLOCK = 64 * 1024
 _REQUESTS = 16
+#: Bytes a ``get`` reads at a time: 16 requests of ``_BLOCK`` in flight, and one such read
+#: is kept ahead while the last goes out, so a ``get`` holds at most 2 MiB (a round trip to
+#: sshd per 64 KiB was what limited downloads).
+_GET_CHUNK = _BLOCK * _REQUESTS
 
 
 async def _read(f: asyncssh.SFTPClientFile, n: int, off: int) -> bytes:
@@ -128,7 +132,7 @@ class SftpFileBackend(FileBackendBase):
         f = self._file
         assert f is not None
         loop = asyncio.get_running_loop()
-        await self._send_file(lambda off, n: loop.create_task(_read(f, n, off)))  # SFTP round trips overlap
+        await self._send_file(lambda off, n: loop.create_task(_read(f, n, off)), _GET_CHUNK)  # round trips overlap
 
     async def _put(self) -> None:
         size = self.spec.size or 0

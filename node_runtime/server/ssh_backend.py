@@ -62,6 +62,33 @@ UNREACHABLE_MESSAGE = "target unreachable"
 
 _PTY_CHARS = {"INT": b"\x03", "QUIT": b"\x1c", "TSTP": b"\x1a"}
 
+
+def _cpu_has_aes(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU announces AES instructions (x86 ``aes`` flag, ARM ``aes`` feature)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return "aes" in line.split(":", 1)[-1].split()
+    except OSError:
+        pass
+    return False
+
+
+#: The ciphers offered, best first.  asyncssh's default puts chacha20-poly1305
+#: first (OpenSSH's choice for CPUs without AES instructions), and asyncssh does
+#: it as a ChaCha20 call plus a Poly1305 call plus Python framing per packet; the
+#: AES-GCM modes are one OpenSSL call each, constant-time with AES-NI.  Measured
+#: with asyncssh alone on SFTP to the private sshd, 100 MB: chacha20-poly1305
+#: get ~245 / put ~173 MB/s, aes128-gcm get ~360 / put ~318 MB/s.  So where the
+#: CPU has AES instructions AES-GCM goes first; chacha20 stays offered (a server
+#: that allows only it still connects).  Everything else is asyncssh's default.
+ENCRYPTION_ALGS: tuple[str, ...] = (
+    ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-ctr", "aes192-ctr", "aes128-ctr")
+    if _cpu_has_aes()
+    else ()
+)
+
 #: Every asyncssh source of credentials other than what the client sent is off.
 _NO_AMBIENT_CREDENTIALS: dict[str, Any] = {
     "config": None,  # no ~/.ssh/config (IdentityFile, IdentityAgent, ProxyCommand ...)
@@ -267,6 +294,8 @@ class SshBackend:
             "client_factory": lambda: witness,
             **_NO_AMBIENT_CREDENTIALS,
         }
+        if ENCRYPTION_ALGS:
+            kw["encryption_algs"] = list(ENCRYPTION_ALGS)
         kw.update(await self._credentials())
         known: asyncssh.SSHKnownHosts | None = None
         try:

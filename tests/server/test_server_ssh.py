@@ -105,3 +105,32 @@ async def test_ssh_failures_are_open_err(make_server, ssh_server: Server, sshd: 
     assert (await _open_err(u, Target(sshd.host, sshd.port), _key_user(sshd))).code == "HOST_KEY_UNKNOWN"
     for x in (c, s, u, a, d):
         await x.close()
+
+
+async def test_ssh_prefers_aes_gcm_where_the_cpu_has_aes(ssh_server: Server, sshd: TestSshd) -> None:
+    """The negotiated cipher, as the real sshd logs it (DEBUG1: ``kex: client->server cipher: ...``)."""
+    from nimbus_websocket.node_runtime.server.ssh_backend import ENCRYPTION_ALGS, _cpu_has_aes
+
+    start = len(sshd.log_text())
+    c = await WireClient.connect(ssh_server.url)
+    await c.hello()
+    await c.open(1, target=Target(sshd.host, sshd.port), user=_key_user(sshd), term=Term(80, 24, {}))
+    await c.type(1, "echo cipher-$((6*7))\n")
+    await c.until_output(1, b"cipher-42")
+    await c.close()
+    kex = [line for line in sshd.log_text()[start:].splitlines() if "client->server cipher:" in line]
+    assert kex, sshd.log_text()[start:][-2000:]
+    expected = "aes128-gcm@openssh.com" if _cpu_has_aes() else "chacha20-poly1305@openssh.com"
+    assert f"cipher: {expected}" in kex[-1], kex
+    assert bool(ENCRYPTION_ALGS) == _cpu_has_aes()
+
+
+def test_cpu_aes_flag_is_read_from_cpuinfo(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from nimbus_websocket.node_runtime.server.ssh_backend import _cpu_has_aes
+
+    x86, arm, none = tmp_path / "x86", tmp_path / "arm", tmp_path / "none"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 aes avx2\n")
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd aes pmull sha1\n")
+    none.write_text("processor\t: 0\nflags\t\t: fpu sse2 aesx avx2\n")
+    assert _cpu_has_aes(str(x86)) and _cpu_has_aes(str(arm))
+    assert not _cpu_has_aes(str(none)) and not _cpu_has_aes(str(tmp_path / "missing"))
