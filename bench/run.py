@@ -769,48 +769,38 @@ break the "same message sizes" rule of the comparison.
 """
 
 _FILES_GET_NOTE = """
-**What limits it: one 64 KiB read at a time, each a thread hop.** The server core caps every read budget
-at `max_read` (64 KiB, `core/server_config.py`), so `LocalFileBackend._get` never reaches its own `CHUNK`
-(256 KiB, `node_runtime/server/files.py`): 100 MB is ~1 500 reads, each `run_in_executor(os.pread)` --
-submit, worker wake-up, `call_soon_threadsafe` back -- then one 64 KiB data frame, and the next read starts
-only after that. The event loop waits in `epoll` for about a third of the transfer (py-spy: ~530 idle
-samples vs ~50 for the bare push over the same 8 × 100 MB); the bare push sends 256 KiB messages and reads
-on the loop. Larger credit windows change nothing (2 MiB / 8 MiB: 0.57×). The hop's cost depends on where
-the worker thread runs: alone, the same 100 MB download comes in at either ~200 or ~400 MB/s from run to run,
-the slow runs with ~40 % more voluntary context switches.
-
-**What was tried** (development runs, 100 MB, one process, monkeypatched, ratio to the bare push in the
-same batch): `ServerConfig(max_read=256 KiB)` 0.60× → 0.79×; one `pread` kept in flight while the previous
-chunk goes out (read-ahead of one chunk) 0.90×; `os.pread` on the loop 0.71×, with 256 KiB reads 0.85×.
-Suggested (core/node_runtime, not changed here): let a file channel read up to its own chunk (a per-channel
-read budget above `max_read`, still inside credit and `max_retained_output`) and keep one read ahead.
+**What limits it: Python work per 256 KiB frame, both ends on one core.** `LocalFileBackend._get` reads
+256 KiB at a time (`file_max_read`) with one read kept ahead in the I/O pool, and sends each read as one
+data frame as credit allows; with `nimbus-ws serve` in its own process the download runs at the bare push's
+speed (the own-process row). With server and client sharing this process's one event loop, every frame
+costs both ends' protocol work on the same thread: the 5-byte header joined to the payload (a 256 KiB copy
+of a freshly read buffer, ~47 µs per frame under cProfile), credit accounting and grants, the client's
+per-frame dispatch; the bare push sends the `pread` bytes as they are, with neither.
 """
 
 _FILES_PUT_NOTE = """
-**What limits it: the event loop's thread, and a thread hop per 256 KiB written.** With server and client in
-one process the loop thread is busy the whole transfer (py-spy); `LocalFileBackend._put` awaits each chunk's
-`run_in_executor(os.write)` before acknowledging it, and every hop makes the loop thread wait for the GIL
-again (py-spy: the loop sits on the `sock.send` line of `_SelectorSocketTransport.write` ~4× as often as the
-bare push does for the same bytes). The client's input window is not the limit: `input_buffer_limit` 4 MiB
-0.61×, a 2 MiB / 8 MiB credit window 0.62×, default 0.62×. **Tried** (development runs, 100 MB, one
-process): the write on the loop instead of the executor 0.62× → 0.80×. Suggested (not changed here): write
-every queued input chunk in one executor job (`os.writev` of the queue) so the hops fall with the load, or a
-writer thread per transfer.
+**What limits it: the server's CPU per byte.** The server process uses 1.6–1.7 CPU s per GB of upload
+against the bare push server's 1.1–1.2 (`perf` of the server process: ~15 % in context switches and
+wake-ups of the hop to the I/O thread that writes, ~12 % in `memmove` of websockets' frame reassembly,
+which the bare push pays too). Changed in this run: the free-space check replaced `posix_fallocate`, which
+reserved the whole size (11 ms per 100 MB on tmpfs) before the first byte could flow (A/B, 7 runs each,
+one process 0.68–0.74× → 0.79–0.80×, own process 0.64–0.66× → 0.74–0.85×). **Tried** (development runs,
+100–300 MB, not kept): the write on the event loop instead of the I/O pool (own process: server 2.1 CPU s/GB
+and 472 MB/s vs 1.6 and 640 -- worse, the write no longer overlaps the socket reads); two or three
+`pwritev` in flight at their own offsets (no gain beyond the noise); waiting up to 2 ms to gather 1 MiB
+per write (no change). The own-process rows vary 0.60–1.04× from run to run on this 2-core machine.
 """
 
 _FILES_SSH_NOTE = """
-**What limits it: SFTP one request at a time (download), and asyncssh's ciphers in Python.**
-`SftpFileBackend._get` reads `min(budget, CHUNK)` -- at most 64 KiB (`max_read`) -- so asyncssh sends one
-64 KiB `FXP_READ` and waits a full round trip to sshd for each (its `max_requests=16` pipelining never starts).
-The rest is CPU: asyncssh encrypts and authenticates every 32 KiB SSH packet through `cryptography`
-(chacha20 + poly1305, separate calls, Python framing per packet), ~7–9 CPU s per GB in the server process,
-where `scp` and sshd are C. Ceilings measured with asyncssh alone (`sftp.get/put`, 16 × 64 KiB requests,
-same sshd, 100 MB): chacha20-poly1305 get ~245 / put ~173 MB/s, aes128-gcm get ~360 / put ~318 MB/s.
-**Tried** (development runs, 100 MB, one process): `max_read` 256 KiB 0.50× → 0.67×; 1 MiB SFTP reads
-(16 requests in flight) 0.69×; a 1 MiB read kept ahead 0.75×; 8 SFTP writes in flight for uploads: no change
-(0.61×, CPU-bound). Suggested: read ahead in large SFTP reads under the retained-output bound, and prefer
-AES-GCM (`encryption_algs`) where the CPU has AES instructions. Quick runs (20 MB) flatter these rows: one
-asyncssh login (~80 ms) against scp's fork/exec and OpenSSH's post-quantum key exchange (~270 ms).
+**What changed, and what limits it now: asyncssh's per-packet work in Python.** The SSH backend now offers
+AES-GCM first where the CPU has AES instructions (`ssh_backend.ENCRYPTION_ALGS`; asyncssh's default puts
+chacha20-poly1305 first, which it runs as a ChaCha20 call, a Poly1305 call and Python framing per packet;
+AES-GCM is one OpenSSL call), and a download reads 1 MiB at a time (16 SFTP requests of 64 KiB in flight)
+with one such read kept ahead, instead of 256 KiB. Before (same machine, the run before this change): up
+0.63×, down 0.79× with the server in its own process. The server still spends 4–5 CPU s per GB in asyncssh
+(packet framing, SFTP request bookkeeping) where `scp` and sshd are C; with server and client in one
+process that CPU is shared with the client's. Quick runs (20 MB) flatter these rows: one asyncssh login
+(~80 ms) against scp's fork/exec and OpenSSH's post-quantum key exchange (~270 ms).
 """
 
 NOTES: dict[str, str] = {
@@ -1003,8 +993,8 @@ SECTIONS = [
      "`websockets` push (a server writing each 256 KiB binary message to a file / streaming the file in 256 KiB "
      "messages, a plain `websockets` client). SSH rows: the same calls through `backend=\"ssh\"` (SFTP from "
      "the server, one key login per transfer) to a private OpenSSH sshd (`tests/support/sshd.py`), against "
-     "OpenSSH `scp` (its default SFTP protocol, same key and sshd, `BatchMode`, one login per transfer; both "
-     "negotiate chacha20-poly1305). \"One process\": server and client share this process and event loop; "
+     "OpenSSH `scp` (its default SFTP protocol, same key and sshd, `BatchMode`, one login per transfer; scp "
+     "negotiates chacha20-poly1305 in C, the server AES-GCM where the CPU has AES). \"One process\": server and client share this process and event loop; "
      "\"own process\": `nimbus-ws serve` (and the bare push server) in a process of its own. CPU rows: "
      "`time.process_time()` of this process, `/proc` of the server process."),
     ("share", "Sharing: the owner's stream with viewers (issue 18)",
