@@ -298,6 +298,10 @@ class Channel:
         self._queued = 0
         self._iterating = False
         self._waiter: asyncio.Future[None] | None = None
+        #: Sends (and an eof) that wait for input capacity go in call order, one at a time
+        #: (``asyncio.Lock`` is FIFO); ``_waiting_sends`` counts them for the fast path.
+        self._send_order = asyncio.Lock()
+        self._waiting_sends = 0
         self._opened_fut: asyncio.Future[None] = conn._loop.create_future()
         self._closed_fut: asyncio.Future[None] = conn._loop.create_future()
         if resumed:
@@ -351,33 +355,51 @@ class Channel:
         Input is kept until the server acknowledges it (exactly-once resume),
         at most ``input_buffer_limit`` bytes per channel; while that bound is
         reached, or while the socket's ``bufferedAmount`` is above the
-        high-water mark, this waits.  Raises :class:`ChannelError` (or the
+        high-water mark, this waits.  Sends of one channel go out in the order
+        they were called, each one's bytes together, also from several tasks
+        at once.  Raises :class:`ChannelError` (or the
         connection's :class:`~nimbus_websocket.core.CloseError`) once the
         channel cannot take input any more.
         """
         view = memoryview(data.encode() if isinstance(data, str) else data).cast("B")
         conn = self._conn
-        off = 0
-        while off < len(view):
+        if not self._waiting_sends:  # nobody queued before us: all of it now, if it fits
             self._check_input()
-            cap = conn._session.input_capacity(self.id)
-            if cap:
-                off += conn._session.send_input(self.id, bytes(view[off : off + cap]), conn._clock())
-                conn._pump()
-            if off < len(view):
-                await conn._wait_capacity(self.id)
+            if len(view) <= conn._session.input_capacity(self.id):
+                if view:
+                    conn._session.send_input(self.id, bytes(view), conn._clock())
+                    conn._pump()
+                return
+        # Wait in line: a send that has to wait is never overtaken by a later one, so
+        # concurrent senders' data never interleave (each send's bytes stay together).
+        self._waiting_sends += 1
+        try:
+            async with self._send_order:
+                off = 0
+                while off < len(view):
+                    self._check_input()
+                    cap = conn._session.input_capacity(self.id)
+                    if cap:
+                        off += conn._session.send_input(self.id, bytes(view[off : off + cap]), conn._clock())
+                        conn._pump()
+                    if off < len(view):
+                        await conn._wait_capacity(self.id)
+        finally:
+            self._waiting_sends -= 1
 
     def try_send(self, data: bytes | bytearray | memoryview | str) -> bool:
         """Send all of ``data`` now if the input buffer has room for it, without awaiting.
 
-        ``False`` (nothing sent) when it has not: use :meth:`send`, which
-        waits.  The caller keeps the order (no :meth:`try_send` while a
-        :meth:`send` of the same channel is still waiting).  A keystroke
-        goes out in the caller's own turn of the event loop.  Raises as
-        :meth:`send` does once the channel cannot take input any more.
+        ``False`` (nothing sent) when it has not, or while a :meth:`send` of
+        this channel waits (it would overtake that send's bytes): use
+        :meth:`send`, which waits in line.  A keystroke goes out in the
+        caller's own turn of the event loop.  Raises as :meth:`send` does
+        once the channel cannot take input any more.
         """
         payload = data.encode() if isinstance(data, str) else bytes(data)
         self._check_input()
+        if self._waiting_sends:
+            return False
         conn = self._conn
         if len(payload) > conn._session.input_capacity(self.id):
             return False
@@ -407,7 +429,15 @@ class Channel:
         """End the input: the remote command sees end-of-file after what was sent.
 
         Needs a server announcing ``caps.eof`` (``ValueError`` otherwise).
+        Comes after every :meth:`send` called before it, also those still waiting.
         """
+        if self._waiting_sends:
+            async with self._send_order:  # FIFO: behind the sends already waiting
+                self._send_eof_now()
+            return
+        self._send_eof_now()
+
+    def _send_eof_now(self) -> None:
         self._check_input()
         conn = self._conn
         conn._session.send_eof(self.id)

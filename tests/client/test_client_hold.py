@@ -97,3 +97,32 @@ async def test_try_send_sends_now_or_says_no(echo: EchoServer) -> None:
         await ch.close()
         with pytest.raises(ChannelError):
             ch.try_send(b"late")
+
+
+async def test_concurrent_sends_keep_their_order_and_never_interleave(echo: EchoServer) -> None:
+    """A send that must wait for input capacity is not overtaken by a later send,
+    try_send or eof from other tasks: the echo shows each send's bytes together,
+    in call order."""
+    limit = 64 * 1024
+    async with await connect(
+        echo.url, websocket_impl=WebsocketsImpl, window=1 << 20, max_window=1 << 20, input_buffer_limit=limit
+    ) as conn:
+        ch = await conn.open_session(target=TARGET, user=ECHO)
+        seen = bytearray()
+        ch.on("data", seen.extend)
+        big = b"a" * (8 * limit)  # waits for acknowledgements several times
+        first = asyncio.ensure_future(ch.send(big))
+        await asyncio.sleep(0)  # the first send is now waiting for capacity
+        later = [asyncio.ensure_future(ch.send(bytes([c]) * 1000)) for c in b"BC"]
+        # Acknowledgements free capacity before the waiting sends run again: a try_send
+        # (or a send) in that moment must not slip in ahead of them.
+        refused = 0
+        while not first.done():
+            if conn.session.input_capacity(ch.id) > 0 and not first.done():
+                assert ch.try_send(b"T") is False
+                refused += 1
+            await asyncio.sleep(0)
+        later.append(asyncio.ensure_future(ch.send(b"D" * 1000)))
+        await asyncio.wait_for(asyncio.gather(first, *later), 30)
+        await wait_for(lambda: len(seen) == len(big) + 3000, what="every byte echoed")
+        assert bytes(seen) == big + b"B" * 1000 + b"C" * 1000 + b"D" * 1000
