@@ -62,6 +62,66 @@ let env = null; // what install() was given
 // Per channel (the tab's `ch`): the links made on this page, grant -> {grant, mode, expires, link}.
 const links = new WeakMap();
 
+// The links this tab made, kept in sessionStorage by channel id so that a reload lists
+// them again (with their Copy and Revoke): the server tells a resumed page its viewers,
+// not its links, and a link nobody opened yet would be out of reach until it expired.
+// The same storage already holds this tab's resume token, which is worth more than a
+// link.  A channel that came back through a resume is the same terminal of the same
+// session (its links live on); a channel that did not is a new one that may reuse an
+// id: what was kept for that id is dropped.
+const LINKS_KEY = "nimbus-demo.share-links";
+let kept = null; // {channel id: [{grant, mode, expires, link}]}
+
+function keptLinks() {
+  if (kept === null) {
+    try {
+      const v = JSON.parse(sessionStorage.getItem(LINKS_KEY) || "{}");
+      kept = v && typeof v === "object" && !Array.isArray(v) ? v : {};
+    } catch {
+      kept = {};
+    }
+  }
+  return kept;
+}
+
+function saveLinks(ch) {
+  const all = keptLinks();
+  const made = links.get(ch);
+  if (made && made.size) all[ch.id] = [...made.values()];
+  else delete all[ch.id];
+  writeKept(all);
+}
+
+function writeKept(all) {
+  try {
+    if (Object.keys(all).length) sessionStorage.setItem(LINKS_KEY, JSON.stringify(all));
+    else sessionStorage.removeItem(LINKS_KEY);
+  } catch {
+    // storage full or off: the links stay listed until the page goes
+  }
+}
+
+/** The links made for `ch` (restored after a reload for a resumed channel); created on demand. */
+function linksOf(ch, create = false) {
+  let made = links.get(ch);
+  if (!made) {
+    const all = keptLinks();
+    const before = all[ch.id];
+    if (ch.resumed && Array.isArray(before)) {
+      made = new Map(before.filter((l) => l && typeof l.grant === "string").map((l) => [l.grant, l]));
+      links.set(ch, made);
+    } else if (before !== undefined) {
+      delete all[ch.id]; // another terminal than the one these links were for
+      writeKept(all);
+    }
+  }
+  if (!made && create) {
+    made = new Map();
+    links.set(ch, made);
+  }
+  return made ?? null;
+}
+
 function activeChannel() {
   return env?.channel() ?? null;
 }
@@ -80,7 +140,7 @@ function currentViewers() {
 function groups() {
   const ch = activeChannel();
   if (!ch) return [];
-  const made = links.get(ch) ?? new Map();
+  const made = linksOf(ch) ?? new Map();
   const out = new Map();
   for (const l of made.values()) out.set(l.grant, { grant: l.grant, mode: l.mode, expires: l.expires, link: l.link, viewers: [] });
   for (const v of currentViewers()) {
@@ -172,8 +232,8 @@ export function install({ channel, notify, focus, copy = copyText }) {
       return;
     }
     const entry = { grant: made.grant, mode: made.mode, expires: made.expires, link: made.link };
-    if (!links.has(ch)) links.set(ch, new Map());
-    links.get(ch).set(made.grant, entry);
+    linksOf(ch, true).set(made.grant, entry);
+    saveLinks(ch);
     state.created += 1;
     state.lastLink = { ...entry };
     $("share-link").value = made.link ?? "";
@@ -206,7 +266,8 @@ export function install({ channel, notify, focus, copy = copyText }) {
     } catch (e) {
       return void notify(`Could not revoke the link: ${e?.message ?? e}`, "error");
     }
-    links.get(ch)?.delete(grant);
+    linksOf(ch)?.delete(grant);
+    saveLinks(ch);
     state.revoked += 1;
     notify("Share link revoked: its viewers were disconnected", "ok");
     refresh();
@@ -224,10 +285,12 @@ export function install({ channel, notify, focus, copy = copyText }) {
 
   function refresh() {
     const ch = activeChannel();
-    const made = ch ? links.get(ch) : null;
+    const made = ch ? linksOf(ch) : null;
     if (made) {
       const now = Date.now();
+      const n = made.size;
       for (const [g, l] of made) if (l.expires != null && l.expires <= now) made.delete(g);
+      if (made.size !== n) saveLinks(ch);
     }
     const n = currentViewers().length;
     const badge = $("st-viewers");

@@ -237,6 +237,37 @@ def ro_link_grant(owner: Demo) -> str:
     return str(grants[0])
 
 
+def test_a_reload_lists_the_links_made_before_it_and_revoke_still_works(
+    page_server: Any, contexts: tuple[Any, Any]
+) -> None:
+    """A link nobody opened yet is still listed after the owner's reload (sessionStorage,
+    share.mjs): Revoke there works -- the link is refused afterwards -- and the list
+    stays empty after another reload."""
+    owner_ctx, viewer_ctx = contexts
+    owner = Demo(owner_ctx.new_page()).open(page_server.http_url)
+    owner.wait_ready()
+    link = share_link(owner, "read")
+    grant = owner.demo("share.lastLink")["grant"]
+    owner.page.reload()
+    owner.wait_ready()
+    assert owner.demo("resumed") is True
+    owner.wait(
+        "(g) => window.nimbusDemo.share.list().some((l) => l.grant === g && l.link)",
+        grant,
+        what="the link listed after the reload",
+    )
+    owner.page.wait_for_selector("#st-viewers", state="visible")
+    owner.page.click("#st-viewers")
+    owner.page.click(f"#viewer-list .grant[data-grant='{grant}'] .grant-revoke")
+    owner.wait("() => window.nimbusDemo.share.list().length === 0", what="the link revoked")
+    viewer = Demo(viewer_ctx.new_page()).open(link)
+    viewer.wait("() => window.nimbusDemo.view?.ended != null", what="the revoked link's message")
+    assert viewer.demo("view")["ended"].startswith("This share link is not valid")
+    owner.page.reload()
+    owner.wait_ready()
+    assert owner.demo("share.list()") == []
+
+
 def test_share_endings_are_told_in_plain_words() -> None:
     """messages.mjs: each reason the server closes a viewer with (4016), and the 4003 of a dead link."""
     node = shutil.which("node")
