@@ -348,32 +348,39 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     return r.returncode == 0
 
 
-async def test_a_full_disk_is_told_clearly_and_nothing_is_left(
-    make_server: Callable[..., Awaitable[Server]], tmp_path: Path
-) -> None:
+@pytest.fixture
+async def small_disk(tmp_path: Path) -> AsyncIterator[Path]:
+    """A 1 MiB tmpfs (needs root: skipped otherwise), unmounted after the test."""
     disk = tmp_path / "small"
     disk.mkdir()
     if not await asyncio.to_thread(_mount_tmpfs, disk, "1m"):
         pytest.skip("mounting a 1 MiB tmpfs needs root")
     try:
-        srv = await make_server(files=FilePolicy(root=str(disk)))
-        conn = await connect(srv.url, websocket_impl=WebsocketsImpl)
-        try:
-            with pytest.raises(FileTransferError) as ei:
-                await upload(conn, LOCAL, ANY_USER, [os.urandom(4 * MiB)], 4 * MiB, "big.bin")
-            assert "no space left" in ei.value.message, ei.value.message
-            assert os.listdir(disk) == []
-            # What fits still works.
-            await upload(conn, LOCAL, ANY_USER, [b"small"], 5, "small.txt")
-            assert (disk / "small.txt").read_bytes() == b"small"
-        finally:
-            await conn.close()
+        yield disk
     finally:
         await asyncio.to_thread(subprocess.run, ["umount", "-l", str(disk)], capture_output=True)
 
 
+async def test_a_full_disk_is_told_clearly_and_nothing_is_left(
+    make_server: Callable[..., Awaitable[Server]], small_disk: Path
+) -> None:
+    disk = small_disk
+    srv = await make_server(files=FilePolicy(root=str(disk)))
+    conn = await connect(srv.url, websocket_impl=WebsocketsImpl)
+    try:
+        with pytest.raises(FileTransferError) as ei:
+            await upload(conn, LOCAL, ANY_USER, [os.urandom(4 * MiB)], 4 * MiB, "big.bin")
+        assert "no space left" in ei.value.message, ei.value.message
+        assert os.listdir(disk) == []
+        # What fits still works.
+        await upload(conn, LOCAL, ANY_USER, [b"small"], 5, "small.txt")
+        assert (disk / "small.txt").read_bytes() == b"small"
+    finally:
+        await conn.close()
+
+
 async def test_a_disk_that_fills_during_an_upload_fails_that_upload_only(
-    make_server: Callable[..., Awaitable[Server]], tmp_path: Path
+    make_server: Callable[..., Awaitable[Server]], small_disk: Path
 ) -> None:
     """Both uploads fit the free space when they open; together they do not.
 
@@ -381,37 +388,31 @@ async def test_a_disk_that_fills_during_an_upload_fails_that_upload_only(
     free-space check), then sends 512 KiB more: one of them meets ENOSPC from a
     write, is told so, and leaves nothing; the other arrives whole.
     """
-    disk = tmp_path / "small"
-    disk.mkdir()
-    if not await asyncio.to_thread(_mount_tmpfs, disk, "1m"):
-        pytest.skip("mounting a 1 MiB tmpfs needs root")
+    disk = small_disk
+    srv = await make_server(files=FilePolicy(root=str(disk)))
+    conn = await connect(srv.url, websocket_impl=WebsocketsImpl)
+    b_open = asyncio.Event()
+    a_data, b_data = os.urandom(768 * 1024), os.urandom(600 * 1024)
+
+    async def source_a() -> AsyncIterator[bytes]:
+        yield a_data[: 256 * 1024]
+        await asyncio.wait_for(b_open.wait(), 30)
+        yield a_data[256 * 1024 :]
+
+    async def source_b() -> AsyncIterator[bytes]:
+        b_open.set()  # iterated only after open_ok: its space check passed
+        yield b_data
+
     try:
-        srv = await make_server(files=FilePolicy(root=str(disk)))
-        conn = await connect(srv.url, websocket_impl=WebsocketsImpl)
-        b_open = asyncio.Event()
-        a_data, b_data = os.urandom(768 * 1024), os.urandom(600 * 1024)
-
-        async def source_a() -> AsyncIterator[bytes]:
-            yield a_data[: 256 * 1024]
-            await asyncio.wait_for(b_open.wait(), 30)
-            yield a_data[256 * 1024 :]
-
-        async def source_b() -> AsyncIterator[bytes]:
-            b_open.set()  # iterated only after open_ok: its space check passed
-            yield b_data
-
-        try:
-            first = asyncio.create_task(upload(conn, LOCAL, ANY_USER, source_a(), len(a_data), "a.bin"))
-            assert await wait_until(lambda: any(n.endswith(".nimbus-part") for n in os.listdir(disk)), 10)
-            second = asyncio.create_task(upload(conn, LOCAL, ANY_USER, source_b(), len(b_data), "b.bin"))
-            results = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 60)
-            failed = [r for r in results if isinstance(r, BaseException)]
-            assert len(failed) == 1, results
-            assert isinstance(failed[0], FileTransferError) and "no space left" in failed[0].message
-            survivor, data = ("b.bin", b_data) if results[0] is failed[0] else ("a.bin", a_data)
-            assert os.listdir(disk) == [survivor]
-            assert (disk / survivor).read_bytes() == data
-        finally:
-            await conn.close()
+        first = asyncio.create_task(upload(conn, LOCAL, ANY_USER, source_a(), len(a_data), "a.bin"))
+        assert await wait_until(lambda: any(n.endswith(".nimbus-part") for n in os.listdir(disk)), 10)
+        second = asyncio.create_task(upload(conn, LOCAL, ANY_USER, source_b(), len(b_data), "b.bin"))
+        results = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 60)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert len(failed) == 1, results
+        assert isinstance(failed[0], FileTransferError) and "no space left" in failed[0].message
+        survivor, data = ("b.bin", b_data) if results[0] is failed[0] else ("a.bin", a_data)
+        assert os.listdir(disk) == [survivor]
+        assert (disk / survivor).read_bytes() == data
     finally:
-        await asyncio.to_thread(subprocess.run, ["umount", "-l", str(disk)], capture_output=True)
+        await conn.close()
