@@ -373,7 +373,10 @@ class LocalProcessBackend:
     The process leads a new session and process group.  :meth:`close` ends
     the whole group, whether or not its leader is still running: SIGHUP,
     then SIGKILL after :data:`KILL_GRACE` to whatever of the group is left;
-    :meth:`wait_closed` returns once the leader is reaped and the group is
+    on a PTY the same for the terminal's foreground job, which job control
+    put in a process group of its own (a shell passes its hangup on to its
+    jobs, but not one that ignores SIGHUP or is killed first);
+    :meth:`wait_closed` returns once the leader is reaped and the groups are
     empty (or the kill was sent), so no process of the channel outlives it.
     """
 
@@ -418,6 +421,7 @@ class LocalProcessBackend:
         self._closed = False
         self._eof = False
         self._pgid: int | None = None  # the process group, while it may have members
+        self._job_pgid: int | None = None  # the terminal's foreground job's group, at close
         self._group_gone: asyncio.Event | None = None  # set when the group is empty (or killed)
         self._ender: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -790,7 +794,9 @@ class LocalProcessBackend:
             self._writer_on = False
         self._input = None
         self._group_gone = asyncio.Event()
-        if self._signal_group(signal.SIGHUP):
+        self._job_pgid = self._foreground_job()
+        hup_job = self._signal_job(signal.SIGHUP)
+        if self._signal_group(signal.SIGHUP) or hup_job:
             self._ender = self._loop.create_task(self._end_group())
         else:
             self._group_gone.set()
@@ -836,9 +842,41 @@ class LocalProcessBackend:
             return False
         return True
 
+    def _foreground_job(self) -> int | None:
+        """The PTY's foreground process group when it is not the shell's own (a job)."""
+        if self._master is None or self._pgid is None:
+            return None
+        try:
+            fg = os.tcgetpgrp(self._master)
+        except OSError:
+            return None
+        return fg if fg > 0 and fg != self._pgid else None
+
+    def _signal_job(self, sig: int) -> bool:
+        """Send ``sig`` to the foreground job's group; False when it is gone.
+
+        Only while the job's leader is alive and still in this terminal's
+        session (the shell leads it): a group whose leader exited may have
+        members left, but its id can no longer be told from a newer group's.
+        """
+        pgid = self._job_pgid
+        if pgid is None or self.proc is None:
+            return False
+        try:
+            if os.getsid(pgid) != self.proc.pid:
+                raise ProcessLookupError
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            self._job_pgid = None
+            return False
+        except OSError:
+            log.debug("cannot signal process group %d", pgid, exc_info=True)
+            return False
+        return True
+
     async def _end_group(self) -> None:
-        """After the SIGHUP: wait (bounded by :data:`KILL_GRACE`) for the group to
-        empty, then SIGKILL whatever is left of it."""
+        """After the SIGHUP: wait (bounded by :data:`KILL_GRACE`) for the group (and the
+        foreground job's) to empty, then SIGKILL whatever is left of them."""
         loop = self._loop
         deadline = loop.time() + KILL_GRACE
         try:
@@ -848,13 +886,18 @@ class LocalProcessBackend:
             # Members other than the leader are not our children: nothing to wait
             # on but the group's existence (a signal 0 probe), a few times a tick.
             for _ in range(int(KILL_GRACE / _GROUP_POLL) + 1):
-                if loop.time() >= deadline or not self._signal_group(0):
+                alive = self._signal_group(0) | self._signal_job(0)
+                if loop.time() >= deadline or not alive:
                     break
                 await asyncio.sleep(_GROUP_POLL)
+            job = self._job_pgid
+            if self._signal_job(signal.SIGKILL):
+                log.info("foreground job %d outlived SIGHUP by %.1f s: killed", job, KILL_GRACE)
             if self._signal_group(signal.SIGKILL):
                 log.info("process group %d outlived SIGHUP by %.1f s: killed", self.proc.pid if self.proc else -1, KILL_GRACE)
         finally:
             self._pgid = None
+            self._job_pgid = None
             assert self._group_gone is not None
             self._group_gone.set()
 

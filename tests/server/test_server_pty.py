@@ -184,3 +184,32 @@ async def test_open_command_and_eof(make_server) -> None:  # type: ignore[no-unt
     err = await f.until(lambda m: isinstance(m, OpenErr))
     assert isinstance(err, OpenErr) and err.code == "POLICY_DENIED"
     await f.close()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_close_ends_a_foreground_job_that_ignores_hangup(pty_server: Server) -> None:
+    """The terminal's foreground job has a process group of its own (job control), so the
+    shell's group is not all there is to end.  Here the shell and the job both ignore
+    SIGHUP (so the shell never passes it on): a close must still end the job -- it
+    gets the hangup and, once ``KILL_GRACE`` is over, SIGKILL, like the shell's group."""
+    c = await WireClient.connect(pty_server.url)
+    await c.hello()
+    await c.open(1)
+    await c.type(1, "trap '' HUP; (trap '' HUP; echo job=$BASHPID.; exec sleep 1000)\n")
+    pid = int((await c.until_match(1, rb"job=(\d+)\.")).group(1))
+    assert os.getpgid(pid) == pid  # a job of its own: not in the shell's process group
+    await c.close(1000)
+    for _ in range(300):  # KILL_GRACE (1 s) plus slack, bounded
+        if _gone(pid):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("the foreground job outlived its closed terminal")
