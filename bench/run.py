@@ -803,8 +803,38 @@ process that CPU is shared with the client's. Quick runs (20 MB) flatter these r
 (~80 ms) against scp's fork/exec and OpenSSH's post-quantum key exchange (~270 ms).
 """
 
+_PAGE_LOAD_NOTE = """
+**What limits it: the 2 cores, more than the bytes.** Throttled, the 4.96 MB cross the 20 Mbit/s link in
+~2.0 s, but the wasm's last byte arrives at ~2.75 s: its streaming compile reads the response as it goes, and
+the boot (compile tail, interpreter, wheel, imports: ~0.9 s) and the connect to a prompt (~0.25 s) follow.
+On loopback the page's own scripts, V8's wasm compile, the server and the shell share the 2 cores: small
+files' responses end 250-470 ms after they started even though `curl` fetches all 34 of them in < 100 ms.
+**Tried** (2026-12-04, measured, reverted): starting the runtime's boot from a module in `<head>`, before
+xterm.js and the page's modules ran (cold 2.24 → 2.35 s, throttled 4.13 → 4.08 s: no gain); importing the
+core's server modules lazily (the bridge import in Pyodide stays ~146 ms, ~60 % of it creating the frozen
+dataclasses). **Estimated, not done:** a stdlib holding only the modules the page loads would be 1.17 MB
+brotli instead of 1.74 (~0.2 s throttled at most), at the risk of every import done later.
+"""
+
+_RELAY_NOTE = """
+**What limits it: three busy processes on two cores.** The relay already moves the bytes in the kernel
+(`os.splice` between the two sockets, `node_runtime/cluster/relay.py`): no Python per byte. Relayed, the
+owner, the relay instance and the client each need a core while the stream runs; direct, two do.
+"""
+
+_SHARE_SLOW_NOTE = """
+**What limits it: the screen model's CPU on the owner's server.** A watched channel's output also feeds the
+share hub's pyte screen model (~10 % duty, off the owner's path but in the same process); with the owner's
+stream, the model and the client on 2 cores the owner loses 4-13 % from run to run (0.96× in the run before,
+0.87× in this one).
+"""
+
 NOTES: dict[str, str] = {
     **peers_runner.NOTES,
+    "page.first.s": _PAGE_LOAD_NOTE,
+    "page.cold.s": _PAGE_LOAD_NOTE,
+    "cluster.stream.relay": _RELAY_NOTE,
+    "share.owner_slow": _SHARE_SLOW_NOTE,
     "files.pty.down": _FILES_GET_NOTE,
     "files.ptyproc.down": _FILES_GET_NOTE,
     "files.pty.up": _FILES_PUT_NOTE,
