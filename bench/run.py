@@ -782,13 +782,16 @@ _FILES_PUT_NOTE = """
 **What limits it: the server's CPU per byte.** The server process uses 1.6–1.7 CPU s per GB of upload
 against the bare push server's 1.1–1.2 (`perf` of the server process: ~15 % in context switches and
 wake-ups of the hop to the I/O thread that writes, ~12 % in `memmove` of websockets' frame reassembly,
-which the bare push pays too). Changed on 2026-12-04: the free-space check replaced `posix_fallocate`, which
-reserved the whole size (11 ms per 100 MB on tmpfs) before the first byte could flow (A/B, 7 runs each,
-one process 0.68–0.74× → 0.79–0.80×, own process 0.64–0.66× → 0.74–0.85×). **Tried** (development runs,
-100–300 MB, not kept): the write on the event loop instead of the I/O pool (own process: server 2.1 CPU s/GB
-and 472 MB/s vs 1.6 and 640 -- worse, the write no longer overlaps the socket reads); two or three
-`pwritev` in flight at their own offsets (no gain beyond the noise); waiting up to 2 ms to gather 1 MiB
-per write (no change). The own-process rows vary 0.60–1.04× from run to run on this 2-core machine.
+which the bare push pays too); with the client's copy gone (below) the client process is no longer the
+busier one. Changed on 2026-12-04: the free-space check replaced `posix_fallocate`, which reserved the
+whole size (11 ms per 100 MB on tmpfs) before the first byte could flow (A/B, 7 runs each, one process
+0.68–0.74× → 0.79–0.80×, own process 0.64–0.66× → 0.74–0.85×); `Channel.send()` hands a `bytes` chunk
+to the core as it is instead of copying it out of a `memoryview` (one process 0.79× → 0.84×, client
+1.15–1.2 → 1.0 CPU s/GB). **Tried** (development runs, 100–300 MB, not kept): the write on the event loop
+instead of the I/O pool (own process: server 2.1 CPU s/GB and 472 MB/s vs 1.6 and 640 -- worse, the
+write no longer overlaps the socket reads); two or three `pwritev` in flight at their own offsets (no gain
+beyond the noise); waiting up to 2 ms to gather 1 MiB per write (no change); 1 MiB upload frames (slower).
+The own-process rows vary 0.60–1.04× from run to run on this 2-core machine.
 """
 
 _FILES_SSH_NOTE = """

@@ -361,13 +361,15 @@ class Channel:
         connection's :class:`~nimbus_websocket.core.CloseError`) once the
         channel cannot take input any more.
         """
-        view = memoryview(data.encode() if isinstance(data, str) else data).cast("B")
+        raw = data.encode() if isinstance(data, str) else data
+        whole = raw if type(raw) is bytes else None  # sent as it is when it goes in one piece (no copy)
+        view = memoryview(raw).cast("B")
         conn = self._conn
         if not self._waiting_sends:  # nobody queued before us: all of it now, if it fits
             self._check_input()
             if len(view) <= conn._session.input_capacity(self.id):
                 if view:
-                    conn._session.send_input(self.id, bytes(view), conn._clock())
+                    conn._session.send_input(self.id, whole if whole is not None else bytes(view), conn._clock())
                     conn._pump()
                 return
         # Wait in line: a send that has to wait is never overtaken by a later one, so
@@ -380,7 +382,8 @@ class Channel:
                     self._check_input()
                     cap = conn._session.input_capacity(self.id)
                     if cap:
-                        off += conn._session.send_input(self.id, bytes(view[off : off + cap]), conn._clock())
+                        part = whole if whole is not None and off == 0 and cap >= len(view) else bytes(view[off : off + cap])
+                        off += conn._session.send_input(self.id, part, conn._clock())
                         conn._pump()
                     if off < len(view):
                         await conn._wait_capacity(self.id)
