@@ -15,8 +15,9 @@ running login shells, the SSH backend): anything a transfer can do, the
 shell can do with ``cat``; they are off by default when the operator fixed
 what runs (``--pty-command``), because there the shell is not the user's.
 
-Memory per transfer: a ``get`` reads one chunk (:data:`CHUNK`) at a time and
-only while the channel has credit; a ``put`` holds the input the core lets
+Memory per transfer: a ``get`` holds the chunk (:data:`CHUNK`) being sent,
+as the channel's credit allows, and one read ahead (SFTP: 1 MiB chunks,
+``sftp_files``); a ``put`` holds the input the core lets
 through (``max_input_buffer``) until it is written.  A ``put`` writes to a
 temporary ``.NAME.RANDOM.nimbus-part`` beside the target (mode 0600), after
 checking the filesystem has room for the announced size (so a full disk
