@@ -216,6 +216,19 @@ def signal_name(num: int) -> str:
         return str(num)
 
 
+def _killpg(pgid: int, sig: int) -> bool | None:
+    """``os.killpg``: True when sent, None when the group has no member left, False on
+    another error (logged at debug)."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        log.debug("cannot signal process group %d", pgid, exc_info=True)
+        return False
+    return True
+
+
 def _set_ctty() -> None:  # runs in the child between fork and exec
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
@@ -832,15 +845,10 @@ class LocalProcessBackend:
         if self.proc.returncode is not None and _LEADERS.get(pgid, self) is not self:
             self._pgid = None
             return False
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:  # no member left
+        sent = _killpg(pgid, sig)
+        if sent is None:  # no member left
             self._pgid = None
-            return False
-        except OSError:
-            log.debug("cannot signal process group %d", pgid, exc_info=True)
-            return False
-        return True
+        return bool(sent)
 
     def _foreground_job(self) -> int | None:
         """The PTY's foreground process group when it is not the shell's own (a job)."""
@@ -863,16 +871,13 @@ class LocalProcessBackend:
         if pgid is None or self.proc is None:
             return False
         try:
-            if os.getsid(pgid) != self.proc.pid:
-                raise ProcessLookupError
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            self._job_pgid = None
-            return False
+            ours = os.getsid(pgid) == self.proc.pid
         except OSError:
-            log.debug("cannot signal process group %d", pgid, exc_info=True)
-            return False
-        return True
+            ours = False
+        sent = _killpg(pgid, sig) if ours else None
+        if sent is None:  # gone, or no longer this terminal's
+            self._job_pgid = None
+        return bool(sent)
 
     async def _end_group(self) -> None:
         """After the SIGHUP: wait (bounded by :data:`KILL_GRACE`) for the group (and the
