@@ -1318,88 +1318,70 @@ def main(argv: list[str]) -> int:
     print(f"bench: {meta['machine']['cores']} cores, {meta['machine']['cpu']}; load {meta['load_start']}; "
           f"params {p}", flush=True)
     f = Figures()
-    if not only or "codec" in only:
-        print("== codec", flush=True)
-        with section_load("codec"):
+
+    def section(name: str, work: Callable[[], object]) -> None:
+        """One section of ``--only``: its heading, its load figures, and a failure kept as the
+        section's error (the other sections still run)."""
+        if only and name not in only:
+            return
+        print(f"== {name}", flush=True)
+        with section_load(name):
             try:
-                section_codec(f, p)
+                work()
             except Exception as exc:
                 traceback.print_exc()
-                f.errors["codec"] = f"{type(exc).__name__}: {exc}"[:300]
+                f.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+
+    def browser() -> None:
+        nonlocal browser_raw
+        with tempfile.TemporaryDirectory(prefix="nimbus-bench-") as tmp:
+            browser_raw = section_browser(f, p, path, Path(tmp))
+
+    def pageload() -> None:
+        import page_load
+
+        page_load.add_rows(f, page_load.run(runs=2 if p["quick"] else 3, reloads=2))
+
+    def sessions_() -> None:  # bench/sessions.py (issue 16 item 6)
+        import sessions
+
+        meta["sessions"] = asyncio.run(sessions.run(sessions.params(p["quick"])))
+        sessions.add_figures(f, meta["sessions"])
+
+    def cluster_() -> None:  # bench/cluster.py (issue 17)
+        import cluster
+
+        cluster.add_rows(f, cluster.run(p["quick"]))
+
+    def files_() -> None:  # bench/files.py (issue 19)
+        import files
+
+        meta["files"] = files.run(files.params(p["quick"], p["files_runs"], p["files_mb"]))
+        files.add_rows(f, meta["files"])
+
+    def share_() -> None:  # bench/share.py (issue 18)
+        import share
+
+        meta["share"] = asyncio.run(share.run(share.params(p["quick"])))
+        share.add_figures(f, meta["share"])
+
+    def peers() -> None:
+        meta["peers"] = asyncio.run(peers_runner.run(peers_runner.params(p["quick"])))
+        peers_runner.add_figures(f, meta["peers"])
+
+    section("codec", lambda: section_codec(f, p))
     path = make_file(p["pty_mb"])
     browser_raw: dict[str, Any] = {}
     try:
         asyncio.run(run_async(f, p, path, only))
-        if not only or "browser" in only:
-            print("== browser", flush=True)
-            with section_load("browser"), tempfile.TemporaryDirectory(prefix="nimbus-bench-") as tmp:
-                try:
-                    browser_raw = section_browser(f, p, path, Path(tmp))
-                except Exception as exc:
-                    traceback.print_exc()
-                    f.errors["browser"] = f"{type(exc).__name__}: {exc}"[:300]
-        if not only or "pageload" in only:
-            print("== pageload", flush=True)
-            with section_load("pageload"):
-                try:
-                    import page_load
-
-                    page_load.add_rows(f, page_load.run(runs=2 if p["quick"] else 3, reloads=2))
-                except Exception as exc:
-                    traceback.print_exc()
-                    f.errors["pageload"] = f"{type(exc).__name__}: {exc}"[:300]
-        if not only or "sessions" in only:  # bench/sessions.py (issue 16 item 6)
-            print("== sessions", flush=True)
-            with section_load("sessions"):
-                try:
-                    import sessions
-
-                    meta["sessions"] = asyncio.run(sessions.run(sessions.params(p["quick"])))
-                    sessions.add_figures(f, meta["sessions"])
-                except Exception as exc:
-                    traceback.print_exc()
-                    f.errors["sessions"] = f"{type(exc).__name__}: {exc}"[:300]
-        if not only or "cluster" in only:  # bench/cluster.py (issue 17)
-            print("== cluster", flush=True)
-            with section_load("cluster"):
-                try:
-                    import cluster
-
-                    cluster.add_rows(f, cluster.run(p["quick"]))
-                except Exception as exc:
-                    traceback.print_exc()
-                    f.errors["cluster"] = f"{type(exc).__name__}: {exc}"[:300]
-        if not only or "files" in only:  # bench/files.py (issue 19)
-            print("== files", flush=True)
-            with section_load("files"):
-                try:
-                    import files
-
-                    meta["files"] = files.run(files.params(p["quick"], p["files_runs"], p["files_mb"]))
-                    files.add_rows(f, meta["files"])
-                except Exception as exc:
-                    traceback.print_exc()
-                    f.errors["files"] = f"{type(exc).__name__}: {exc}"[:300]
-        if not only or "share" in only:  # bench/share.py (issue 18)
-            print("== share", flush=True)
-            with section_load("share"):
-                try:
-                    import share
-
-                    meta["share"] = asyncio.run(share.run(share.params(p["quick"])))
-                    share.add_figures(f, meta["share"])
-                except Exception as exc:
-                    traceback.print_exc()
-                    f.errors["share"] = f"{type(exc).__name__}: {exc}"[:300]
-        if args.peers and (not only or "peers" in only):
-            print("== peers", flush=True)
-            with section_load("peers"):
-                try:
-                    meta["peers"] = asyncio.run(peers_runner.run(peers_runner.params(p["quick"])))
-                    peers_runner.add_figures(f, meta["peers"])
-                except Exception as exc:
-                    traceback.print_exc()
-                    f.errors["peers"] = f"{type(exc).__name__}: {exc}"[:300]
+        section("browser", browser)
+        section("pageload", pageload)
+        section("sessions", sessions_)
+        section("cluster", cluster_)
+        section("files", files_)
+        section("share", share_)
+        if args.peers:
+            section("peers", peers)
         with contextlib.suppress(Exception):
             meta["page_bytes"] = page_bytes()
         if not args.no_profile and f.misses():
