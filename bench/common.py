@@ -9,6 +9,7 @@ import statistics
 import struct
 import subprocess
 import termios
+import time
 from collections.abc import Sequence
 
 
@@ -29,6 +30,30 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_busy_total() -> tuple[int, int]:
+    """``(busy, total)`` jiffies of all CPUs since boot (``/proc/stat``; idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def wait_cpu_quiet(limit: float = 0.15, window: float = 0.2, timeout: float = 5.0) -> bool:
+    """Wait until the whole machine's CPUs are less than ``limit`` busy over ``window`` seconds
+    (``/proc/stat``), at most ``timeout`` seconds; ``True`` when it got that quiet.
+
+    For a measurement that must start from an idle machine (a page load, as a user opening a
+    tab), not while the previous run's processes are still being torn down."""
+    deadline = time.monotonic() + timeout
+    while True:
+        b0, t0 = _cpu_busy_total()
+        time.sleep(window)  # the sampling window itself
+        b1, t1 = _cpu_busy_total()
+        if (b1 - b0) / max(1, t1 - t0) < limit:
+            return True
+        if time.monotonic() >= deadline:
+            return False
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

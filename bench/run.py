@@ -808,15 +808,18 @@ process that CPU is shared with the client's. Quick runs (20 MB) flatter these r
 
 _PAGE_LOAD_NOTE = """
 **What limits it: the 2 cores, more than the bytes.** Throttled, the 4.96 MB cross the 20 Mbit/s link in
-~2.0 s, but the wasm's last byte arrives at ~2.75 s: its streaming compile reads the response as it goes, and
-the boot (compile tail, interpreter, wheel, imports: ~0.9 s) and the connect to a prompt (~0.25 s) follow.
-On loopback the page's own scripts, V8's wasm compile, the server and the shell share the 2 cores: small
-files' responses end 250-470 ms after they started even though `curl` fetches all 34 of them in < 100 ms.
+~2.0 s, but the wasm's last byte arrives at ~2.7 s: its streaming compile reads the response as it goes, and
+the boot (compile tail, interpreter, imports: ~0.9 s) and the connect to a prompt (~0.25 s) follow. On
+loopback both cores are ~94 % busy from navigation to prompt (`/proc/stat`): the page's scripts, the
+network service's brotli decoding, V8, the interpreter's start (~1.0 s), the project import (~0.27 s, most
+of it creating the frozen dataclasses), the server and the shell. Each load starts on a quiet machine
+(`bench/page_load.py`): navigating while the previous run's context was torn down added 0.3-0.6 s.
 **Tried** (2026-12-04, measured, reverted): starting the runtime's boot from a module in `<head>`, before
-xterm.js and the page's modules ran (cold 2.24 → 2.35 s, throttled 4.13 → 4.08 s: no gain); importing the
-core's server modules lazily (the bridge import in Pyodide stays ~146 ms, ~60 % of it creating the frozen
-dataclasses). **Estimated, not done:** a stdlib holding only the modules the page loads would be 1.17 MB
-brotli instead of 1.74 (~0.2 s throttled at most), at the risk of every import done later.
+xterm.js and the page's modules ran (no gain); importing the core's server modules lazily (no gain);
+requesting `app.mjs` first (it arrives at ~0.1 s instead of ~0.4 s, the prompt no sooner). **Kept:** the
+wheel imported from the archive instead of unpacked (install 318 → 268 ms). **Estimated, not done:** a
+stdlib holding only the modules the page loads would be ~1.2 MB brotli instead of 1.57 (~0.15 s throttled
+at most), at the risk of every import done later.
 """
 
 _RELAY_NOTE = """

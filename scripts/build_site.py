@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import csv
 import gzip
 import hashlib
 import html
@@ -276,17 +277,36 @@ def page_stdlib(src: Path) -> bytes:
     return buf.getvalue()
 
 
+def _legacy_pyc(name: str) -> str:
+    """``pkg/__pycache__/mod.cpython-314.pyc`` -> ``pkg/mod.pyc``; other names unchanged."""
+    folder, sep, leaf = name.rpartition("/__pycache__/")
+    if not sep or not leaf.endswith(".pyc"):
+        return name
+    return f"{folder}/{leaf.split('.', 1)[0]}.pyc"
+
+
 def page_wheel(src: Path) -> bytes:
-    """The project wheel with every entry stored, not deflated: brotli over the whole archive
-    sends 210 KB instead of the deflated wheel's 344 KB.  Contents, names, order and RECORD
-    are unchanged (Pyodide unpacks stored and deflated entries alike).  Same input, same bytes."""
+    """The project wheel as the page imports it: straight from the archive (zipimport; the
+    facade puts the fetched bytes on ``sys.path`` instead of unpacking them, web_runtime/js/
+    nimbus.mjs ``installNimbus``).  Each ``pkg/__pycache__/mod.cpython-314.pyc`` moves to
+    ``pkg/mod.pyc``, where zipimport looks for bytecode before ``mod.py`` (it ignores
+    ``__pycache__``); the sources stay (zipimport serves them to tracebacks) and ``RECORD``
+    names the moved files.  Every entry stored, not deflated: brotli over the whole archive
+    sends 210 KB instead of the deflated wheel's 344 KB.  Still a valid wheel (an unpacked
+    copy compiles the sources it imports).  Same input, same bytes."""
     buf = io.BytesIO()
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(buf, "w") as zout:
         for info in zin.infolist():
-            entry = zipfile.ZipInfo(info.filename, info.date_time)
+            data = zin.read(info)
+            if info.filename.endswith(".dist-info/RECORD"):
+                rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+                out = io.StringIO()
+                csv.writer(out, lineterminator="\n").writerows([[_legacy_pyc(r[0]), *r[1:]] for r in rows if r])
+                data = out.getvalue().encode("utf-8")
+            entry = zipfile.ZipInfo(_legacy_pyc(info.filename), info.date_time)
             entry.external_attr = info.external_attr
             entry.compress_type = zipfile.ZIP_STORED
-            zout.writestr(entry, zin.read(info))
+            zout.writestr(entry, data)
     return buf.getvalue()
 
 

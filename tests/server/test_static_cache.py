@@ -278,11 +278,19 @@ def test_build_site_hashed_layout_twins_and_only_what_the_page_loads(tmp_path: P
     for src in [*(REPO_ROOT / "core").rglob("*.py"), *(REPO_ROOT / "web_runtime").rglob("*.py")]:
         imported = set(re.findall(r"^\s*(?:from|import)\s+(\w+)", src.read_text(), re.M))
         assert not imported & dropped_modules, (src, imported & dropped_modules)
-    # The page's wheel: the dist wheel's entries, stored.
+    # The page's wheel: the dist wheel's entries, stored, each bytecode file moved from
+    # pkg/__pycache__/mod.cpython-314.pyc to pkg/mod.pyc (where zipimport finds it), RECORD to match.
     wheel = out / meta["wheel"]
     with zipfile.ZipFile(wheel) as zw, zipfile.ZipFile(dist / wheel.name) as zd:
         assert {i.compress_type for i in zw.infolist()} == {zipfile.ZIP_STORED}
-        assert zw.namelist() == zd.namelist() and all(zw.read(n) == zd.read(n) for n in zd.namelist())
+        moved = {n: re.sub(r"/__pycache__/([^/.]+)\.cpython-\d+\.pyc$", r"/\1.pyc", n) for n in zd.namelist()}
+        assert [n for n in moved if n != moved[n]], "the dist wheel has no bytecode to move"
+        assert zw.namelist() == [moved[n] for n in zd.namelist()]
+        assert not [n for n in zw.namelist() if "__pycache__" in n]
+        record = next(n for n in zd.namelist() if n.endswith(".dist-info/RECORD"))
+        assert all(zw.read(moved[n]) == zd.read(n) for n in zd.namelist() if n != record)
+        rows = {r.split(",")[0] for r in zw.read(record).decode().splitlines()}
+        assert rows == set(zw.namelist()) | {record} or rows == set(zw.namelist()), rows ^ set(zw.namelist())
     assert (runtime / "pyodide.asm.wasm.br").is_file() and (runtime / "python_stdlib.zip.br").is_file()
     assert (wheel.parent / (wheel.name + ".br")).is_file()
     for twin in [*out.rglob("*.gz"), *out.rglob("*.br")]:
