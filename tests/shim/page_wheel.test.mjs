@@ -62,3 +62,18 @@ test("a second install does not put the archive on sys.path twice", async () => 
   await installNimbus(pyodide, { wheelData: new Uint8Array(readFileSync(path.join(SITE, meta.wheel))) });
   assert.equal(py("import sys; sys.path.count('/lib/nimbus-websocket.whl')"), 1);
 });
+
+test("a wheel with its bytecode under __pycache__/ (the dist's) is unpacked as before", async () => {
+  const { loadPyodide } = await import(pathToFileURL(path.join(DIST, "pyodide.mjs")).href);
+  const other = await loadPyodide({ indexURL: DIST + "/" });
+  const lock = JSON.parse(readFileSync(path.join(DIST, "pyodide-lock.json"), "utf8"));
+  const wheelData = new Uint8Array(readFileSync(path.join(DIST, lock.packages["nimbus-websocket"].file_name)));
+  await installNimbus(other, { wheelData });
+  const [loader, cached] = other
+    .runPython("import nimbus_websocket.core.messages as m\n[type(m.__loader__).__name__, m.__spec__.cached]")
+    .toJs();
+  assert.equal(loader, "SourceFileLoader");
+  assert.match(cached, /site-packages\/nimbus_websocket\/core\/__pycache__\/messages\.cpython-\d+\.pyc$/);
+  assert.equal(other.runPython("import sys; '/lib/nimbus-websocket.whl' in sys.path"), false);
+  assert.equal(other.runPython("'zipfile' in globals() or 'ok' in globals()"), false); // __main__ untouched
+});

@@ -52,7 +52,9 @@
 // with {name, code, message, wsCode, appCode} (and hostKey for a host-key open_err).
 
 export const PACKAGE = "nimbus-websocket";
-const BRIDGE = "nimbus_websocket.web_runtime.bridge";
+/** The package's import name (the wheel's top-level folder). */
+const IMPORT_NAME = "nimbus_websocket";
+const BRIDGE = `${IMPORT_NAME}.web_runtime.bridge`;
 
 const CONNECTION_EVENTS = ["statechange", "diagnostic", "policy", "error", "close", "channel"];
 const CHANNEL_EVENTS = ["data", "stderr", "exit", "error", "close", "resumed", "viewers", "resize"];
@@ -903,17 +905,31 @@ export function createNimbus(pyodide, { WebSocket, defaults = {}, onListenerErro
 /**
  * Install the wheel into `pyodide` (by URL, or by name from the dist's lock
  * file) and check the import.  `wheelData` (the wheel's bytes, already
- * fetched and checked) is imported from the archive instead: written once to
- * /lib/ and put first on sys.path (zipimport; a pure wheel is importable as
- * it is), which skips unpacking it file by file and the modules unpacking
- * imports (~40 ms in Node).  The page's wheel (scripts/build_site.py
- * page_wheel) carries its bytecode where zipimport looks for it.
+ * fetched and checked) is written once to /lib/ and, when it carries its
+ * bytecode where zipimport looks for it (`pkg/mod.pyc`: the page's wheel,
+ * scripts/build_site.py page_wheel), imported from the archive (first on
+ * sys.path), which skips unpacking it file by file and the modules unpacking
+ * imports (~50 ms of a cold page load); any other wheel (bytecode under
+ * __pycache__/, which zipimport ignores) is unpacked into site-packages.
  */
 export async function installNimbus(pyodide, { wheelURL, packageName = PACKAGE, onProgress, wheelData } = {}) {
   if (wheelData) {
     const path = `/lib/${PACKAGE}.whl`;
     pyodide.FS.writeFile(path, wheelData);
-    pyodide.runPython(`import sys\nif ${JSON.stringify(path)} not in sys.path: sys.path.insert(0, ${JSON.stringify(path)})`);
+    const scope = pyodide.globals.get("dict")(); // not __main__'s globals
+    const mounted = pyodide.runPython(
+      `import sys, zipfile\np = ${JSON.stringify(path)}\n` +
+        `with zipfile.ZipFile(p) as z:\n    ok = ${JSON.stringify(IMPORT_NAME + "/__init__.pyc")} in z.NameToInfo\n` +
+        `if ok and p not in sys.path:\n    sys.path.insert(0, p)\nok`,
+      { globals: scope },
+    );
+    scope.destroy();
+    if (!mounted) {
+      pyodide.FS.unlink(path);
+      const site = pyodide.runPython("import sysconfig; sysconfig.get_path('purelib')");
+      pyodide.unpackArchive(wheelData, "wheel", { extractDir: site });
+      pyodide.runPython("import importlib; importlib.invalidate_caches()");
+    }
   } else {
     const errors = [];
     // loadPackage resolves even when a fetch failed: collect the errors.
