@@ -93,7 +93,16 @@ class Files:
 
     def ask_download(self, path: str) -> None:
         self.page.click("#btn-download")
-        self.page.wait_for_selector("#download-form input[name=path]", state="visible")
+        try:
+            self.page.wait_for_selector("#download-form input[name=path]", state="visible", timeout=15_000)
+        except Exception as exc:  # say what the page was doing (seen once, CPU-starved, not reproduced)
+            state = self.demo.js(
+                """() => ({overlay: document.getElementById('download').hidden,
+                    button: document.getElementById('btn-download').hidden,
+                    state: window.nimbusDemo.state, phase: window.nimbusDemo.phase,
+                    events: window.nimbusDemo.events.slice(-15)})"""
+            )
+            raise AssertionError(f"the download form did not show: {state}") from exc
         self.page.fill("#download-form input[name=path]", path)
         self.page.click("#download-form button[type=submit]")
 
@@ -216,7 +225,9 @@ def test_cancel_upload_leaves_nothing(files_page: Files, big_file: Path, shell_d
     )
     row = files_page.wait_row("to-cancel.bin", ("cancelled", "done", "failed"), timeout=10_000)
     assert row["status"] == "cancelled", row
-    assert row["done"] < BIG
+    # Not `done < BIG`: on a CPU-starved machine the page may have sent every byte before the
+    # cancel went out; the upload is still cancelled (not committed) and leaves nothing.
+    assert row["done"] <= BIG
     assert "Cancelled" in files_page.row_text("to-cancel.bin")
     # ...and nothing once it was cancelled.
     wait_until(
